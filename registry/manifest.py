@@ -1,0 +1,159 @@
+"""The manifest stored beside every model version: what the version is and what normal looks like."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+FeatureDType = Literal["float32", "float64", "int64", "string"]
+OutputKind = Literal["classification", "regression"]
+InputLayout = Literal["matrix", "columns"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FeatureSpec(Frozen):
+    """One input feature, as a client names it in a record."""
+
+    name: str
+    dtype: FeatureDType
+    #: True when the reference data had missing values for this feature, so the
+    #: model was profiled on them and a null is passed on as NaN.
+    allow_missing: bool = False
+
+
+class InputSchema(Frozen):
+    """How client features map onto the ONNX graph's inputs.
+
+    ``matrix``: one 2-D tensor input named ``tensor_name`` whose columns are
+    ``features`` in order (the usual skl2onnx export). ``columns``: one input
+    per feature, each named like the feature, shape ``[N, 1]`` or ``[N]``.
+    """
+
+    layout: InputLayout
+    features: tuple[FeatureSpec, ...]
+    tensor_name: str | None = None
+    tensor_dtype: FeatureDType | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+
+class OutputSpec(Frozen):
+    """What the model answers. ``classes`` is set for classifiers, in probability-column order."""
+
+    kind: OutputKind
+    classes: tuple[str, ...] = ()
+    label_output: str | None = None
+    probability_output: str | None = None
+    value_output: str | None = None
+    #: skl2onnx's default ZipMap gives probabilities as a list of dicts.
+    probabilities_as_map: bool = False
+
+
+class Lineage(Frozen):
+    """Where the version came from."""
+
+    reference_sha256: str
+    reference_rows: int
+    reference_file: str
+    description: str = ""
+    metrics: dict[str, float | int | str] = {}
+
+
+class NumericProfile(Frozen):
+    """Reference distribution of one numeric quantity.
+
+    ``edges`` are interior quantile cut points; ``counts`` has one more entry
+    than ``edges``: (-inf, e0], (e0, e1], ..., (e_last, +inf).
+    """
+
+    kind: Literal["numeric"] = "numeric"
+    count: int
+    missing_rate: float
+    min: float
+    max: float
+    mean: float
+    std: float
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    sample: tuple[float, ...]
+
+
+class CategoricalProfile(Frozen):
+    """Reference distribution of one categorical quantity (the most frequent categories)."""
+
+    kind: Literal["categorical"] = "categorical"
+    count: int
+    missing_rate: float
+    categories: tuple[str, ...]
+    counts: tuple[int, ...]
+    #: rows whose category is not among ``categories`` (the long tail)
+    other_count: int
+    sample: tuple[str, ...]
+
+
+Profile = NumericProfile | CategoricalProfile
+
+
+class ReferenceProfile(Frozen):
+    """Profiles of every input feature and of the model's predictions on the reference data.
+
+    Prediction keys: ``label`` and ``probability:<class>`` for classifiers,
+    ``value`` for regressors. ``sample_rows`` rows are index-aligned across all
+    feature samples, so they also serve as whole rows (for warming a session up).
+    """
+
+    features: dict[str, Profile]
+    predictions: dict[str, Profile]
+    sample_rows: int
+
+
+class InputRule(Frozen):
+    """Plausible input: inside the reference range widened by ``margin`` x range."""
+
+    min: float | None = None
+    max: float | None = None
+    margin: float = 0.1
+    max_missing_rate: float = 0.05
+    domain: tuple[str, ...] | None = None
+
+
+class OutputRule(Frozen):
+    """Plausible output for the version's kind."""
+
+    probability_sum_tolerance: float = 1e-3
+    classes: tuple[str, ...] = ()
+    value_min: float | None = None
+    value_max: float | None = None
+
+
+class PlausibilityRules(Frozen):
+    inputs: dict[str, InputRule]
+    output: OutputRule
+    #: ``flag`` counts violations; ``reject`` answers 4xx. Per-rule policies override.
+    default_policy: Literal["flag", "reject"] = "flag"
+
+
+class Manifest(Frozen):
+    """Everything known about one immutable model version."""
+
+    name: str
+    version: int
+    created_at: datetime
+    created_by: str
+    model_file: str
+    sha256: str
+    size_bytes: int
+    opset: int
+    producer: str
+    inputs: InputSchema
+    output: OutputSpec
+    lineage: Lineage
+    reference: ReferenceProfile
+    plausibility: PlausibilityRules

@@ -1,0 +1,195 @@
+"""An ONNX model as the gateway sees it: a session, its input schema, and decoded predictions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from registry.errors import InvalidModel
+from registry.manifest import FeatureDType, InputSchema, OutputSpec
+
+#: ONNX tensor element types the gateway feeds, mapped to our feature dtypes.
+ONNX_TO_DTYPE: dict[str, FeatureDType] = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(string)": "string",
+}
+NUMPY_DTYPE: dict[FeatureDType, Any] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int64": np.int64,
+    "string": object,
+}
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    name: str
+    dtype: FeatureDType
+    shape: tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoded outputs for a batch: ``labels`` + ``probabilities`` (N x classes) or ``values``."""
+
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        first = self.values if self.values is not None else self.probabilities
+        assert first is not None
+        return int(first.shape[0])
+
+
+def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
+    """Options for a server: a fixed, small thread pool and no busy-waiting.
+
+    Several gateway workers share the machine's cores; ONNX Runtime's default
+    (one spinning thread per core, per session) would oversubscribe them and
+    burn CPU that the HTTP stack needs. ``intra_op_threads`` defaults to the
+    cores divided by the worker count (``MODELGATE_WORKERS``).
+    """
+    if intra_op_threads is None:
+        workers = max(1, int(os.environ.get("MODELGATE_WORKERS", "1")))
+        intra_op_threads = max(1, (os.cpu_count() or 1) // workers)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def load_session(model_bytes: bytes, intra_op_threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU, or :class:`InvalidModel` saying why it does not load."""
+    try:
+        return ort.InferenceSession(
+            model_bytes,
+            sess_options=session_options(intra_op_threads),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # ORT raises several unrelated types for bad files
+        raise InvalidModel(f"the file does not load in ONNX Runtime: {exc}") from exc
+
+
+def graph_inputs(session: ort.InferenceSession) -> list[GraphInput]:
+    inputs = []
+    for node in session.get_inputs():
+        dtype = ONNX_TO_DTYPE.get(node.type)
+        if dtype is None:
+            supported = ", ".join(ONNX_TO_DTYPE)
+            raise InvalidModel(f"input {node.name!r} has type {node.type}; supported: {supported}")
+        inputs.append(GraphInput(node.name, dtype, tuple(node.shape)))
+    return inputs
+
+
+def class_labels(model_bytes: bytes) -> tuple[str, ...] | None:
+    """Class labels declared by the graph's ai.onnx.ml classifier or ZipMap node, in order."""
+    graph = onnx.load_from_string(model_bytes).graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "classlabels_strings" and attribute.strings:
+                return tuple(s.decode() for s in attribute.strings)
+            if attribute.name in ("classlabels_int64s", "classlabels_ints") and attribute.ints:
+                return tuple(str(i) for i in attribute.ints)
+    return None
+
+
+def output_spec(session: ort.InferenceSession, model_bytes: bytes) -> OutputSpec:
+    """Tell a classifier (label + probabilities) from a regressor (one numeric value per row)."""
+    outputs = session.get_outputs()
+    probability = next(
+        (
+            o
+            for o in outputs
+            if o.type.startswith("seq(map(")
+            or (o.type in ("tensor(float)", "tensor(double)") and len(o.shape) == 2 and o.shape[1] != 1)
+        ),
+        None,
+    )
+    if probability is not None:
+        label = next(
+            (
+                o
+                for o in outputs
+                if o.type in ("tensor(int64)", "tensor(string)") and o.name != probability.name
+            ),
+            None,
+        )
+        classes = class_labels(model_bytes)
+        if classes is None:
+            raise InvalidModel(
+                "the model outputs class probabilities but declares no class labels "
+                "(no classifier or ZipMap node with classlabels_*)"
+            )
+        return OutputSpec(
+            kind="classification",
+            classes=classes,
+            label_output=label.name if label is not None else None,
+            probability_output=probability.name,
+            probabilities_as_map=probability.type.startswith("seq(map("),
+        )
+    numeric = [o for o in outputs if o.type in ("tensor(float)", "tensor(double)")]
+    if len(numeric) == 1:
+        return OutputSpec(kind="regression", value_output=numeric[0].name)
+    described = ", ".join(f"{o.name}: {o.type} {o.shape}" for o in outputs)
+    raise InvalidModel(
+        "cannot tell the output kind: expected class probabilities (a 2-D float tensor "
+        f"or ZipMap) or exactly one numeric output for a regressor; got {described}"
+    )
+
+
+class OnnxModel:
+    """A loaded session bound to its input schema and output spec; thread-safe for ``predict``."""
+
+    def __init__(self, session: ort.InferenceSession, schema: InputSchema, output: OutputSpec) -> None:
+        self.session = session
+        self.schema = schema
+        self.output = output
+        self._graph_inputs = {i.name: i for i in graph_inputs(session)}
+        self._output_names = [
+            name
+            for name in (output.label_output, output.probability_output, output.value_output)
+            if name is not None
+        ]
+
+    def feeds(self, columns: dict[str, np.ndarray] | None, matrix: np.ndarray | None) -> dict[str, Any]:
+        """ONNX feeds from validated data: a matrix for ``matrix`` layout, else one array a feature."""
+        if self.schema.layout == "matrix":
+            assert matrix is not None and self.schema.tensor_name is not None
+            return {self.schema.tensor_name: matrix}
+        assert columns is not None
+        feeds = {}
+        for name, column in columns.items():
+            rank = len(self._graph_inputs[name].shape)
+            feeds[name] = column.reshape(-1, 1) if rank == 2 else column
+        return feeds
+
+    def predict(self, feeds: dict[str, Any]) -> Prediction:
+        raw = dict(zip(self._output_names, self.session.run(self._output_names, feeds), strict=True))
+        output = self.output
+        if output.kind == "regression":
+            assert output.value_output is not None
+            return Prediction(values=np.asarray(raw[output.value_output], dtype=np.float64).reshape(-1))
+        assert output.probability_output is not None
+        probs = raw[output.probability_output]
+        if output.probabilities_as_map:
+            keys = list(probs[0].keys()) if len(probs) else []
+            probs = np.array([[row[k] for k in keys] for row in probs], dtype=np.float64)
+        probabilities = np.asarray(probs, dtype=np.float64).reshape(-1, len(output.classes))
+        if output.label_output is not None:
+            labels = np.asarray(raw[output.label_output]).reshape(-1)
+        else:
+            labels = np.asarray(output.classes, dtype=object)[probabilities.argmax(axis=1)]
+        return Prediction(labels=labels, probabilities=probabilities)

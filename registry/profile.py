@@ -1,0 +1,121 @@
+"""Reference profiles and default plausibility rules, computed from reference data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from registry.manifest import (
+    CategoricalProfile,
+    InputRule,
+    InputSchema,
+    NumericProfile,
+    OutputRule,
+    OutputSpec,
+    PlausibilityRules,
+    Profile,
+    ReferenceProfile,
+)
+from registry.onnx_model import Prediction
+
+#: Quantile bins per numeric feature: ten deciles are the usual PSI binning and
+#: keep each bin populated on small references.
+BINS = 10
+#: Rows kept for two-sample tests (KS, chi-square) and for warming sessions up.
+SAMPLE_ROWS = 1000
+#: Categorical profiles keep this many most frequent categories, the rest is "other".
+MAX_CATEGORIES = 50
+#: Input ranges are widened by this share of the reference range before a value is implausible.
+RANGE_MARGIN = 0.1
+
+
+def numeric_profile(values: np.ndarray, sample_index: np.ndarray, bins: int = BINS) -> NumericProfile:
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    present = values[~missing]
+    if present.size == 0:
+        edges = np.array([])
+        counts = np.array([0])
+        lo = hi = mean = std = float("nan")
+    else:
+        edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=edges.size + 1)
+        lo, hi = float(present.min()), float(present.max())
+        mean, std = float(present.mean()), float(present.std())
+    return NumericProfile(
+        count=int(values.size),
+        missing_rate=float(missing.mean()) if values.size else 0.0,
+        min=lo,
+        max=hi,
+        mean=mean,
+        std=std,
+        edges=tuple(float(e) for e in edges),
+        counts=tuple(int(c) for c in counts),
+        sample=tuple(float(v) for v in values[sample_index]),
+    )
+
+
+def categorical_profile(values: pd.Series, sample_index: np.ndarray) -> CategoricalProfile:
+    missing = values.isna()
+    counts = values[~missing].astype(str).value_counts()
+    top = counts.iloc[:MAX_CATEGORIES]
+    return CategoricalProfile(
+        count=int(values.size),
+        missing_rate=float(missing.mean()) if values.size else 0.0,
+        categories=tuple(str(c) for c in top.index),
+        counts=tuple(int(c) for c in top.to_numpy()),
+        other_count=int(counts.iloc[MAX_CATEGORIES:].sum()),
+        sample=tuple("" if pd.isna(v) else str(v) for v in values.iloc[sample_index]),
+    )
+
+
+def sample_index(rows: int, size: int = SAMPLE_ROWS, seed: int = 0) -> np.ndarray:
+    """The same bounded, seeded row sample for every feature, so sample rows stay whole rows."""
+    if rows <= size:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
+
+
+def reference_profile(
+    frame: pd.DataFrame, schema: InputSchema, output: OutputSpec, prediction: Prediction
+) -> ReferenceProfile:
+    index = sample_index(len(frame))
+    features: dict[str, Profile] = {}
+    for spec in schema.features:
+        column = frame[spec.name]
+        if spec.dtype == "string":
+            features[spec.name] = categorical_profile(column, index)
+        else:
+            features[spec.name] = numeric_profile(column.to_numpy(dtype=np.float64), index)
+    predictions: dict[str, Profile] = {}
+    if output.kind == "classification":
+        assert prediction.labels is not None and prediction.probabilities is not None
+        predictions["label"] = categorical_profile(pd.Series(prediction.labels.astype(str)), index)
+        for column, cls in enumerate(output.classes):
+            predictions[f"probability:{cls}"] = numeric_profile(prediction.probabilities[:, column], index)
+    else:
+        assert prediction.values is not None
+        predictions["value"] = numeric_profile(prediction.values, index)
+    return ReferenceProfile(features=features, predictions=predictions, sample_rows=int(index.size))
+
+
+def default_rules(profile: ReferenceProfile, output: OutputSpec) -> PlausibilityRules:
+    """Inputs stay near the reference range or domain; outputs obey their kind's invariants."""
+    inputs: dict[str, InputRule] = {}
+    for name, feature in profile.features.items():
+        max_missing = min(1.0, max(0.05, 2 * feature.missing_rate))
+        if isinstance(feature, CategoricalProfile):
+            inputs[name] = InputRule(domain=feature.categories, max_missing_rate=max_missing)
+        else:
+            inputs[name] = InputRule(
+                min=feature.min, max=feature.max, margin=RANGE_MARGIN, max_missing_rate=max_missing
+            )
+    if output.kind == "classification":
+        return PlausibilityRules(inputs=inputs, output=OutputRule(classes=output.classes))
+    value = profile.predictions["value"]
+    assert isinstance(value, NumericProfile)
+    spread = (value.max - value.min) or abs(value.max) or 1.0
+    return PlausibilityRules(
+        inputs=inputs,
+        output=OutputRule(value_min=value.min - spread, value_max=value.max + spread),
+    )
