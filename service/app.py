@@ -1,0 +1,315 @@
+"""The gateway's HTTP API as a Starlette app: ``/predict``, the Open Inference Protocol, status.
+
+BentoML mounts this app (``service.gateway``); it also runs on its own under
+any ASGI server, which is how the unit tests drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+import orjson
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from registry.onnx_model import Prediction
+from registry.store import Registry
+from service import responses
+from service.errors import (
+    MalformedRequest,
+    MethodNotAllowed,
+    ModelRequired,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+)
+from service.pool import ModelPool, ServedVersion
+from service.settings import Settings
+from service.validation import Batch, records_to_batch, tensors_to_batch
+
+log = structlog.get_logger("modelgate.app")
+
+PREDICT_FIELDS = ("model", "version", "inputs")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class JSONResponse(Response):
+    """orjson-rendered JSON; numpy arrays are serialised natively (v2 tensor data)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` when it is sane, else a new one; the same for the whole request."""
+    rid: str | None = request.scope.get("modelgate.request_id")
+    if rid is None:
+        given = request.headers.get("x-request-id")
+        rid = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.scope["modelgate.request_id"] = rid
+    return rid
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    if "inference-header-content-length" in request.headers:
+        raise MalformedRequest(
+            "the binary tensor extension is not supported: send tensor data as JSON "
+            "(tritonclient: binary_data=False)"
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedRequest(f"request body: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _version_number(raw: str) -> int:
+    if not raw.isdigit():
+        raise NotFound(f"version {raw!r} is not a version number", field="version")
+    return int(raw)
+
+
+class Gateway:
+    """Request handlers over one process's model pool."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = ModelPool(
+            Registry(settings.registry),
+            warmup_rows=settings.warmup_rows,
+            pinned_cached=settings.pinned_versions_cached,
+        )
+
+    async def _run(self, served: ServedVersion, batch: Batch) -> Prediction:
+        if batch.rows <= self.settings.inline_rows:
+            return served.predict(batch)
+        return await anyio.to_thread.run_sync(served.predict, batch)
+
+    def _served(self, name: str, version: int | None) -> ServedVersion:
+        return self.pool.champion(name) if version is None else self.pool.version(name, version)
+
+    async def predict(self, request: Request) -> Response:
+        body = await _json_body(request, self.settings.max_body_bytes)
+        unknown = [key for key in body if key not in PREDICT_FIELDS]
+        if unknown:
+            raise MalformedRequest(
+                f"{unknown[0]}: unknown field; expected {', '.join(PREDICT_FIELDS)}", field=unknown[0]
+            )
+        name = body.get("model")
+        if name is None:
+            names = self.pool.names
+            if len(names) != 1:
+                raise ModelRequired(
+                    f"model: required, this gateway serves {len(names)} models: {', '.join(names)}",
+                    field="model",
+                )
+            name = names[0]
+        elif not isinstance(name, str):
+            raise MalformedRequest("model: expected a model name (string)", field="model")
+        version = body.get("version")
+        if version is not None and type(version) is not int:
+            raise MalformedRequest("version: expected an integer version number", field="version")
+        served = self._served(name, version)
+        if "inputs" not in body:
+            raise MalformedRequest("inputs: required, a list of records", field="inputs")
+        batch = records_to_batch(body["inputs"], served.manifest.inputs, self.settings.max_batch_rows)
+        prediction = await self._run(served, batch)
+        rid = request_id(request)
+        return JSONResponse(
+            {
+                "request_id": rid,
+                "model": served.name,
+                "version": served.version,
+                "predictions": responses.predictions(served, prediction),
+            },
+            headers={"x-request-id": rid},
+        )
+
+    async def infer(self, request: Request) -> Response:
+        params = request.path_params
+        version = _version_number(params["version"]) if "version" in params else None
+        served = self._served(params["name"], version)
+        body = await _json_body(request, self.settings.max_body_bytes)
+        if "inputs" not in body:
+            raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
+        outputs = responses.requested_outputs(body, served)
+        batch = tensors_to_batch(body["inputs"], served.manifest.inputs, self.settings.max_batch_rows)
+        prediction = await self._run(served, batch)
+        rid = request_id(request)
+        answer = {
+            "model_name": served.name,
+            "model_version": str(served.version),
+            "id": str(body.get("id") or rid),
+            "outputs": responses.infer_outputs(served, prediction, outputs),
+        }
+        return JSONResponse(answer, headers={"x-request-id": rid})
+
+    async def model_metadata(self, request: Request) -> Response:
+        params = request.path_params
+        version = _version_number(params["version"]) if "version" in params else None
+        served = self._served(params["name"], version)
+        versions = self.pool.registry.versions(served.name)
+        return JSONResponse(responses.model_metadata(served, versions))
+
+    async def model_ready(self, request: Request) -> Response:
+        params = request.path_params
+        version = _version_number(params["version"]) if "version" in params else None
+        self._served(params["name"], version)  # 404 / 503 when not servable
+        return JSONResponse({"name": params["name"], "ready": True})
+
+    async def index(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "name": "modelgate",
+                "version": _package_version(),
+                "models": self.pool.names,
+                "routes": [
+                    "POST /predict",
+                    "GET /models",
+                    "GET /v2/health/live",
+                    "GET /v2/health/ready",
+                    "GET /v2/models/{name}[/versions/{version}]",
+                    "GET /v2/models/{name}[/versions/{version}]/ready",
+                    "POST /v2/models/{name}[/versions/{version}]/infer",
+                    "GET /metrics",
+                ],
+            }
+        )
+
+    async def not_found(self, request: Request) -> Response:
+        raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": "modelgate", "version": _package_version(), "extensions": []})
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.pool.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def models(self, request: Request) -> Response:
+        """What this process serves, per model and alias, with any load failure."""
+        listing = {}
+        for name in self.pool.names:
+            slots = self.pool.slots(name)
+            listing[name] = {
+                "champion": slots.champion.version if slots.champion else None,
+                "challenger": slots.challenger.version if slots.challenger else None,
+                "errors": slots.errors,
+            }
+        return JSONResponse({"models": listing, "refreshed_at": self.pool.refreshed_at})
+
+    async def poll_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            await anyio.to_thread.run_sync(self.pool.refresh)
+
+
+def _package_version() -> str:
+    from importlib.metadata import version
+
+    return version("modelgate")
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    rid = request_id(request)
+    body: dict[str, Any] = {"error": exc.message, "request_id": rid}
+    if exc.field:
+        body["field"] = exc.field
+    if exc.details:
+        body["details"] = [{"field": d.field, "message": d.message} for d in exc.details]
+    log.info("request.refused", path=request.url.path, status=exc.status, error=exc.message, request_id=rid)
+    return JSONResponse(body, status_code=exc.status, headers={"x-request-id": rid})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: ServiceError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = ServiceError(str(exc.detail))
+        error.status = exc.status_code
+    return await _service_error(request, error)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    rid = request_id(request)
+    log.exception("request.failed", path=request.url.path, request_id=rid)
+    return JSONResponse(
+        {"error": f"internal error ({type(exc).__name__}); see the gateway log", "request_id": rid},
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(gateway.pool.refresh)
+        log.info(
+            "gateway.started",
+            registry=str(settings.registry),
+            models=gateway.pool.names,
+            ready=gateway.pool.ready(),
+        )
+        poller = asyncio.create_task(gateway.poll_registry())
+        yield
+        poller.cancel()
+
+    routes = [
+        Route("/predict", gateway.predict, methods=["POST"]),
+        Route("/models", gateway.models, methods=["GET"]),
+        Route("/v2", gateway.server_metadata, methods=["GET"]),
+        Route("/v2/health/live", gateway.live, methods=["GET"]),
+        Route("/v2/health/ready", gateway.ready, methods=["GET"]),
+        Route("/v2/models/{name}", gateway.model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", gateway.model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", gateway.infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", gateway.model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", gateway.model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/infer", gateway.infer, methods=["POST"]),
+        Route("/", gateway.index, methods=["GET"]),
+        # BentoML answers paths no mounted route claims with plain text; claim them all, in JSON
+        Route("/{path:path}", gateway.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ServiceError: _service_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+
+    app.state.gateway = gateway
+    return app

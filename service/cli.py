@@ -1,0 +1,249 @@
+"""The ``modelgate`` command: demo, serve, and the registry verbs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from registry.errors import RegistryError
+from registry.store import ENV_VAR, Registry
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    return Registry.from_env(args.registry)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from registry.demo import DEMO_MODEL, build_demo
+
+    registry = _registry(args)
+    if DEMO_MODEL in registry.models():
+        aliases = registry.aliases(DEMO_MODEL)
+        print(f"demo registry already at {registry.root}: {DEMO_MODEL} champion v{aliases.champion}")
+        return 0
+    demo = build_demo(registry)
+    print(
+        f"demo registry built at {registry.root}: {DEMO_MODEL} "
+        f"champion v{demo.champion.version} ({demo.champion.lineage.description}), "
+        f"challenger v{demo.challenger.version} ({demo.challenger.lineage.description})"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if not registry.models():
+        print(
+            f"error: registry {registry.root} holds no models; build the demo with "
+            f"'modelgate demo --registry {registry.root}' or push one",
+            file=sys.stderr,
+        )
+        return 1
+    import service
+
+    env = dict(os.environ)
+    env[ENV_VAR] = str(registry.root.resolve())
+    env["MODELGATE_WORKERS"] = str(args.workers)
+    # run from the installed package's directory, so a 'service' folder in the cwd cannot shadow ours
+    package_root = str(Path(service.__file__).resolve().parent.parent)
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "service.gateway:Gateway",
+        "--host", args.host, "--port", str(args.port), "--working-dir", package_root,
+    ]  # fmt: skip
+    print(f"serving {', '.join(registry.models())} from {registry.root} on http://{args.host}:{args.port}")
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    metrics = None
+    if args.metrics:
+        try:
+            metrics = json.loads(args.metrics)
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"--metrics is not valid JSON: {exc}") from None
+        if not isinstance(metrics, dict):
+            raise RegistryError('--metrics must be a JSON object, e.g. {"auc": 0.97}')
+    manifest = _registry(args).push(
+        args.model,
+        args.name,
+        args.reference,
+        description=args.description,
+        metrics=metrics,
+        target=args.target,
+    )
+    print(
+        f"pushed {manifest.name}:{manifest.version} ({manifest.output.kind}, "
+        f"{len(manifest.inputs.features)} features, sha256 {manifest.sha256[:12]})"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    rows = []
+    for name in registry.models():
+        aliases = registry.aliases(name)
+        versions = registry.versions(name)
+        rows.append(
+            {
+                "name": name,
+                "versions": versions,
+                "champion": aliases.champion,
+                "challenger": aliases.challenger,
+            }
+        )
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print(f"no models in {registry.root}")
+    else:
+        print(f"{'MODEL':<24} {'VERSIONS':<10} {'CHAMPION':<9} {'CHALLENGER':<10}")
+        for row in rows:
+            print(
+                f"{row['name']:<24} {len(row['versions']):<10} "
+                f"{row['champion'] or '-'!s:<9} {row['challenger'] or '-'!s:<10}"
+            )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    name, _, ref = args.ref.partition(":")
+    version = registry.resolve(name, ref or "latest")
+    manifest = registry.manifest(name, version)
+    data = manifest.model_dump(mode="json")
+    if not args.full:
+        data["reference"] = {
+            "sample_rows": manifest.reference.sample_rows,
+            "features": sorted(manifest.reference.features),
+            "predictions": sorted(manifest.reference.predictions),
+            "note": "use --full for bins, counts and samples",
+        }
+        data["plausibility"]["inputs"] = (
+            f"{len(manifest.plausibility.inputs)} input rules (--full lists them)"
+        )
+    _print_json(data)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    problems = registry.verify(args.name)
+    checked = [args.name] if args.name else registry.models()
+    for problem in problems:
+        print(f"MISMATCH {problem.name}:{problem.version} {problem.file}: {problem.problem}")
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    count = sum(len(registry.versions(n)) for n in checked)
+    print(f"ok: {count} version(s) of {len(checked)} model(s) match their hashes")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    entry = registry.promote(
+        args.name, registry.resolve(args.name, args.version), args.to, reason=args.reason
+    )
+    print(f"{args.name}: {args.to} {entry.from_version or '-'} -> {entry.to_version}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    entry = _registry(args).rollback(args.name, reason=args.reason)
+    print(f"{args.name}: champion rolled back {entry.from_version} -> {entry.to_version}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    entries = _registry(args).history(args.name)
+    if args.json:
+        _print_json([e.model_dump(mode="json", by_alias=True) for e in entries])
+        return 0
+    for e in entries:
+        change = f"{e.alias or ''} {e.from_version or '-'} -> {e.to_version}".strip()
+        print(f"{e.seq:>4} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<24} {e.action:<8} {change:<22} {e.reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry",
+        help=f"registry directory (default: ${ENV_VAR}, else .modelgate/registry)",
+    )
+    parser = argparse.ArgumentParser(prog="modelgate", description=__doc__)
+    verbs = parser.add_subparsers(dest="command", required=True)
+
+    demo = verbs.add_parser("demo", parents=[common], help="build the demo registry (breast-cancer models)")
+    demo.set_defaults(func=cmd_demo)
+
+    serve = verbs.add_parser("serve", parents=[common], help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.set_defaults(func=cmd_serve)
+
+    registry = verbs.add_parser("registry", help="manage the model registry")
+    reg = registry.add_subparsers(dest="verb", required=True)
+
+    push = reg.add_parser("push", parents=[common], help="add a new version of a model")
+    push.add_argument("model", help="the ONNX file")
+    push.add_argument("--name", required=True)
+    push.add_argument("--reference", required=True, help="reference (training) data, .csv or .parquet")
+    push.add_argument("--target", help="a label column in the reference data, left out of the profile")
+    push.add_argument("--description", default="")
+    push.add_argument("--metrics", help="free-form metrics as JSON, e.g. '{\"auc\": 0.97}'")
+    push.set_defaults(func=cmd_push)
+
+    listing = reg.add_parser("list", parents=[common], help="models, version counts and aliases")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_list)
+
+    show = reg.add_parser("show", parents=[common], help="a version's manifest")
+    show.add_argument(
+        "ref", metavar="NAME[:VERSION]", help="VERSION: a number, champion, challenger or latest"
+    )
+    show.add_argument("--full", action="store_true", help="include the whole reference profile")
+    show.set_defaults(func=cmd_show)
+
+    verify = reg.add_parser("verify", parents=[common], help="re-hash every stored file")
+    verify.add_argument("name", nargs="?")
+    verify.set_defaults(func=cmd_verify)
+
+    promote = reg.add_parser("promote", parents=[common], help="point an alias at a version")
+    promote.add_argument("name")
+    promote.add_argument("version", help="a version number (or champion, challenger, latest)")
+    promote.add_argument("--to", required=True, choices=["champion", "challenger"])
+    promote.add_argument("--reason", default="")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = reg.add_parser("rollback", parents=[common], help="put the previous champion back")
+    rollback.add_argument("name")
+    rollback.add_argument("--reason", default="")
+    rollback.set_defaults(func=cmd_rollback)
+
+    history = reg.add_parser("history", parents=[common], help="the audit history of a model")
+    history.add_argument("name")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

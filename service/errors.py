@@ -1,0 +1,69 @@
+"""Every error the service answers with, each mapped to its HTTP status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One thing wrong with a request: where (``inputs[3].mean_radius``) and why."""
+
+    field: str
+    message: str
+
+
+class ServiceError(Exception):
+    """Base of the errors a client caused or can act on; ``status`` is the HTTP status answered."""
+
+    status = 400
+
+    def __init__(
+        self, message: str, *, field: str | None = None, details: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details or []
+
+
+class MalformedRequest(ServiceError):
+    """The body is not JSON, or not the JSON object the route expects."""
+
+    status = 400
+
+
+class ModelRequired(ServiceError):
+    """``model`` was omitted while the gateway serves more than one model."""
+
+    status = 400
+
+
+class InvalidInput(ServiceError):
+    """The inputs do not fit the model's schema: unknown, missing or mistyped features, bad shapes."""
+
+    status = 422
+
+
+class PayloadTooLarge(ServiceError):
+    """The body or the batch is larger than the configured limit."""
+
+    status = 413
+
+
+class NotFound(ServiceError):
+    """Unknown model, version or route."""
+
+    status = 404
+
+
+class MethodNotAllowed(ServiceError):
+    """The route exists but not for this HTTP method."""
+
+    status = 405
+
+
+class Unavailable(ServiceError):
+    """The model exists but cannot answer now: no champion loaded, or the version fails its checks."""
+
+    status = 503

@@ -1,0 +1,228 @@
+"""The models a gateway process serves, kept in step with the registry's aliases.
+
+Each process polls the registry (a stat of each model's history file; a fold of
+it only when it changed). A version named by a new alias is loaded, hash-checked
+and warmed up off the request path, then swapped in by replacing one immutable
+``ModelSlots`` object: a request holds the ``ServedVersion`` it started with, so
+none fails during a swap. A version that fails any step is not swapped in; the
+previous one keeps serving and the failure is logged as an error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from registry.errors import RegistryError
+from registry.manifest import CategoricalProfile, Manifest, NumericProfile
+from registry.onnx_model import NUMPY_DTYPE, OnnxModel, Prediction, load_session
+from registry.store import Registry
+from service.errors import NotFound, Unavailable
+from service.validation import Batch
+
+log = structlog.get_logger("modelgate.pool")
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One loaded, verified, warmed-up model version."""
+
+    manifest: Manifest
+    model: OnnxModel
+    label_datatype: str | None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    def predict(self, batch: Batch) -> Prediction:
+        return self.model.predict(self.model.feeds(batch.columns, batch.matrix))
+
+
+@dataclass(frozen=True)
+class ModelSlots:
+    """What one model serves now, and what the registry said when we last looked."""
+
+    champion: ServedVersion | None
+    challenger: ServedVersion | None
+    stamp: tuple[int, int] | None
+    #: the last load failure per alias, shown by the status route until a load succeeds
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def warmup_batch(manifest: Manifest, rows: int) -> Batch:
+    """Whole rows from the reference sample, shaped like a validated request."""
+    features = manifest.reference.features
+    take = max(1, min(rows, manifest.reference.sample_rows))
+    columns: dict[str, np.ndarray] = {}
+    for spec in manifest.inputs.features:
+        profile = features[spec.name]
+        if isinstance(profile, CategoricalProfile):
+            columns[spec.name] = np.array(profile.sample[:take], dtype=object)
+        else:
+            assert isinstance(profile, NumericProfile)
+            columns[spec.name] = np.array(profile.sample[:take], dtype=NUMPY_DTYPE[spec.dtype])
+    if manifest.inputs.layout == "matrix":
+        assert manifest.inputs.tensor_dtype is not None
+        matrix = np.column_stack([columns[n] for n in manifest.inputs.names])
+        return Batch(rows=take, matrix=matrix.astype(NUMPY_DTYPE[manifest.inputs.tensor_dtype]))
+    return Batch(rows=take, columns=columns)
+
+
+def load_version(registry: Registry, name: str, version: int, warmup_rows: int) -> ServedVersion:
+    """Read, hash-check, open and warm up one version. Raises on any failure."""
+    manifest, data = registry.read_model(name, version)
+    session = load_session(data)
+    model = OnnxModel(session, manifest.inputs, manifest.output)
+    label_datatype = None
+    if manifest.output.label_output is not None:
+        label_type = next(o.type for o in session.get_outputs() if o.name == manifest.output.label_output)
+        label_datatype = "BYTES" if label_type == "tensor(string)" else "INT64"
+    served = ServedVersion(manifest=manifest, model=model, label_datatype=label_datatype)
+    batch = warmup_batch(manifest, warmup_rows)
+    for warm in (batch.head(1), batch):
+        prediction = served.predict(warm)
+        if prediction.rows != warm.rows:
+            raise RegistryError(f"{name}:{version}: warm-up gave {prediction.rows} rows for {warm.rows}")
+    return served
+
+
+class ModelPool:
+    """The served models of one process. ``refresh`` runs in a thread; readers never block on it."""
+
+    def __init__(self, registry: Registry, *, warmup_rows: int = 16, pinned_cached: int = 4) -> None:
+        self.registry = registry
+        self.warmup_rows = warmup_rows
+        self.pinned_cached = pinned_cached
+        self._slots: dict[str, ModelSlots] = {}
+        self._pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
+        self._pinned_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self.refreshed_at = 0.0
+
+    # -- reading, on the request path ----------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._slots)
+
+    def slots(self, name: str) -> ModelSlots:
+        slots = self._slots.get(name)
+        if slots is None:
+            served = ", ".join(self.names) or "none"
+            raise NotFound(f"model {name!r} is not served; served models: {served}", field="model")
+        return slots
+
+    def champion(self, name: str) -> ServedVersion:
+        champion = self.slots(name).champion
+        if champion is None:
+            raise Unavailable(f"model {name!r} has no champion loaded; promote a version to champion")
+        return champion
+
+    def ready(self) -> bool:
+        """Every model in the registry has its champion loaded, and there is at least one."""
+        return bool(self._slots) and all(s.champion is not None for s in self._slots.values())
+
+    def version(self, name: str, version: int) -> ServedVersion:
+        """A pinned version: the champion or challenger if it is one, else loaded and cached."""
+        slots = self.slots(name)
+        for served in (slots.champion, slots.challenger):
+            if served is not None and served.version == version:
+                return served
+        key = (name, version)
+        with self._pinned_lock:
+            if key in self._pinned:
+                self._pinned.move_to_end(key)
+                return self._pinned[key]
+        try:
+            self.registry.resolve(name, version)
+        except RegistryError:
+            raise NotFound(
+                f"model {name!r} has no version {version}; versions: {self.registry.versions(name)}",
+                field="version",
+            ) from None
+        try:
+            served = load_version(self.registry, name, version, self.warmup_rows)
+        except Exception as exc:
+            log.error("model.load_failed", model=name, version=version, error=str(exc))
+            raise Unavailable(f"version {version} of {name!r} cannot be served: {exc}") from exc
+        with self._pinned_lock:
+            self._pinned[key] = served
+            while len(self._pinned) > self.pinned_cached:
+                self._pinned.popitem(last=False)
+        return served
+
+    # -- keeping in step with the registry, off the request path -------------------
+
+    def refresh(self) -> None:
+        """Load what the registry's aliases name now; keep the old version on any failure."""
+        with self._refresh_lock:
+            for name in self.registry.models():
+                try:
+                    self._refresh_model(name)
+                except Exception as exc:  # one broken model must not stop the others
+                    log.error("model.refresh_failed", model=name, error=str(exc))
+            self.refreshed_at = time.time()
+
+    def _refresh_model(self, name: str) -> None:
+        stamp = self.registry.history_stamp(name)
+        current = self._slots.get(name) or ModelSlots(champion=None, challenger=None, stamp=None)
+        if current.stamp == stamp and name in self._slots:
+            return
+        aliases = self.registry.aliases(name)
+        served: dict[str, ServedVersion | None] = {}
+        errors: dict[str, str] = {}
+        for alias in ("champion", "challenger"):
+            old: ServedVersion | None = getattr(current, alias)
+            wanted = aliases.champion if alias == "champion" else aliases.challenger
+            if wanted is None:
+                served[alias] = None
+            elif old is not None and old.version == wanted:
+                served[alias] = old
+            elif (
+                alias == "challenger"
+                and served["champion"] is not None
+                and served["champion"].version == wanted
+            ):
+                served[alias] = served["champion"]
+            else:
+                served[alias] = self._load_for_alias(name, alias, wanted, old, errors)
+        self._slots[name] = ModelSlots(
+            champion=served["champion"], challenger=served["challenger"], stamp=stamp, errors=errors
+        )
+
+    def _load_for_alias(
+        self, name: str, alias: str, version: int, old: ServedVersion | None, errors: dict[str, str]
+    ) -> ServedVersion | None:
+        started = time.perf_counter()
+        try:
+            new = load_version(self.registry, name, version, self.warmup_rows)
+        except Exception as exc:
+            errors[alias] = f"version {version} not swapped in: {exc}"
+            log.error(
+                "model.swap_failed",
+                model=name,
+                alias=alias,
+                version=version,
+                kept_version=old.version if old else None,
+                error=str(exc),
+            )
+            return old
+        log.info(
+            "model.swapped" if old else "model.loaded",
+            model=name,
+            alias=alias,
+            version=version,
+            previous_version=old.version if old else None,
+            load_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return new

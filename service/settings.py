@@ -1,0 +1,62 @@
+"""The gateway's settings: one typed object read from the environment and an optional YAML file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registry.store import DEFAULT_ROOT, ENV_VAR
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a gateway process. Environment: ``MODELGATE_<FIELD>`` (upper case).
+
+    ``MODELGATE_CONFIG`` names a YAML file of the same fields; the environment wins over it.
+    """
+
+    registry: Path = Path(DEFAULT_ROOT)
+    workers: int = 1
+    #: seconds between two looks at the registry for promotions and rollbacks
+    poll_interval: float = 1.0
+    #: rows one request may carry; more is refused with 413
+    max_batch_rows: int = 10_000
+    #: bytes one request body may carry; more is refused with 413
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: rows run through a freshly loaded session before it takes traffic
+    warmup_rows: int = 16
+    #: versions outside champion/challenger kept loaded for pinned (versions/{v}) requests
+    pinned_versions_cached: int = 4
+    #: batches with more rows than this run in a thread, so one big request does not stall the loop
+    inline_rows: int = 64
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        values: dict[str, Any] = {}
+        config = environ.get("MODELGATE_CONFIG")
+        if config:
+            loaded = yaml.safe_load(Path(config).read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{config}: expected a mapping of settings")
+            values.update(loaded)
+        for field in fields(cls):
+            key = ENV_VAR if field.name == "registry" else f"MODELGATE_{field.name.upper()}"
+            if key in environ:
+                values[field.name] = environ[key]
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(known)}")
+        converted = {}
+        for name, raw in values.items():
+            kind = type(getattr(cls, name))
+            try:
+                converted[name] = kind(raw)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**converted)

@@ -1,0 +1,342 @@
+"""Turn decoded JSON inputs into typed arrays that fit a model's schema, or say exactly what is wrong.
+
+The fast path checks a whole batch at once (one ``set(map(type, ...))`` and one
+numpy conversion); only a batch that fails it is walked row by row, to name
+the offending fields.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from registry.manifest import FeatureDType, FeatureSpec, InputSchema
+from registry.onnx_model import NUMPY_DTYPE
+from service.errors import FieldError, InvalidInput, PayloadTooLarge
+
+#: details listed in one error answer; the rest are counted
+MAX_DETAILS = 20
+
+_ACCEPTED: dict[FeatureDType, frozenset[type]] = {
+    "float32": frozenset({float, int}),
+    "float64": frozenset({float, int}),
+    "int64": frozenset({int}),
+    "string": frozenset({str}),
+}
+_EXPECTED: dict[FeatureDType, str] = {
+    "float32": "a number",
+    "float64": "a number",
+    "int64": "an integer",
+    "string": "a string",
+}
+_JSON_TYPE: dict[type, str] = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+#: v2 datatypes accepted for each feature dtype (values are cast to the model's dtype)
+V2_DATATYPES: dict[FeatureDType, frozenset[str]] = {
+    "float32": frozenset(
+        {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+    ),
+    "float64": frozenset(
+        {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+    ),
+    "int64": frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}),
+    "string": frozenset({"BYTES"}),
+}
+V2_DATATYPE_OF: dict[FeatureDType, str] = {
+    "float32": "FP32",
+    "float64": "FP64",
+    "int64": "INT64",
+    "string": "BYTES",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated inputs: ``matrix`` (rows x features) for matrix-layout models, else ``columns``."""
+
+    rows: int
+    matrix: np.ndarray | None = None
+    columns: dict[str, np.ndarray] | None = None
+
+    def head(self, rows: int) -> Batch:
+        """The first ``rows`` rows."""
+        return Batch(
+            rows=min(rows, self.rows),
+            matrix=self.matrix[:rows] if self.matrix is not None else None,
+            columns={k: v[:rows] for k, v in self.columns.items()} if self.columns is not None else None,
+        )
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{_JSON_TYPE.get(type(value), type(value).__name__)} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _feature_list(schema: InputSchema) -> str:
+    names = schema.names
+    return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+
+
+def _raise(errors: list[FieldError]) -> NoReturn:
+    assert errors, "a batch that failed the fast path has at least one diagnosable problem"
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    raise InvalidInput(
+        f"{first.field}: {first.message}{more}", field=first.field, details=errors[:MAX_DETAILS]
+    )
+
+
+def _check_rows(rows: int, max_rows: int, field: str) -> None:
+    if rows == 0:
+        raise InvalidInput(f"{field}: the batch is empty; send at least one row", field=field)
+    if rows > max_rows:
+        raise PayloadTooLarge(
+            f"{field}: {rows} rows exceed the limit of {max_rows} rows a request", field=field
+        )
+
+
+def _value_error(spec: FeatureSpec, value: Any) -> str | None:
+    """Why ``value`` does not fit ``spec``, or None when it does."""
+    if value is None:
+        if spec.allow_missing:
+            return None
+        return "null is not accepted: this feature had no missing values in the reference data"
+    kind = type(value)
+    if kind not in _ACCEPTED[spec.dtype]:
+        return f"expected {_EXPECTED[spec.dtype]}, got {_describe(value)}"
+    if kind is float and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if kind is int and spec.dtype == "int64" and not -(2**63) <= value < 2**63:
+        return f"{value} is outside the int64 range"
+    return None
+
+
+def _diagnose(records: list[Any], schema: InputSchema, field: str) -> list[FieldError]:
+    """Walk the records and name every problem, up to a bound."""
+    errors: list[FieldError] = []
+    known = set(schema.names)
+    for index, record in enumerate(records):
+        where = f"{field}[{index}]"
+        if not isinstance(record, dict):
+            errors.append(FieldError(where, f"expected an object of feature: value, got {_describe(record)}"))
+        else:
+            for key in record.keys() - known:
+                errors.append(
+                    FieldError(f"{where}.{key}", f"unknown feature; expected: {_feature_list(schema)}")
+                )
+            for spec in schema.features:
+                if spec.name not in record:
+                    errors.append(FieldError(f"{where}.{spec.name}", "missing"))
+                    continue
+                problem = _value_error(spec, record[spec.name])
+                if problem:
+                    errors.append(FieldError(f"{where}.{spec.name}", problem))
+        if len(errors) > MAX_DETAILS:
+            break
+    return errors
+
+
+def _cast(values: list[Any], dtype: FeatureDType) -> np.ndarray:
+    if dtype == "string":
+        return np.array(values, dtype=object)
+    # None becomes NaN for float dtypes; the caller has checked it is allowed
+    return np.array(values, dtype=np.float64 if dtype != "int64" else np.int64)
+
+
+def _overflow_errors(
+    array: np.ndarray, cast: np.ndarray, schema: InputSchema, field: str
+) -> list[FieldError]:
+    """Values finite in JSON that overflow a float32 input (e.g. 1e39)."""
+    bad = np.argwhere(np.isinf(cast) & ~np.isinf(array))
+    return [
+        FieldError(f"{field}[{row}].{schema.names[col]}", f"{array[row, col]!r} overflows float32")
+        for row, col in bad[:MAX_DETAILS]
+    ]
+
+
+def _matrix(
+    records: list[Any], values: list[Any], schema: InputSchema, dtype: FeatureDType, field: str
+) -> np.ndarray:
+    """All values of a matrix-layout batch, checked in one pass over their types."""
+    rows, width = len(records), len(schema.features)
+    nullable = dtype in ("float32", "float64") and any(f.allow_missing for f in schema.features)
+    types = set(map(type, values))
+    if not types <= _ACCEPTED[dtype] | ({type(None)} if nullable else set()):
+        _raise(_diagnose(records, schema, field))
+    try:
+        array = _cast(values, dtype).reshape(rows, width)
+    except OverflowError:
+        _raise(_diagnose(records, schema, field))
+    if dtype in ("float32", "float64"):
+        allowed = np.array([f.allow_missing for f in schema.features])
+        if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
+            _raise(_diagnose(records, schema, field))
+        matrix = array.astype(NUMPY_DTYPE[dtype], copy=False)
+        if np.isinf(matrix).any():
+            _raise(_overflow_errors(array, matrix, schema, field))
+        return matrix
+    return array
+
+
+def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:
+    """A list of ``{feature: value}`` records into a batch for ``schema``."""
+    if not isinstance(records, list):
+        raise InvalidInput(
+            f"{field}: expected a list of records (objects of feature: value), got {_describe(records)}",
+            field=field,
+        )
+    rows = len(records)
+    _check_rows(rows, max_rows, field)
+    names = schema.names
+    width = len(names)
+    try:
+        if any(len(record) != width for record in records):
+            _raise(_diagnose(records, schema, field))
+        values = [record[name] for record in records for name in names]
+    except (KeyError, TypeError, IndexError):
+        _raise(_diagnose(records, schema, field))
+
+    if schema.layout == "matrix":
+        assert schema.tensor_dtype is not None
+        return Batch(rows=rows, matrix=_matrix(records, values, schema, schema.tensor_dtype, field))
+
+    columns: dict[str, np.ndarray] = {}
+    for offset, spec in enumerate(schema.features):
+        column = values[offset::width]
+        types = set(map(type, column))
+        accepted = _ACCEPTED[spec.dtype] | (
+            {type(None)} if spec.allow_missing and spec.dtype != "string" else set()
+        )
+        if not types <= accepted or (float in types and not all(map(math.isfinite, column))):
+            _raise(_diagnose(records, schema, field))
+        try:
+            array = _cast(column, spec.dtype).astype(NUMPY_DTYPE[spec.dtype], copy=False)
+        except OverflowError:
+            _raise(_diagnose(records, schema, field))
+        if spec.dtype == "float32" and np.isinf(array).any():
+            row = int(np.argmax(np.isinf(array)))
+            _raise([FieldError(f"{field}[{row}].{spec.name}", f"{column[row]!r} overflows float32")])
+        columns[spec.name] = array
+    return Batch(rows=rows, columns=columns)
+
+
+def _v2_tensor(tensor: Any, index: int) -> tuple[str, list[int], str, Any]:
+    where = f"inputs[{index}]"
+    if not isinstance(tensor, dict):
+        raise InvalidInput(f"{where}: expected a tensor object (name, shape, datatype, data)", field=where)
+    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
+    if missing:
+        raise InvalidInput(f"{where}: missing {', '.join(missing)}", field=f"{where}.{missing[0]}")
+    name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
+    if not isinstance(name, str):
+        raise InvalidInput(f"{where}.name: expected a string, got {_describe(name)}", field=f"{where}.name")
+    if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
+        raise InvalidInput(
+            f"{where}.shape: expected a list of non-negative integers, got {_describe(shape)}",
+            field=f"{where}.shape",
+        )
+    if not isinstance(datatype, str):
+        raise InvalidInput(
+            f"{where}.datatype: expected a string, got {_describe(datatype)}", field=f"{where}.datatype"
+        )
+    return name, shape, datatype, tensor["data"]
+
+
+def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, where: str) -> np.ndarray:
+    """The tensor's data as an array of ``shape``, checked for type, size and finiteness."""
+    if datatype not in V2_DATATYPES[dtype]:
+        raise InvalidInput(
+            f"{where}.datatype: {datatype} does not fit this input ({V2_DATATYPE_OF[dtype]} expected)",
+            field=f"{where}.datatype",
+        )
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise InvalidInput(f"{where}.data: nested lists are ragged", field=f"{where}.data") from None
+    expected_kinds = "U" if dtype == "string" else ("iu" if dtype == "int64" else "iuf")
+    if array.dtype.kind not in expected_kinds:
+        raise InvalidInput(
+            f"{where}.data: expected {'strings' if dtype == 'string' else 'numbers'} only "
+            f"for datatype {datatype}",
+            field=f"{where}.data",
+        )
+    size = math.prod(shape)
+    if array.size != size:
+        raise InvalidInput(
+            f"{where}.data: {array.size} values do not fill shape {shape} ({size} values)",
+            field=f"{where}.data",
+        )
+    cast = array.reshape(shape).astype(NUMPY_DTYPE[dtype])
+    if dtype in ("float32", "float64") and not np.isfinite(cast).all():
+        raise InvalidInput(f"{where}.data: values overflow {dtype}", field=f"{where}.data")
+    return cast
+
+
+def tensors_to_batch(inputs: Any, schema: InputSchema, max_rows: int) -> Batch:
+    """Open Inference Protocol input tensors into a batch.
+
+    Accepted: the graph's own tensor ([N, F] for a matrix-layout model), or one
+    tensor per feature ([N] or [N, 1]), named like the features.
+    """
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("inputs: expected a non-empty list of input tensors", field="inputs")
+    tensors = [_v2_tensor(tensor, index) for index, tensor in enumerate(inputs)]
+    names = [t[0] for t in tensors]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"inputs: tensor names repeat: {names}", field="inputs")
+
+    if schema.layout == "matrix" and names == [schema.tensor_name]:
+        assert schema.tensor_dtype is not None
+        _, shape, datatype, data = tensors[0]
+        width = len(schema.features)
+        if len(shape) != 2 or shape[1] != width:
+            raise InvalidInput(
+                f"inputs[0].shape: expected [N, {width}], got {shape}", field="inputs[0].shape"
+            )
+        _check_rows(shape[0], max_rows, "inputs[0].shape")
+        return Batch(rows=shape[0], matrix=_v2_array(data, shape, schema.tensor_dtype, datatype, "inputs[0]"))
+
+    expected = set(schema.names)
+    unknown = [n for n in names if n not in expected]
+    if unknown:
+        accepted = [schema.tensor_name] if schema.layout == "matrix" else []
+        raise InvalidInput(
+            f"inputs: unknown input {unknown[0]!r}; send "
+            + (f"the tensor {accepted[0]!r} or " if accepted else "")
+            + f"one tensor per feature ({_feature_list(schema)})",
+            field=f"inputs[{names.index(unknown[0])}].name",
+        )
+    missing = [n for n in schema.names if n not in names]
+    if missing:
+        raise InvalidInput(f"inputs: missing feature tensors: {', '.join(missing[:10])}", field="inputs")
+    specs = {f.name: f for f in schema.features}
+    columns: dict[str, np.ndarray] = {}
+    rows: int | None = None
+    for index, (name, shape, datatype, data) in enumerate(tensors):
+        where = f"inputs[{index}]"
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise InvalidInput(f"{where}.shape: expected [N] or [N, 1], got {shape}", field=f"{where}.shape")
+        if rows is None:
+            rows = shape[0]
+            _check_rows(rows, max_rows, f"{where}.shape")
+        elif shape[0] != rows:
+            raise InvalidInput(
+                f"{where}.shape: {shape[0]} rows, but inputs[0] has {rows}", field=f"{where}.shape"
+            )
+        columns[name] = _v2_array(data, shape, specs[name].dtype, datatype, where).reshape(-1)
+    assert rows is not None
+    if schema.layout == "matrix":
+        assert schema.tensor_dtype is not None
+        matrix = np.column_stack([columns[n] for n in schema.names]).astype(NUMPY_DTYPE[schema.tensor_dtype])
+        return Batch(rows=rows, matrix=matrix)
+    return Batch(rows=rows, columns={n: columns[n] for n in schema.names})

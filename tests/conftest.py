@@ -1,0 +1,188 @@
+"""Shared fixtures: real ONNX models trained on scikit-learn's bundled data, registries, gateways."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from skl2onnx import to_onnx as skl_to_onnx
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from registry.demo import breast_cancer, to_onnx
+from registry.store import Registry
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    onnx: Path
+    reference: Path
+    frame: pd.DataFrame
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def _save(directory: Path, name: str, onnx_bytes: bytes, frame: pd.DataFrame) -> TrainedModel:
+    onnx_path = directory / f"{name}.onnx"
+    onnx_path.write_bytes(onnx_bytes)
+    reference = directory / f"{name}.csv"
+    frame.to_csv(reference, index=False)
+    return TrainedModel(onnx_path, reference, frame)
+
+
+@pytest.fixture(scope="session")
+def cancer_model(models_dir: Path) -> TrainedModel:
+    """Binary classifier, one float32 [N, 30] input, string labels."""
+    x_train, _, y_train, _ = breast_cancer()
+    model = make_pipeline(LogisticRegression(max_iter=5000)).fit(x_train, y_train)
+    return _save(models_dir, "cancer", to_onnx(model, x_train), x_train)
+
+
+@pytest.fixture(scope="session")
+def cancer_model_v2(models_dir: Path) -> TrainedModel:
+    """A second, different classifier on the same features (for promotions)."""
+    x_train, _, y_train, _ = breast_cancer()
+    model = LogisticRegression(max_iter=5000, C=0.01).fit(x_train, y_train)
+    return _save(models_dir, "cancer_v2", to_onnx(model, x_train), x_train)
+
+
+@pytest.fixture(scope="session")
+def iris_zipmap_model(models_dir: Path) -> TrainedModel:
+    """Multiclass with skl2onnx's default ZipMap output and integer labels."""
+    data = load_iris(as_frame=True)
+    frame = data.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    model = LogisticRegression(max_iter=1000).fit(frame, data.target)
+    proto = skl_to_onnx(model, frame.to_numpy(dtype=np.float32)[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+    return _save(models_dir, "iris", proto.SerializeToString(), frame)
+
+
+@pytest.fixture(scope="session")
+def diabetes_model(models_dir: Path) -> TrainedModel:
+    """Regressor, float32 matrix input."""
+    data = load_diabetes(as_frame=True)
+    model = LinearRegression().fit(data.data, data.target)
+    return _save(models_dir, "diabetes", to_onnx(model, data.data), data.data)
+
+
+@pytest.fixture(scope="session")
+def columns_model(models_dir: Path) -> TrainedModel:
+    """One ONNX input per feature: a string category and a float, with missing values in ``size``."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"color": rng.choice(["red", "green", "blue"], 300), "size": rng.normal(10, 2, 300).round(3)}
+    )
+    labels = np.where((frame["color"] == "red") | (frame["size"] > 11), "yes", "no")
+    pipeline = make_pipeline(
+        ColumnTransformer([("color", OneHotEncoder(), ["color"]), ("size", "passthrough", ["size"])]),
+        LogisticRegression(),
+    ).fit(frame, labels)
+    proto = skl_to_onnx(
+        pipeline,
+        initial_types=[("color", StringTensorType([None, 1])), ("size", FloatTensorType([None, 1]))],
+        options={id(pipeline.steps[-1][1]): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    reference = frame.copy()
+    reference.loc[::25, "size"] = np.nan  # the reference carries missing sizes: nulls are accepted
+    return _save(models_dir, "columns", proto.SerializeToString(), reference)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry")
+
+
+@pytest.fixture
+def cancer_registry(
+    registry: Registry, cancer_model: TrainedModel, cancer_model_v2: TrainedModel
+) -> Registry:
+    """``cancer`` v1 champion, v2 challenger."""
+    registry.push(cancer_model.onnx, "cancer", cancer_model.reference, actor="tests")
+    registry.push(cancer_model_v2.onnx, "cancer", cancer_model_v2.reference, actor="tests")
+    registry.promote("cancer", 1, "champion", actor="tests")
+    registry.promote("cancer", 2, "challenger", actor="tests")
+    return registry
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    registry: Registry
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_gateway(registry: Registry, log: Path, workers: int = 1, timeout: float = 90) -> RunningGateway:
+    """``modelgate serve`` as a real process, returned once /v2/health/ready answers 200."""
+    port = free_port()
+    env = {**os.environ, "MODELGATE_POLL_INTERVAL": "0.2", "BENTOML_DO_NOT_TRACK": "true"}
+    handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--registry", str(registry.root), "--port", str(port),
+         "--workers", str(workers)],
+        stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return RunningGateway(url, registry, process, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    stop_gateway(process)
+    raise RuntimeError(f"gateway not ready after {timeout}s:\n{log.read_text()}")
+
+
+def stop_gateway(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    started: list[RunningGateway] = []
+
+    def start(registry: Registry, workers: int = 1) -> RunningGateway:
+        gateway = start_gateway(registry, tmp_path / f"gateway-{len(started)}.log", workers=workers)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        stop_gateway(gateway.process)
