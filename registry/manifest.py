@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 FeatureDType = Literal["float32", "float64", "int64", "string"]
 OutputKind = Literal["classification", "regression"]
@@ -76,13 +76,15 @@ class NumericProfile(Frozen):
     kind: Literal["numeric"] = "numeric"
     count: int
     missing_rate: float
-    min: float
-    max: float
-    mean: float
-    std: float
+    #: None when every value is missing
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
     edges: tuple[float, ...]
     counts: tuple[int, ...]
-    sample: tuple[float, ...]
+    #: None marks a missing value (JSON has no NaN)
+    sample: tuple[float | None, ...]
 
 
 class CategoricalProfile(Frozen):
@@ -98,7 +100,7 @@ class CategoricalProfile(Frozen):
     sample: tuple[str, ...]
 
 
-Profile = NumericProfile | CategoricalProfile
+Profile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
 
 
 class ReferenceProfile(Frozen):

@@ -33,11 +33,10 @@ def numeric_profile(values: np.ndarray, sample_index: np.ndarray, bins: int = BI
     values = np.asarray(values, dtype=np.float64)
     missing = np.isnan(values)
     present = values[~missing]
-    if present.size == 0:
-        edges = np.array([])
-        counts = np.array([0])
-        lo = hi = mean = std = float("nan")
-    else:
+    lo = hi = mean = std = None
+    edges = np.array([])
+    counts = np.array([0])
+    if present.size:
         edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
         counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=edges.size + 1)
         lo, hi = float(present.min()), float(present.max())
@@ -51,7 +50,7 @@ def numeric_profile(values: np.ndarray, sample_index: np.ndarray, bins: int = BI
         std=std,
         edges=tuple(float(e) for e in edges),
         counts=tuple(int(c) for c in counts),
-        sample=tuple(float(v) for v in values[sample_index]),
+        sample=tuple(None if np.isnan(v) else float(v) for v in values[sample_index]),
     )
 
 
@@ -114,6 +113,8 @@ def default_rules(profile: ReferenceProfile, output: OutputSpec) -> Plausibility
         return PlausibilityRules(inputs=inputs, output=OutputRule(classes=output.classes))
     value = profile.predictions["value"]
     assert isinstance(value, NumericProfile)
+    if value.min is None or value.max is None:  # the model answered NaN for every reference row
+        return PlausibilityRules(inputs=inputs, output=OutputRule())
     spread = (value.max - value.min) or abs(value.max) or 1.0
     return PlausibilityRules(
         inputs=inputs,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pandas as pd
+from pydantic import ValidationError
 
 from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, fold
 from registry.errors import (
@@ -265,6 +266,13 @@ class Registry:
         path = self._version_dir(name, version) / MANIFEST_FILE
         try:
             return Manifest.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise IntegrityError(
+                f"{name}:{version}: manifest invalid: {exc.error_count()} error(s), "
+                f"first at {where}: {first['msg']}"
+            ) from None
         except (OSError, ValueError) as exc:
             raise IntegrityError(f"{name}:{version}: manifest unreadable: {exc}") from exc
 

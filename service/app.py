@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from registry.onnx_model import Prediction
 from registry.store import Registry
@@ -40,6 +40,7 @@ from service.validation import Batch, records_to_batch, tensors_to_batch
 log = structlog.get_logger("modelgate.app")
 
 PREDICT_FIELDS = ("model", "version", "inputs")
+CATCH_ALL = "/{path:path}"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -202,6 +203,10 @@ class Gateway:
         )
 
     async def not_found(self, request: Request) -> Response:
+        """The catch-all route: 405 when another route has this path, else 404."""
+        for route in request.app.routes:
+            if route.path != CATCH_ALL and route.matches(request.scope)[0] == Match.PARTIAL:
+                raise MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
 
     async def server_metadata(self, request: Request) -> Response:
@@ -299,7 +304,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v2/models/{name}/versions/{version}/infer", gateway.infer, methods=["POST"]),
         Route("/", gateway.index, methods=["GET"]),
         # BentoML answers paths no mounted route claims with plain text; claim them all, in JSON
-        Route("/{path:path}", gateway.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route(CATCH_ALL, gateway.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     app = Starlette(
         routes=routes,

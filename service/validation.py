@@ -153,13 +153,19 @@ def _cast(values: list[Any], dtype: FeatureDType) -> np.ndarray:
     return np.array(values, dtype=np.float64 if dtype != "int64" else np.int64)
 
 
+def _narrow(array: np.ndarray, dtype: FeatureDType) -> np.ndarray:
+    """``array`` in the model's dtype; values too big become inf, which every caller checks for."""
+    with np.errstate(over="ignore"):
+        return array.astype(NUMPY_DTYPE[dtype], copy=False)
+
+
 def _overflow_errors(
-    array: np.ndarray, cast: np.ndarray, schema: InputSchema, field: str
+    array: np.ndarray, cast: np.ndarray, names: tuple[str, ...], field: str
 ) -> list[FieldError]:
-    """Values finite in JSON that overflow a float32 input (e.g. 1e39)."""
+    """Values finite in JSON that overflow a float32 input (e.g. 1e39); ``names`` labels the columns."""
     bad = np.argwhere(np.isinf(cast) & ~np.isinf(array))
     return [
-        FieldError(f"{field}[{row}].{schema.names[col]}", f"{array[row, col]!r} overflows float32")
+        FieldError(f"{field}[{row}].{names[col]}", f"{array[row, col]!r} overflows float32")
         for row, col in bad[:MAX_DETAILS]
     ]
 
@@ -181,9 +187,9 @@ def _matrix(
         allowed = np.array([f.allow_missing for f in schema.features])
         if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
             _raise(_diagnose(records, schema, field))
-        matrix = array.astype(NUMPY_DTYPE[dtype], copy=False)
+        matrix = _narrow(array, dtype)
         if np.isinf(matrix).any():
-            _raise(_overflow_errors(array, matrix, schema, field))
+            _raise(_overflow_errors(array, matrix, schema.names, field))
         return matrix
     return array
 
@@ -213,19 +219,18 @@ def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: st
     columns: dict[str, np.ndarray] = {}
     for offset, spec in enumerate(schema.features):
         column = values[offset::width]
-        types = set(map(type, column))
-        accepted = _ACCEPTED[spec.dtype] | (
-            {type(None)} if spec.allow_missing and spec.dtype != "string" else set()
-        )
-        if not types <= accepted or (float in types and not all(map(math.isfinite, column))):
+        nullable = spec.allow_missing and spec.dtype != "string"
+        if not set(map(type, column)) <= _ACCEPTED[spec.dtype] | ({type(None)} if nullable else set()):
             _raise(_diagnose(records, schema, field))
         try:
-            array = _cast(column, spec.dtype).astype(NUMPY_DTYPE[spec.dtype], copy=False)
+            raw = _cast(column, spec.dtype)
         except OverflowError:
             _raise(_diagnose(records, schema, field))
+        if spec.dtype in ("float32", "float64") and np.isinf(raw).any():
+            _raise(_diagnose(records, schema, field))
+        array = _narrow(raw, spec.dtype)
         if spec.dtype == "float32" and np.isinf(array).any():
-            row = int(np.argmax(np.isinf(array)))
-            _raise([FieldError(f"{field}[{row}].{spec.name}", f"{column[row]!r} overflows float32")])
+            _raise(_overflow_errors(raw[:, None], array[:, None], (spec.name,), field))
         columns[spec.name] = array
     return Batch(rows=rows, columns=columns)
 
@@ -276,7 +281,7 @@ def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, w
             f"{where}.data: {array.size} values do not fill shape {shape} ({size} values)",
             field=f"{where}.data",
         )
-    cast = array.reshape(shape).astype(NUMPY_DTYPE[dtype])
+    cast = _narrow(array.reshape(shape), dtype)
     if dtype in ("float32", "float64") and not np.isfinite(cast).all():
         raise InvalidInput(f"{where}.data: values overflow {dtype}", field=f"{where}.data")
     return cast

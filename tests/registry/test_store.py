@@ -320,3 +320,5 @@ def test_reference_missing_values_are_profiled(registry, columns_model):
     assert isinstance(size, NumericProfile)
     expected = pd.read_csv(columns_model.reference)["size"].isna().mean()
     assert size.missing_rate == pytest.approx(expected)
+    assert None in size.sample
+    assert registry.manifest("columns", 1) == manifest  # missing values survive the JSON round trip
