@@ -129,60 +129,67 @@ def free_port() -> int:
 
 
 @dataclass
-class RunningGateway:
+class RunningServer:
     url: str
-    registry: Registry
     process: subprocess.Popen[bytes]
     log: Path
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-
-def start_gateway(registry: Registry, log: Path, workers: int = 1, timeout: float = 90) -> RunningGateway:
-    """``modelgate serve`` as a real process, returned once /v2/health/ready answers 200."""
-    port = free_port()
-    env = {**os.environ, "MODELGATE_POLL_INTERVAL": "0.2", "BENTOML_DO_NOT_TRACK": "true"}
-    handle = open(log, "wb")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--registry", str(registry.root), "--port", str(port),
-         "--workers", str(workers)],
-        stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return RunningGateway(url, registry, process, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    stop_gateway(process)
-    raise RuntimeError(f"gateway not ready after {timeout}s:\n{log.read_text()}")
-
-
-def stop_gateway(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
 @pytest.fixture
-def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
-    started: list[RunningGateway] = []
+def spawn(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start a server command (``{port}`` in it is replaced by a free port); returns once
+    ``/v2/health/ready`` answers 200. Every server started is stopped after the test."""
+    started: list[RunningServer] = []
 
-    def start(registry: Registry, workers: int = 1) -> RunningGateway:
-        gateway = start_gateway(registry, tmp_path / f"gateway-{len(started)}.log", workers=workers)
-        started.append(gateway)
-        return gateway
+    def start(
+        command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 90
+    ) -> RunningServer:
+        port = free_port()
+        log = tmp_path / f"server-{len(started)}.log"
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(
+                [part.replace("{port}", str(port)) for part in command],
+                stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
+            )  # fmt: skip
+        server = RunningServer(f"http://127.0.0.1:{port}", process, log)
+        started.append(server)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
+            try:
+                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{server.output()}")
 
     yield start
-    for gateway in started:
-        stop_gateway(gateway.process)
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def gateway_factory(spawn: Callable[..., RunningServer]) -> Callable[..., RunningServer]:
+    """``modelgate serve`` on a registry, polling it every 0.2 s."""
+
+    def start(registry: Registry, workers: int = 1) -> RunningServer:
+        command = [sys.executable, "-m", "service", "serve", "--registry", str(registry.root),
+                   "--port", "{port}", "--workers", str(workers)]  # fmt: skip
+        return spawn(command, env={"MODELGATE_POLL_INTERVAL": "0.2"})
+
+    return start

@@ -1,0 +1,155 @@
+"""The real gateway process over HTTP: a standard v2 client, bad input, and hot swap under load."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout
+
+
+@pytest.fixture
+def gateway(gateway_factory, cancer_registry):
+    return gateway_factory(cancer_registry)
+
+
+def test_a_standard_v2_client_works_and_matches_predict(gateway, cancer_model):
+    client = triton.InferenceServerClient(url=gateway.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("cancer") and client.is_model_ready("cancer", "2")
+    metadata = client.get_model_metadata("cancer")
+    assert metadata["inputs"][0] == {"name": "X", "datatype": "FP32", "shape": [-1, 30]}
+
+    rows = cancer_model.frame.iloc[:5]
+    tensor = triton.InferInput("X", [5, 30], "FP32")
+    tensor.set_data_from_numpy(rows.to_numpy(dtype=np.float32), binary_data=False)
+    outputs = [triton.InferRequestedOutput(n, binary_data=False) for n in ("label", "probabilities")]
+    result = client.infer("cancer", [tensor], outputs=outputs, request_id="triton-1")
+    labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()]
+    probabilities = result.as_numpy("probabilities")
+    assert result.get_response()["id"] == "triton-1" and probabilities.shape == (5, 2)
+
+    friendly = httpx.post(f"{gateway.url}/predict", json={"inputs": rows.to_dict(orient="records")}).json()
+    assert labels == [p["label"] for p in friendly["predictions"]]
+    np.testing.assert_allclose(
+        probabilities,
+        [[p["probabilities"]["benign"], p["probabilities"]["malignant"]] for p in friendly["predictions"]],
+    )
+    pinned = client.infer("cancer", [tensor], model_version="2", outputs=outputs)
+    assert pinned.get_response()["model_version"] == "2"
+
+
+def test_bad_input_through_the_real_stack_is_4xx_never_500(gateway, cancer_model):
+    row = cancer_model.frame.iloc[0].to_dict()
+    cases = [
+        ("/predict", b"{oops", 400),
+        ("/predict", b'{"inputs": [{"mean_radius": "big"}]}', 422),
+        ("/predict", httpx.Request("POST", "/", json={"inputs": [{**row, "x": 1}]}).content, 422),
+        ("/predict", httpx.Request("POST", "/", json={"model": "dog", "inputs": [row]}).content, 404),
+        ("/predict", httpx.Request("POST", "/", json={"inputs": [row] * 10_001}).content, 413),
+        (
+            "/v2/models/cancer/infer",
+            b'{"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP32", "data": [1]}]}',
+            422,
+        ),
+        ("/v2/models/cancer/versions/99/infer", b'{"inputs": []}', 404),
+        ("/no/such/route", b"{}", 404),
+    ]
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for path, body, status in cases:
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            assert response.status_code == status, (path, response.text[:300])
+            assert response.json()["error"]
+        assert client.get("/predict").status_code == 405
+        assert client.get("/readyz").status_code == 200
+
+
+def test_promote_and_rollback_under_load_fail_no_request(gateway_factory, cancer_registry, cancer_model):
+    gateway = gateway_factory(cancer_registry, workers=2)
+    body = {"inputs": cancer_model.frame.iloc[:4].to_dict(orient="records")}
+    total, concurrency = 3000, 16
+    results: list[tuple[int, int | None]] = []
+
+    async def load() -> None:
+        sent = iter(range(total))
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+
+            async def worker() -> None:
+                for _ in sent:
+                    try:
+                        response = await client.post("/predict", json=body)
+                        version = response.json().get("version") if response.status_code == 200 else None
+                        results.append((response.status_code, version))
+                    except httpx.HTTPError as exc:
+                        results.append((-1, repr(exc)))  # type: ignore[arg-type]
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def swaps() -> int:
+        changes = 0
+        for step in range(6):
+            await asyncio.sleep(0.4)
+            if step % 2 == 0:
+                args = (
+                    "registry",
+                    "promote",
+                    "cancer",
+                    "2",
+                    "--to",
+                    "champion",
+                    "--registry",
+                    str(cancer_registry.root),
+                )
+            else:
+                args = ("registry", "rollback", "cancer", "--registry", str(cancer_registry.root))
+            await asyncio.to_thread(cli, *args)
+            changes += 1
+        return changes
+
+    async def main() -> int:
+        swapper = asyncio.create_task(swaps())
+        await load()
+        return await swapper
+
+    changes = asyncio.run(main())
+    failures = [r for r in results if r[0] != 200]
+    assert len(results) == total and failures == [], failures[:5]
+    assert changes == 6
+    assert {v for _, v in results} == {1, 2}, "both versions answered during the swaps"
+    assert cancer_registry.aliases("cancer").champion == 1
+    time.sleep(1.5)  # both workers settle on the final champion
+    versions = {httpx.post(f"{gateway.url}/predict", json=body).json()["version"] for _ in range(40)}
+    assert versions == {1}
+
+
+def test_a_corrupted_promotion_keeps_the_old_version_and_is_logged(gateway, cancer_registry, cancer_model):
+    model_file = cancer_registry.root / "models/cancer/versions/2/model.onnx"
+    model_file.chmod(0o644)
+    model_file.write_bytes(b"\x00" + model_file.read_bytes()[1:])
+    cli("registry", "promote", "cancer", "2", "--to", "champion", "--registry", str(cancer_registry.root))
+
+    deadline = time.monotonic() + 20
+    while "model.swap_failed" not in gateway.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log_line = next(line for line in gateway.output().splitlines() if "model.swap_failed" in line)
+    assert '"level": "error"' in log_line and "sha256" in log_line
+    body = {"inputs": cancer_model.frame.iloc[:1].to_dict(orient="records")}
+    assert httpx.post(f"{gateway.url}/predict", json=body).json()["version"] == 1
+    assert (
+        "not swapped in"
+        in httpx.get(f"{gateway.url}/models").json()["models"]["cancer"]["errors"]["champion"]
+    )

@@ -1,0 +1,116 @@
+"""The modelgate command: every registry verb, the demo, and clear errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_push_list_show_promote_rollback_history(capsys, registry, cancer_model, monkeypatch):
+    monkeypatch.setenv("MODELGATE_REGISTRY", str(registry.root))  # no --registry: the env var is used
+    monkeypatch.setenv("MODELGATE_ACTOR", "ci-bot")
+    code, out, _ = run(
+        capsys,
+        "registry",
+        "push",
+        str(cancer_model.onnx),
+        "--name",
+        "cancer",
+        "--reference",
+        str(cancer_model.reference),
+        "--metrics",
+        '{"auc": 0.98}',
+    )
+    assert code == 0 and "pushed cancer:1 (classification, 30 features" in out
+    run(
+        capsys,
+        "registry",
+        "push",
+        str(cancer_model.onnx),
+        "--name",
+        "cancer",
+        "--reference",
+        str(cancer_model.reference),
+    )
+
+    assert run(capsys, "registry", "promote", "cancer", "1", "--to", "champion", "--reason", "launch")[
+        1
+    ].strip() == ("cancer: champion - -> 1")
+    run(capsys, "registry", "promote", "cancer", "latest", "--to", "champion")
+    code, out, _ = run(capsys, "registry", "list")
+    assert code == 0 and out.splitlines()[1].split() == ["cancer", "2", "2", "-"]
+    assert (
+        "champion rolled back 2 -> 1" in run(capsys, "registry", "rollback", "cancer", "--reason", "oops")[1]
+    )
+
+    shown = json.loads(run(capsys, "registry", "show", "cancer:champion")[1])
+    assert shown["version"] == 1 and shown["lineage"]["metrics"] == {"auc": 0.98}
+    assert "mean_radius" in shown["reference"]["features"]
+    full = json.loads(run(capsys, "registry", "show", "cancer:1", "--full")[1])
+    assert full["reference"]["features"]["mean_radius"]["kind"] == "numeric"
+
+    history = json.loads(run(capsys, "registry", "history", "cancer", "--json")[1])
+    assert [(h["action"], h["from"], h["to"], h["actor"]) for h in history][-3:] == [
+        ("promote", None, 1, "ci-bot"),
+        ("promote", 1, 2, "ci-bot"),
+        ("rollback", 2, 1, "ci-bot"),
+    ]
+    text = run(capsys, "registry", "history", "cancer")[1]
+    assert "rollback" in text and "oops" in text
+
+
+def test_verify_exits_non_zero_on_a_mismatch(capsys, cancer_registry):
+    root = str(cancer_registry.root)
+    code, out, _ = run(capsys, "registry", "verify", "--registry", root)
+    assert code == 0 and "ok: 2 version(s) of 1 model(s)" in out
+    target = cancer_registry.root / "models/cancer/versions/2/model.onnx"
+    target.chmod(0o644)
+    target.write_bytes(b"tampered")
+    code, out, err = run(capsys, "registry", "verify", "--registry", root)
+    assert code == 1 and "MISMATCH cancer:2 model.onnx" in out and "1 problem(s)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("registry", "show", "dog"), "model 'dog' not found"),
+        (("registry", "show", "cancer:9"), "no version 9"),
+        (("registry", "promote", "cancer", "7", "--to", "champion"), "no version 7"),
+        (("registry", "rollback", "cancer"), "no previous champion"),
+        (("registry", "push", "missing.onnx", "--name", "cancer", "--reference", "x.csv"), "does not exist"),
+        (("registry", "push", "m.onnx", "--name", "../up", "--reference", "x.csv"), "invalid model name"),
+        (
+            ("registry", "push", "m.onnx", "--name", "ok", "--reference", "x.csv", "--metrics", "{"),
+            "--metrics is not valid JSON",
+        ),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_1(capsys, cancer_registry, args, message):
+    code, _, err = run(capsys, *args, "--registry", str(cancer_registry.root))
+    assert code == 1 and err.startswith("error: ") and message in err
+
+
+def test_serve_refuses_an_empty_registry(capsys, tmp_path):
+    code, _, err = run(capsys, "serve", "--registry", str(tmp_path / "empty"))
+    assert code == 1 and "holds no models" in err and "modelgate demo" in err
+
+
+def test_demo_builds_once_and_is_idempotent(capsys, tmp_path):
+    root = str(tmp_path / "demo")
+    code, out, _ = run(capsys, "demo", "--registry", root)
+    assert code == 0 and "champion v1" in out and "challenger v2" in out
+    code, out, _ = run(capsys, "demo", "--registry", root)
+    assert code == 0 and "already" in out
+    assert json.loads(run(capsys, "registry", "list", "--json", "--registry", root)[1]) == [
+        {"name": "breast-cancer", "versions": [1, 2], "champion": 1, "challenger": 2}
+    ]
+    assert run(capsys, "registry", "verify", "--registry", root)[0] == 0
