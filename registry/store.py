@@ -325,11 +325,10 @@ class Registry:
         directory = self._version_dir(name, version)
         problems = []
         try:
-            listed = dict(
-                reversed(line.split("  ", 1))  # type: ignore[misc]
-                for line in (directory / CHECKSUMS_FILE).read_text().splitlines()
-                if line
-            )
+            listed: dict[str, str] = {}
+            for line in (directory / CHECKSUMS_FILE).read_text().splitlines():
+                digest, file = line.split("  ", 1)  # sha256sum's format: "<hex>  <file>"
+                listed[file] = digest
         except (OSError, ValueError) as exc:
             return [Mismatch(name, version, CHECKSUMS_FILE, f"unreadable: {exc}")]
         present = {p.name for p in directory.iterdir()} - {CHECKSUMS_FILE}

@@ -90,7 +90,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in registry.models():
         aliases = registry.aliases(name)
         versions = registry.versions(name)
