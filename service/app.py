@@ -80,9 +80,15 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
+    data = b"".join(chunks)
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if data[exc.pos : exc.pos + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
+            raise MalformedRequest(
+                f"request body is not valid JSON: NaN and Infinity are not JSON numbers "
+                f"(at char {exc.pos}); send null for a missing value"
+            ) from None
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedRequest(f"request body: expected a JSON object, got {type(body).__name__}")
@@ -111,8 +117,14 @@ class Gateway:
             return served.predict(batch)
         return await anyio.to_thread.run_sync(served.predict, batch)
 
-    def _served(self, name: str, version: int | None) -> ServedVersion:
-        return self.pool.champion(name) if version is None else self.pool.version(name, version)
+    async def _served(self, name: str, version: int | None) -> ServedVersion:
+        """The champion, or a pinned version (loaded in a thread the first time)."""
+        if version is None:
+            return self.pool.champion(name)
+        cached = self.pool.cached(name, version)
+        if cached is not None:
+            return cached
+        return await anyio.to_thread.run_sync(self.pool.load_pinned, name, version)
 
     async def predict(self, request: Request) -> Response:
         body = await _json_body(request, self.settings.max_body_bytes)
@@ -135,7 +147,7 @@ class Gateway:
         version = body.get("version")
         if version is not None and type(version) is not int:
             raise MalformedRequest("version: expected an integer version number", field="version")
-        served = self._served(name, version)
+        served = await self._served(name, version)
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of records", field="inputs")
         batch = records_to_batch(body["inputs"], served.manifest.inputs, self.settings.max_batch_rows)
@@ -154,7 +166,7 @@ class Gateway:
     async def infer(self, request: Request) -> Response:
         params = request.path_params
         version = _version_number(params["version"]) if "version" in params else None
-        served = self._served(params["name"], version)
+        served = await self._served(params["name"], version)
         body = await _json_body(request, self.settings.max_body_bytes)
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
@@ -173,14 +185,14 @@ class Gateway:
     async def model_metadata(self, request: Request) -> Response:
         params = request.path_params
         version = _version_number(params["version"]) if "version" in params else None
-        served = self._served(params["name"], version)
+        served = await self._served(params["name"], version)
         versions = self.pool.registry.versions(served.name)
         return JSONResponse(responses.model_metadata(served, versions))
 
     async def model_ready(self, request: Request) -> Response:
         params = request.path_params
         version = _version_number(params["version"]) if "version" in params else None
-        self._served(params["name"], version)  # 404 / 503 when not servable
+        await self._served(params["name"], version)  # 404 / 503 when not servable
         return JSONResponse({"name": params["name"], "ready": True})
 
     async def index(self, request: Request) -> Response:

@@ -132,17 +132,23 @@ class ModelPool:
         """Every model in the registry has its champion loaded, and there is at least one."""
         return bool(self._slots) and all(s.champion is not None for s in self._slots.values())
 
-    def version(self, name: str, version: int) -> ServedVersion:
-        """A pinned version: the champion or challenger if it is one, else loaded and cached."""
+    def cached(self, name: str, version: int) -> ServedVersion | None:
+        """A pinned version if it is loaded already (as champion, challenger or in the cache)."""
         slots = self.slots(name)
         for served in (slots.champion, slots.challenger):
             if served is not None and served.version == version:
                 return served
-        key = (name, version)
         with self._pinned_lock:
-            if key in self._pinned:
-                self._pinned.move_to_end(key)
-                return self._pinned[key]
+            served = self._pinned.get((name, version))
+            if served is not None:
+                self._pinned.move_to_end((name, version))
+            return served
+
+    def load_pinned(self, name: str, version: int) -> ServedVersion:
+        """Load a version for pinned requests and cache it (bounded, least recently used out).
+
+        Blocking: callers on the event loop run it in a thread.
+        """
         try:
             self.registry.resolve(name, version)
         except RegistryError:
@@ -156,7 +162,7 @@ class ModelPool:
             log.error("model.load_failed", model=name, version=version, error=str(exc))
             raise Unavailable(f"version {version} of {name!r} cannot be served: {exc}") from exc
         with self._pinned_lock:
-            self._pinned[key] = served
+            self._pinned[(name, version)] = served
             while len(self._pinned) > self.pinned_cached:
                 self._pinned.popitem(last=False)
         return served

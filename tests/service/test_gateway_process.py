@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -80,60 +81,20 @@ def test_bad_input_through_the_real_stack_is_4xx_never_500(gateway, cancer_model
 
 def test_promote_and_rollback_under_load_fail_no_request(gateway_factory, cancer_registry, cancer_model):
     gateway = gateway_factory(cancer_registry, workers=2)
-    body = {"inputs": cancer_model.frame.iloc[:4].to_dict(orient="records")}
-    total, concurrency = 3000, 16
-    results: list[tuple[int, int | None]] = []
-
-    async def load() -> None:
-        sent = iter(range(total))
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-
-            async def worker() -> None:
-                for _ in sent:
-                    try:
-                        response = await client.post("/predict", json=body)
-                        version = response.json().get("version") if response.status_code == 200 else None
-                        results.append((response.status_code, version))
-                    except httpx.HTTPError as exc:
-                        results.append((-1, repr(exc)))  # type: ignore[arg-type]
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-    async def swaps() -> int:
-        changes = 0
-        for step in range(6):
-            await asyncio.sleep(0.4)
-            if step % 2 == 0:
-                args = (
-                    "registry",
-                    "promote",
-                    "cancer",
-                    "2",
-                    "--to",
-                    "champion",
-                    "--registry",
-                    str(cancer_registry.root),
-                )
-            else:
-                args = ("registry", "rollback", "cancer", "--registry", str(cancer_registry.root))
-            await asyncio.to_thread(cli, *args)
-            changes += 1
-        return changes
-
-    async def main() -> int:
-        swapper = asyncio.create_task(swaps())
-        await load()
-        return await swapper
-
-    changes = asyncio.run(main())
-    failures = [r for r in results if r[0] != 200]
-    assert len(results) == total and failures == [], failures[:5]
-    assert changes == 6
-    assert {v for _, v in results} == {1, 2}, "both versions answered during the swaps"
+    script = Path(__file__).resolve().parents[2] / "load_tests/swap_under_load.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--url", gateway.url, "--registry", str(cancer_registry.root),
+         "--model", "cancer", "--to", "2", "--requests", "3000", "--swaps", "6"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(run.stdout)
+    assert run.returncode == 0 and report["failed"] == 0, report
+    assert report["statuses"] == {"200": 3000} and report["swaps"] == 6
+    assert set(report["versions"]) == {"1", "2"}, "both versions answered during the swaps"
     assert cancer_registry.aliases("cancer").champion == 1
     time.sleep(1.5)  # both workers settle on the final champion
-    versions = {httpx.post(f"{gateway.url}/predict", json=body).json()["version"] for _ in range(40)}
-    assert versions == {1}
+    body = {"inputs": cancer_model.frame.iloc[:4].to_dict(orient="records")}
+    assert {httpx.post(f"{gateway.url}/predict", json=body).json()["version"] for _ in range(40)} == {1}
 
 
 def test_a_corrupted_promotion_keeps_the_old_version_and_is_logged(gateway, cancer_registry, cancer_model):
