@@ -50,17 +50,18 @@ class Prediction:
         return int(first.shape[0])
 
 
-def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
+def threads_per_worker(workers: int) -> int:
+    """The machine's cores shared out among ``workers`` processes, at least one each."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
     """Options for a server: a fixed, small thread pool and no busy-waiting.
 
     Several gateway workers share the machine's cores; ONNX Runtime's default
     (one spinning thread per core, per session) would oversubscribe them and
-    burn CPU that the HTTP stack needs. ``intra_op_threads`` defaults to the
-    cores divided by the worker count (``MODELGATE_WORKERS``).
+    burn CPU that the HTTP stack needs.
     """
-    if intra_op_threads is None:
-        workers = max(1, int(os.environ.get("MODELGATE_WORKERS", "1")))
-        intra_op_threads = max(1, (os.cpu_count() or 1) // workers)
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
@@ -71,7 +72,7 @@ def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def load_session(model_bytes: bytes, intra_op_threads: int | None = None) -> ort.InferenceSession:
+def load_session(model_bytes: bytes, intra_op_threads: int) -> ort.InferenceSession:
     """An ONNX Runtime session on the CPU, or :class:`InvalidModel` saying why it does not load."""
     try:
         return ort.InferenceSession(

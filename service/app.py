@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from registry.onnx_model import Prediction
+from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import responses
 from service.errors import (
@@ -108,6 +108,7 @@ class Gateway:
         self.settings = settings
         self.pool = ModelPool(
             Registry(settings.registry),
+            threads=threads_per_worker(settings.workers),
             warmup_rows=settings.warmup_rows,
             pinned_cached=settings.pinned_versions_cached,
         )

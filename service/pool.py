@@ -78,10 +78,12 @@ def warmup_batch(manifest: Manifest, rows: int) -> Batch:
     return Batch(rows=take, columns=columns)
 
 
-def load_version(registry: Registry, name: str, version: int, warmup_rows: int) -> ServedVersion:
-    """Read, hash-check, open and warm up one version. Raises on any failure."""
+def load_version(
+    registry: Registry, name: str, version: int, warmup_rows: int, threads: int
+) -> ServedVersion:
+    """Read, hash-check, open (``threads`` intra-op threads) and warm up one version; raises on failure."""
     manifest, data = registry.read_model(name, version)
-    session = load_session(data)
+    session = load_session(data, threads)
     model = OnnxModel(session, manifest.inputs, manifest.output)
     label_datatype = None
     if manifest.output.label_output is not None:
@@ -99,8 +101,11 @@ def load_version(registry: Registry, name: str, version: int, warmup_rows: int) 
 class ModelPool:
     """The served models of one process. ``refresh`` runs in a thread; readers never block on it."""
 
-    def __init__(self, registry: Registry, *, warmup_rows: int = 16, pinned_cached: int = 4) -> None:
+    def __init__(
+        self, registry: Registry, *, threads: int, warmup_rows: int = 16, pinned_cached: int = 4
+    ) -> None:
         self.registry = registry
+        self.threads = threads
         self.warmup_rows = warmup_rows
         self.pinned_cached = pinned_cached
         self._slots: dict[str, ModelSlots] = {}
@@ -157,7 +162,7 @@ class ModelPool:
                 field="version",
             ) from None
         try:
-            served = load_version(self.registry, name, version, self.warmup_rows)
+            served = load_version(self.registry, name, version, self.warmup_rows, self.threads)
         except Exception as exc:
             log.error("model.load_failed", model=name, version=version, error=str(exc))
             raise Unavailable(f"version {version} of {name!r} cannot be served: {exc}") from exc
@@ -211,7 +216,7 @@ class ModelPool:
     ) -> ServedVersion | None:
         started = time.perf_counter()
         try:
-            new = load_version(self.registry, name, version, self.warmup_rows)
+            new = load_version(self.registry, name, version, self.warmup_rows, self.threads)
         except Exception as exc:
             errors[alias] = f"version {version} not swapped in: {exc}"
             log.error(
