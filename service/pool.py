@@ -184,29 +184,38 @@ class ModelPool:
                     log.error("model.refresh_failed", model=name, error=str(exc))
             self.refreshed_at = time.time()
 
+    def _loaded(self, name: str, slots: ModelSlots | None) -> dict[int, ServedVersion]:
+        """Every version of ``name`` this process holds warm: aliases and the pinned cache."""
+        with self._pinned_lock:
+            loaded = {version: served for (model, version), served in self._pinned.items() if model == name}
+        for served in (slots.champion, slots.challenger) if slots else ():
+            if served is not None:
+                loaded[served.version] = served
+        return loaded
+
     def _refresh_model(self, name: str) -> None:
         stamp = self.registry.history_stamp(name)
-        current = self._slots.get(name) or ModelSlots(champion=None, challenger=None, stamp=None)
-        if current.stamp == stamp and name in self._slots:
+        current = self._slots.get(name)
+        if current is not None and current.stamp == stamp:
             return
         aliases = self.registry.aliases(name)
+        loaded = self._loaded(name, current)
         served: dict[str, ServedVersion | None] = {}
         errors: dict[str, str] = {}
-        for alias in ("champion", "challenger"):
-            old: ServedVersion | None = getattr(current, alias)
-            wanted = aliases.champion if alias == "champion" else aliases.challenger
+        for alias, wanted in (("champion", aliases.champion), ("challenger", aliases.challenger)):
+            old: ServedVersion | None = getattr(current, alias) if current else None
             if wanted is None:
                 served[alias] = None
-            elif old is not None and old.version == wanted:
-                served[alias] = old
-            elif (
-                alias == "challenger"
-                and served["champion"] is not None
-                and served["champion"].version == wanted
-            ):
-                served[alias] = served["champion"]
+            elif wanted in loaded:  # already warm here: the swap is a reference change
+                served[alias] = loaded[wanted]
+                if old is None or old.version != wanted:
+                    log.info("model.swapped", model=name, alias=alias, version=wanted,
+                             previous_version=old.version if old else None, load_ms=0.0)  # fmt: skip
             else:
-                served[alias] = self._load_for_alias(name, alias, wanted, old, errors)
+                new = self._load_for_alias(name, alias, wanted, old, errors)
+                if new is not None and new is not old:
+                    loaded[wanted] = new
+                served[alias] = new
         self._slots[name] = ModelSlots(
             champion=served["champion"], challenger=served["challenger"], stamp=stamp, errors=errors
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -197,10 +198,11 @@ def test_promotion_is_swapped_in_by_refresh(client, cancer_registry, records):
 
 
 def test_a_corrupted_version_is_not_swapped_in(client, cancer_registry, records, cancer_model):
-    model_file = cancer_registry.root / "models/cancer/versions/2/model.onnx"
+    cancer_registry.push(cancer_model.onnx, "cancer", cancer_model.reference)  # v3, not loaded anywhere yet
+    model_file = cancer_registry.root / "models/cancer/versions/3/model.onnx"
     model_file.chmod(0o644)
     model_file.write_bytes(model_file.read_bytes()[:-10])
-    cancer_registry.promote("cancer", 2, "champion")
+    cancer_registry.promote("cancer", 3, "champion")
     gateway = client.app.state.gateway
     gateway.pool.refresh()
 
@@ -208,26 +210,25 @@ def test_a_corrupted_version_is_not_swapped_in(client, cancer_registry, records,
     status = client.get("/models").json()["models"]["cancer"]
     assert status["champion"] == 1
     assert (
-        "version 2 not swapped in" in status["errors"]["champion"]
+        "version 3 not swapped in" in status["errors"]["champion"]
         and "sha256" in status["errors"]["champion"]
     )
 
 
 def test_a_version_that_does_not_load_is_not_swapped_in(
-    client, cancer_registry, records, tmp_path, diabetes_model
+    client, cancer_registry, records, cancer_model, diabetes_model
 ):
     # a registry version whose bytes and hashes agree but which no longer fits its manifest
-    version_dir = cancer_registry.root / "models/cancer/versions/2"
+    cancer_registry.push(cancer_model.onnx, "cancer", cancer_model.reference)  # v3, not loaded anywhere yet
+    version_dir = cancer_registry.root / "models/cancer/versions/3"
     (version_dir / "model.onnx").chmod(0o644)
     (version_dir / "manifest.json").chmod(0o644)
     data = diabetes_model.onnx.read_bytes()
     (version_dir / "model.onnx").write_bytes(data)
     manifest = json.loads((version_dir / "manifest.json").read_text())
-    import hashlib
-
     manifest.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
     (version_dir / "manifest.json").write_text(json.dumps(manifest))
-    cancer_registry.promote("cancer", 2, "champion")
+    cancer_registry.promote("cancer", 3, "champion")
     client.app.state.gateway.pool.refresh()
 
     assert client.post("/predict", json={"inputs": records[:1]}).json()["version"] == 1

@@ -98,10 +98,11 @@ def test_promote_and_rollback_under_load_fail_no_request(gateway_factory, cancer
 
 
 def test_a_corrupted_promotion_keeps_the_old_version_and_is_logged(gateway, cancer_registry, cancer_model):
-    model_file = cancer_registry.root / "models/cancer/versions/2/model.onnx"
+    cancer_registry.push(cancer_model.onnx, "cancer", cancer_model.reference)  # v3, not loaded anywhere yet
+    model_file = cancer_registry.root / "models/cancer/versions/3/model.onnx"
     model_file.chmod(0o644)
     model_file.write_bytes(b"\x00" + model_file.read_bytes()[1:])
-    cli("registry", "promote", "cancer", "2", "--to", "champion", "--registry", str(cancer_registry.root))
+    cli("registry", "promote", "cancer", "3", "--to", "champion", "--registry", str(cancer_registry.root))
 
     deadline = time.monotonic() + 20
     while "model.swap_failed" not in gateway.output() and time.monotonic() < deadline:
