@@ -7,6 +7,7 @@ any ASGI server, which is how the unit tests drive it.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -42,6 +43,7 @@ log = structlog.get_logger("modelgate.app")
 PREDICT_FIELDS = ("model", "version", "inputs")
 CATCH_ALL = "/{path:path}"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+VERSION = importlib.metadata.version("modelgate")
 
 
 class JSONResponse(Response):
@@ -95,10 +97,13 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def _version_number(raw: str) -> int:
-    if not raw.isdigit():
+def _model_and_version(request: Request) -> tuple[str, int | None]:
+    """``{name}`` and the optional ``{version}`` of a v2 model route."""
+    params = request.path_params
+    raw = params.get("version")
+    if raw is not None and not raw.isdigit():
         raise NotFound(f"version {raw!r} is not a version number", field="version")
-    return int(raw)
+    return params["name"], None if raw is None else int(raw)
 
 
 class Gateway:
@@ -165,9 +170,7 @@ class Gateway:
         )
 
     async def infer(self, request: Request) -> Response:
-        params = request.path_params
-        version = _version_number(params["version"]) if "version" in params else None
-        served = await self._served(params["name"], version)
+        served = await self._served(*_model_and_version(request))
         body = await _json_body(request, self.settings.max_body_bytes)
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
@@ -184,23 +187,19 @@ class Gateway:
         return JSONResponse(answer, headers={"x-request-id": rid})
 
     async def model_metadata(self, request: Request) -> Response:
-        params = request.path_params
-        version = _version_number(params["version"]) if "version" in params else None
-        served = await self._served(params["name"], version)
+        served = await self._served(*_model_and_version(request))
         versions = self.pool.registry.versions(served.name)
         return JSONResponse(responses.model_metadata(served, versions))
 
     async def model_ready(self, request: Request) -> Response:
-        params = request.path_params
-        version = _version_number(params["version"]) if "version" in params else None
-        await self._served(params["name"], version)  # 404 / 503 when not servable
-        return JSONResponse({"name": params["name"], "ready": True})
+        served = await self._served(*_model_and_version(request))  # 404 / 503 when not servable
+        return JSONResponse({"name": served.name, "version": str(served.version), "ready": True})
 
     async def index(self, request: Request) -> Response:
         return JSONResponse(
             {
                 "name": "modelgate",
-                "version": _package_version(),
+                "version": VERSION,
                 "models": self.pool.names,
                 "routes": [
                     "POST /predict",
@@ -223,7 +222,7 @@ class Gateway:
         raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "modelgate", "version": _package_version(), "extensions": []})
+        return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": []})
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -250,12 +249,6 @@ class Gateway:
             await anyio.to_thread.run_sync(self.pool.refresh)
 
 
-def _package_version() -> str:
-    from importlib.metadata import version
-
-    return version("modelgate")
-
-
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     rid = request_id(request)
@@ -269,13 +262,14 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (a method no route takes, such as OPTIONS), in our JSON shape."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        error: ServiceError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-    else:
-        error = ServiceError(str(exc.detail))
-        error.status = exc.status_code
-    return await _service_error(request, error)
+    rid = request_id(request)
+    return JSONResponse(
+        {"error": f"{exc.detail}: {request.method} {request.url.path}", "request_id": rid},
+        status_code=exc.status_code,
+        headers={"x-request-id": rid},
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
