@@ -170,28 +170,33 @@ def _overflow_errors(
     ]
 
 
-def _matrix(
-    records: list[Any], values: list[Any], schema: InputSchema, dtype: FeatureDType, field: str
+def _typed(
+    records: list[Any],
+    values: list[Any],
+    specs: tuple[FeatureSpec, ...],
+    dtype: FeatureDType,
+    schema: InputSchema,
+    field: str,
 ) -> np.ndarray:
-    """All values of a matrix-layout batch, checked in one pass over their types."""
-    rows, width = len(records), len(schema.features)
-    nullable = dtype in ("float32", "float64") and any(f.allow_missing for f in schema.features)
+    """``values`` (row-major, rows x ``specs``) as an array of ``dtype``, checked in one pass over
+    their types; any problem is named by walking ``records``."""  # fmt: skip
+    nullable = dtype in ("float32", "float64") and any(spec.allow_missing for spec in specs)
     types = set(map(type, values))
     if not types <= _ACCEPTED[dtype] | ({type(None)} if nullable else set()):
         _raise(_diagnose(records, schema, field))
     try:
-        array = _cast(values, dtype).reshape(rows, width)
+        array = _cast(values, dtype).reshape(len(records), len(specs))
     except OverflowError:
         _raise(_diagnose(records, schema, field))
-    if dtype in ("float32", "float64"):
-        allowed = np.array([f.allow_missing for f in schema.features])
-        if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
-            _raise(_diagnose(records, schema, field))
-        matrix = _narrow(array, dtype)
-        if np.isinf(matrix).any():
-            _raise(_overflow_errors(array, matrix, schema.names, field))
-        return matrix
-    return array
+    if dtype not in ("float32", "float64"):
+        return array
+    allowed = np.array([spec.allow_missing for spec in specs])
+    if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
+        _raise(_diagnose(records, schema, field))
+    narrowed = _narrow(array, dtype)
+    if np.isinf(narrowed).any():
+        _raise(_overflow_errors(array, narrowed, tuple(spec.name for spec in specs), field))
+    return narrowed
 
 
 def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:
@@ -214,24 +219,12 @@ def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: st
 
     if schema.layout == "matrix":
         assert schema.tensor_dtype is not None
-        return Batch(rows=rows, matrix=_matrix(records, values, schema, schema.tensor_dtype, field))
-
-    columns: dict[str, np.ndarray] = {}
-    for offset, spec in enumerate(schema.features):
-        column = values[offset::width]
-        nullable = spec.allow_missing and spec.dtype != "string"
-        if not set(map(type, column)) <= _ACCEPTED[spec.dtype] | ({type(None)} if nullable else set()):
-            _raise(_diagnose(records, schema, field))
-        try:
-            raw = _cast(column, spec.dtype)
-        except OverflowError:
-            _raise(_diagnose(records, schema, field))
-        if spec.dtype in ("float32", "float64") and np.isinf(raw).any():
-            _raise(_diagnose(records, schema, field))
-        array = _narrow(raw, spec.dtype)
-        if spec.dtype == "float32" and np.isinf(array).any():
-            _raise(_overflow_errors(raw[:, None], array[:, None], (spec.name,), field))
-        columns[spec.name] = array
+        matrix = _typed(records, values, schema.features, schema.tensor_dtype, schema, field)
+        return Batch(rows=rows, matrix=matrix)
+    columns = {
+        spec.name: _typed(records, values[offset::width], (spec,), spec.dtype, schema, field).reshape(-1)
+        for offset, spec in enumerate(schema.features)
+    }
     return Batch(rows=rows, columns=columns)
 
 
