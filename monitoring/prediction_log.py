@@ -1,0 +1,254 @@
+"""The durable prediction log: every request, its predictions and its ground truth.
+
+``PredictionLog`` is the seam; ``SQLitePredictionLog`` (WAL mode) is the
+embedded default. The schema is plain SQL that PostgreSQL takes too (JSON
+columns as text, times as epoch seconds, a monotonically increasing ``seq``
+that consumers tail), and nothing SQLite-specific crosses the interface.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from monitoring.records import EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    ts REAL NOT NULL,
+    route TEXT NOT NULL,
+    model TEXT,
+    version INTEGER,
+    status INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    rows INTEGER NOT NULL,
+    inputs TEXT,
+    outputs TEXT,
+    flags TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_request_id ON requests (request_id);
+CREATE INDEX IF NOT EXISTS requests_model_ts ON requests (model, ts);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    ground_truth TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_ts ON feedback (ts);
+"""
+
+_COLUMNS = (
+    "seq, request_id, arm, ts, route, model, version, status, latency_ms, rows, inputs, outputs, flags, error"
+)
+
+
+class FeedbackOutcome(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # the same ground truth again: nothing changes
+    CONFLICT = "conflict"  # different ground truth for a request that has some
+
+
+class PredictionLog(Protocol):
+    """Where request records go and where the monitor and analysts read them back."""
+
+    def write(self, records: Sequence[EncodedRecord]) -> None:
+        """Commit a batch of records in one transaction."""
+
+    def read_after(self, seq: int, limit: int) -> list[LoggedRequest]:
+        """Records with ``seq`` greater than the one given, oldest first."""
+
+    def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
+        """Records of ``model`` (every model when None) at or after ``since`` (epoch seconds)."""
+
+    def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
+        """The answered (status 200) requests among ``request_ids`` that feedback may name."""
+
+    def add_feedback(self, items: Sequence[Feedback]) -> list[FeedbackOutcome]:
+        """Store ground truth; idempotent for the same value, refused for a different one."""
+
+    def feedback(self, request_ids: Iterable[str]) -> dict[str, Feedback]:
+        """Ground truth given for any of ``request_ids``."""
+
+    def feedback_after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
+        """Feedback with ``seq`` greater than the one given, oldest first."""
+
+    def prune(self, before: float) -> tuple[int, int]:
+        """Delete requests and feedback older than ``before``; (requests, feedback) deleted."""
+
+    def close(self) -> None: ...
+
+
+def _loaded(row: tuple[Any, ...]) -> LoggedRequest:
+    (
+        seq,
+        request_id,
+        arm,
+        ts,
+        route,
+        model,
+        version,
+        status,
+        latency_ms,
+        rows,
+        inputs,
+        outputs,
+        flags,
+        error,
+    ) = row
+    return LoggedRequest(
+        seq=seq,
+        request_id=request_id,
+        arm=arm,
+        ts=ts,
+        route=route,
+        model=model,
+        version=version,
+        status=status,
+        latency_ms=latency_ms,
+        rows=rows,
+        inputs=orjson.loads(inputs) if inputs else None,
+        outputs=orjson.loads(outputs) if outputs else None,
+        flags=orjson.loads(flags) if flags else {},
+        error=error,
+    )
+
+
+class SQLitePredictionLog:
+    """The prediction log in one SQLite file, WAL mode: readers never wait for the writer.
+
+    One connection per thread (sqlite3 connections are not shared across
+    threads); several processes may write the same file, serialised by SQLite's
+    lock with a busy timeout. ``synchronous=NORMAL``: a committed batch survives
+    a process crash; an OS crash or power loss may lose the last batches.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 10_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        connection = self._connection()
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_ms / 1000, check_same_thread=False
+            )
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def write(self, records: Sequence[EncodedRecord]) -> None:
+        rows = [
+            (
+                r.request_id, r.arm, r.ts, r.route, r.model, r.version, r.status, r.latency_ms, r.rows,
+                e.inputs, e.outputs, e.flags, r.error,
+            )
+            for e in records
+            for r in (e.record,)
+        ]  # fmt: skip
+        connection = self._connection()
+        with connection:
+            connection.executemany(
+                f"INSERT INTO requests ({_COLUMNS.removeprefix('seq, ')}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+    def read_after(self, seq: int, limit: int) -> list[LoggedRequest]:
+        cursor = self._connection().execute(
+            f"SELECT {_COLUMNS} FROM requests WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [_loaded(row) for row in cursor]
+
+    def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
+        query = f"SELECT {_COLUMNS} FROM requests WHERE ts >= ?"
+        params: list[object] = [since if since is not None else float("-inf")]
+        if model is not None:
+            query += " AND model = ?"
+            params.append(model)
+        return [_loaded(row) for row in self._connection().execute(query + " ORDER BY seq", params)]
+
+    def _select_in(self, query: str, ids: Iterable[str]) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``query`` whose ``{marks}`` is an IN list over ``ids``, in chunks that stay
+        under SQLite's bound-parameter limit."""
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            yield from self._connection().execute(query.format(marks=",".join("?" * len(chunk))), chunk)
+
+    def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
+        rows = self._select_in(
+            "SELECT request_id, model, version, rows FROM requests "
+            "WHERE status = 200 AND arm != 'challenger' AND request_id IN ({marks})",
+            request_ids,
+        )
+        return {
+            request_id: FeedbackTarget(request_id, model, version, n)
+            for request_id, model, version, n in rows
+        }
+
+    def add_feedback(self, items: Sequence[Feedback]) -> list[FeedbackOutcome]:
+        outcomes = []
+        connection = self._connection()
+        with connection:
+            for item in items:
+                truth = orjson.dumps(item.ground_truth).decode()
+                inserted = connection.execute(
+                    "INSERT INTO feedback (request_id, ground_truth, ts) VALUES (?, ?, ?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    (item.request_id, truth, item.ts),
+                ).rowcount
+                if inserted:
+                    outcomes.append(FeedbackOutcome.ACCEPTED)
+                    continue
+                (existing,) = connection.execute(
+                    "SELECT ground_truth FROM feedback WHERE request_id = ?", (item.request_id,)
+                ).fetchone()
+                outcomes.append(FeedbackOutcome.DUPLICATE if existing == truth else FeedbackOutcome.CONFLICT)
+        return outcomes
+
+    def feedback(self, request_ids: Iterable[str]) -> dict[str, Feedback]:
+        rows = self._select_in(
+            "SELECT request_id, ground_truth, ts FROM feedback WHERE request_id IN ({marks})", request_ids
+        )
+        return {request_id: Feedback(request_id, orjson.loads(truth), ts) for request_id, truth, ts in rows}
+
+    def feedback_after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
+        cursor = self._connection().execute(
+            "SELECT seq, request_id, ground_truth, ts FROM feedback WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+        return [(s, Feedback(rid, orjson.loads(truth), ts)) for s, rid, truth, ts in cursor]
+
+    def prune(self, before: float) -> tuple[int, int]:
+        connection = self._connection()
+        with connection:
+            requests = connection.execute("DELETE FROM requests WHERE ts < ?", (before,)).rowcount
+            feedback = connection.execute("DELETE FROM feedback WHERE ts < ?", (before,)).rowcount
+        return requests, feedback
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,131 @@
+"""What the gateway records about each request, and its JSON form in the prediction log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from registry.onnx_model import Prediction
+
+#: Arms a request can be answered (or mirrored) by.
+ARMS = ("champion", "challenger", "pinned")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request as the gateway saw it. Built on the hot path, so it holds arrays, not JSON.
+
+    ``inputs`` is the validated batch: a rows x features matrix in ``features``
+    order, or one array a feature. ``error`` is set (and ``prediction`` None)
+    for a refused or failed request.
+    """
+
+    request_id: str
+    ts: float
+    route: str
+    status: int
+    latency_ms: float
+    model: str | None = None
+    version: int | None = None
+    arm: str = "champion"
+    rows: int = 0
+    features: tuple[str, ...] = ()
+    matrix: np.ndarray | None = None
+    columns: dict[str, np.ndarray] | None = None
+    prediction: Prediction | None = None
+    error: str | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+
+    def inputs_json(self) -> bytes | None:
+        """``{"feature": [values...]}``, column-major so a consumer takes a feature in one read."""
+        if self.matrix is not None:
+            by_feature = np.ascontiguousarray(self.matrix.T)
+            return _dumps({name: by_feature[i] for i, name in enumerate(self.features)})
+        if self.columns is not None:
+            return _dumps({name: _jsonable(column) for name, column in self.columns.items()})
+        return None
+
+    def outputs_json(self) -> bytes | None:
+        prediction = self.prediction
+        if prediction is None:
+            return None
+        if prediction.values is not None:
+            return _dumps({"value": prediction.values})
+        assert prediction.labels is not None and prediction.probabilities is not None
+        return _dumps(
+            {
+                "label": _jsonable(prediction.labels),
+                "probabilities": np.ascontiguousarray(prediction.probabilities),
+            }
+        )
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    """orjson writes numeric arrays natively; object arrays (strings) go through a list."""
+    return array.tolist() if array.dtype == object else array
+
+
+def _dumps(value: Any) -> bytes:
+    # NaN (a null sent for a missing value) is written as null by orjson
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRecord:
+    """A record with its payloads as JSON, encoded once for the log store and the log line alike."""
+
+    record: RequestRecord
+    inputs: bytes | None
+    outputs: bytes | None
+    flags: bytes | None
+
+    @classmethod
+    def of(cls, record: RequestRecord) -> EncodedRecord:
+        return cls(
+            record=record,
+            inputs=record.inputs_json(),
+            outputs=record.outputs_json(),
+            flags=orjson.dumps(record.flags) if record.flags else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """A request as read back from the prediction log; ``inputs``/``outputs`` are decoded JSON."""
+
+    seq: int
+    request_id: str
+    arm: str
+    ts: float
+    route: str
+    model: str | None
+    version: int | None
+    status: int
+    latency_ms: float
+    rows: int
+    inputs: dict[str, list[Any]] | None
+    outputs: dict[str, Any] | None
+    flags: dict[str, Any]
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """Ground truth for a request: one value a row, in the request's row order."""
+
+    request_id: str
+    ground_truth: list[Any]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackTarget:
+    """What feedback is checked against: the logged request it names."""
+
+    request_id: str
+    model: str
+    version: int
+    rows: int

@@ -1,0 +1,111 @@
+"""The event sink: nothing acknowledged is lost on a graceful close; a full queue blocks or drops."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from monitoring.prediction_log import SQLitePredictionLog
+from monitoring.records import RequestRecord
+from monitoring.sink import EventSink
+from registry.onnx_model import Prediction
+
+
+def record(i: int, rows: int = 1) -> RequestRecord:
+    return RequestRecord(
+        request_id=f"r{i}", ts=float(i), route="predict", status=200, latency_ms=0.5, model="m", version=1,
+        rows=rows, features=("x",), matrix=np.full((rows, 1), float(i), dtype=np.float32),
+        prediction=Prediction(values=np.full(rows, 2.0 * i)),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path):
+    log = SQLitePredictionLog(tmp_path / "p.sqlite3")
+    yield log
+    log.close()
+
+
+class GatedStore:
+    """A store whose writes wait until the test opens the gate, and may fail first."""
+
+    def __init__(self, inner, failures=0):
+        self.inner = inner
+        self.gate = threading.Event()
+        self.failures = failures
+
+    def write(self, records):
+        self.gate.wait(10)
+        if self.failures:
+            self.failures -= 1
+            raise OSError("database is locked")
+        self.inner.write(records)
+
+
+def test_close_drains_everything_queued(store):
+    sink = EventSink(store, capacity=10_000)
+    sink.start()
+    for i in range(5000):
+        assert sink.offer(record(i))
+    sink.close()
+    assert sink.written == 5000 and len(store.read_after(0, 10_000)) == 5000
+
+
+def test_each_request_is_one_json_log_line_with_its_payload(store):
+    sink = EventSink(store, payload_rows=2)
+    with capture_logs() as logs:
+        sink.start()
+        sink.offer(record(1))
+        sink.offer(record(2, rows=3))
+        sink.close()
+    lines = [e for e in logs if e["event"] == "request.completed"]
+    assert [(e["request_id"], e["status"], e["rows"]) for e in lines] == [("r1", 200, 1), ("r2", 200, 3)]
+    assert "inputs" in lines[0] and "outputs" in lines[0]
+    assert "payload" in lines[1] and "inputs" not in lines[1]
+
+
+def test_a_full_queue_drops_and_counts_under_the_drop_policy(store):
+    gated = GatedStore(store)
+    sink = EventSink(gated, capacity=5, overflow="drop", batch_size=1)
+    sink.start()
+
+    async def send():
+        for i in range(20):
+            await sink.put(record(i))
+
+    asyncio.run(send())
+    gated.gate.set()
+    sink.close()
+    assert sink.dropped > 0 and sink.written + sink.dropped == 20
+    assert len(store.read_after(0, 100)) == sink.written
+
+
+def test_a_full_queue_blocks_and_loses_nothing_under_the_block_policy(store):
+    gated = GatedStore(store)
+    sink = EventSink(gated, capacity=5, overflow="block", batch_size=1)
+    sink.start()
+
+    async def send():
+        sender = asyncio.gather(*(sink.put(record(i)) for i in range(20)))
+        await asyncio.sleep(0.2)
+        assert sink.blocked > 0  # requests are waiting for room, the loop still runs
+        gated.gate.set()
+        await sender
+
+    asyncio.run(send())
+    sink.close()
+    assert sink.dropped == 0 and sink.written == 20 and len(store.read_after(0, 100)) == 20
+
+
+def test_a_failing_store_is_retried_not_lost(store):
+    gated = GatedStore(store, failures=2)
+    gated.gate.set()
+    sink = EventSink(gated, retry_seconds=0.01)
+    sink.start()
+    sink.offer(record(1))
+    sink.close()
+    assert sink.write_errors == 2 and sink.written == 1 and len(store.read_after(0, 10)) == 1
