@@ -7,11 +7,14 @@ any ASGI server, which is how the unit tests drive it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -23,6 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from monitoring.prediction_log import SQLitePredictionLog
+from monitoring.records import RequestRecord
+from monitoring.sink import EventSink
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import responses
@@ -34,6 +40,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.feedback import FeedbackDesk
 from service.pool import ModelPool, ServedVersion
 from service.settings import Settings
 from service.validation import Batch, records_to_batch, tensors_to_batch
@@ -106,8 +113,50 @@ def _model_and_version(request: Request) -> tuple[str, int | None]:
     return params["name"], None if raw is None else int(raw)
 
 
+@dataclass
+class Exchange:
+    """What a handler learned about its request, for the request's record in the prediction log."""
+
+    served: ServedVersion | None = None
+    arm: str = "champion"
+    batch: Batch | None = None
+    prediction: Prediction | None = None
+
+    def resolved(self, served: ServedVersion, pinned: bool) -> ServedVersion:
+        self.served = served
+        self.arm = "pinned" if pinned else "champion"
+        return served
+
+
+Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
+
+
+def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awaitable[Response]]]:
+    """Time the handler and queue one record of the request, answered, refused or failed."""
+
+    def decorate(handler: Handler) -> Callable[[Gateway, Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def observed(self: Gateway, request: Request) -> Response:
+            ts, started = time.time(), time.perf_counter()
+            exchange = Exchange()
+            try:
+                response = await handler(self, request, exchange)
+            except ServiceError as exc:
+                await self.record(request, route, exchange, ts, started, exc.status, exc.message)
+                raise
+            except Exception as exc:
+                await self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
+                raise
+            await self.record(request, route, exchange, ts, started, 200, None)
+            return response
+
+        return observed
+
+    return decorate
+
+
 class Gateway:
-    """Request handlers over one process's model pool."""
+    """Request handlers over one process's model pool, recording every prediction request."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -117,6 +166,44 @@ class Gateway:
             warmup_rows=settings.warmup_rows,
             pinned_cached=settings.pinned_versions_cached,
         )
+        self.log = SQLitePredictionLog(settings.prediction_log)
+        self.sink = EventSink(
+            self.log,
+            capacity=settings.log_queue_size,
+            overflow="drop" if settings.log_overflow == "drop" else "block",
+            payload_rows=settings.log_payload_rows,
+        )
+        self.feedback_desk = FeedbackDesk(self.log, self.pool, max_items=settings.max_feedback_items)
+
+    async def record(
+        self,
+        request: Request,
+        route: str,
+        exchange: Exchange,
+        ts: float,
+        started: float,
+        status: int,
+        error: str | None,
+    ) -> None:
+        served, batch = exchange.served, exchange.batch
+        await self.sink.put(
+            RequestRecord(
+                request_id=request_id(request),
+                ts=ts,
+                route=route,
+                status=status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                model=served.name if served else None,
+                version=served.version if served else None,
+                arm=exchange.arm,
+                rows=batch.rows if batch else 0,
+                features=served.manifest.inputs.names if served else (),
+                matrix=batch.matrix if batch else None,
+                columns=batch.columns if batch else None,
+                prediction=exchange.prediction,
+                error=error,
+            )
+        )  # fmt: skip
 
     async def _run(self, served: ServedVersion, batch: Batch) -> Prediction:
         if batch.rows <= self.settings.inline_rows:
@@ -132,7 +219,8 @@ class Gateway:
             return cached
         return await anyio.to_thread.run_sync(self.pool.load_pinned, name, version)
 
-    async def predict(self, request: Request) -> Response:
+    @recorded("predict")
+    async def predict(self, request: Request, exchange: Exchange) -> Response:
         body = await _json_body(request, self.settings.max_body_bytes)
         unknown = [key for key in body if key not in PREDICT_FIELDS]
         if unknown:
@@ -153,11 +241,13 @@ class Gateway:
         version = body.get("version")
         if version is not None and type(version) is not int:
             raise MalformedRequest("version: expected an integer version number", field="version")
-        served = await self._served(name, version)
+        served = exchange.resolved(await self._served(name, version), pinned=version is not None)
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of records", field="inputs")
-        batch = records_to_batch(body["inputs"], served.manifest.inputs, self.settings.max_batch_rows)
-        prediction = await self._run(served, batch)
+        batch = exchange.batch = records_to_batch(
+            body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
+        )
+        prediction = exchange.prediction = await self._run(served, batch)
         rid = request_id(request)
         return JSONResponse(
             {
@@ -169,14 +259,18 @@ class Gateway:
             headers={"x-request-id": rid},
         )
 
-    async def infer(self, request: Request) -> Response:
-        served = await self._served(*_model_and_version(request))
+    @recorded("v2")
+    async def infer(self, request: Request, exchange: Exchange) -> Response:
+        name, version = _model_and_version(request)
+        served = exchange.resolved(await self._served(name, version), pinned=version is not None)
         body = await _json_body(request, self.settings.max_body_bytes)
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
         outputs = responses.requested_outputs(body, served)
-        batch = tensors_to_batch(body["inputs"], served.manifest.inputs, self.settings.max_batch_rows)
-        prediction = await self._run(served, batch)
+        batch = exchange.batch = tensors_to_batch(
+            body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
+        )
+        prediction = exchange.prediction = await self._run(served, batch)
         rid = request_id(request)
         answer = {
             "model_name": served.name,
@@ -185,6 +279,12 @@ class Gateway:
             "outputs": responses.infer_outputs(served, prediction, outputs),
         }
         return JSONResponse(answer, headers={"x-request-id": rid})
+
+    async def feedback(self, request: Request) -> Response:
+        body = await _json_body(request, self.settings.max_body_bytes)
+        status, answer = await self.feedback_desk.take(body)
+        answer["request_id"] = request_id(request)
+        return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})
 
     async def model_metadata(self, request: Request) -> Response:
         served = await self._served(*_model_and_version(request))
@@ -203,6 +303,7 @@ class Gateway:
                 "models": self.pool.names,
                 "routes": [
                     "POST /predict",
+                    "POST /feedback",
                     "GET /models",
                     "GET /v2/health/live",
                     "GET /v2/health/ready",
@@ -293,12 +394,17 @@ def create_app(settings: Settings) -> Starlette:
             models=gateway.pool.names,
             ready=gateway.pool.ready(),
         )
+        gateway.sink.start()
         poller = asyncio.create_task(gateway.poll_registry())
         yield
         poller.cancel()
+        # SIGTERM: everything answered so far reaches the log before the process exits
+        await anyio.to_thread.run_sync(gateway.sink.close)
+        gateway.log.close()
 
     routes = [
         Route("/predict", gateway.predict, methods=["POST"]),
+        Route("/feedback", gateway.feedback, methods=["POST"]),
         Route("/models", gateway.models, methods=["GET"]),
         Route("/v2", gateway.server_metadata, methods=["GET"]),
         Route("/v2/health/live", gateway.live, methods=["GET"]),

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from registry.errors import RegistryError
 from registry.store import ENV_VAR, Registry
+from service.settings import Settings
+
+
+class CommandError(Exception):
+    """A command-line argument or file the command cannot use; printed as one line, exit 1."""
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -70,9 +78,9 @@ def cmd_push(args: argparse.Namespace) -> int:
         try:
             metrics = json.loads(args.metrics)
         except json.JSONDecodeError as exc:
-            raise RegistryError(f"--metrics is not valid JSON: {exc}") from None
+            raise CommandError(f"--metrics is not valid JSON: {exc}") from None
         if not isinstance(metrics, dict):
-            raise RegistryError('--metrics must be a JSON object, e.g. {"auc": 0.97}')
+            raise CommandError('--metrics must be a JSON object, e.g. {"auc": 0.97}')
     manifest = _registry(args).push(
         args.model,
         args.name,
@@ -176,6 +184,69 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prediction_log(args: argparse.Namespace) -> Path:
+    """The log the gateway would write for this registry (``MODELGATE_LOG_PATH`` or ``--log`` win)."""
+    settings = replace(Settings.from_env(), registry=_registry(args).root)
+    return Path(args.log) if args.log else settings.prediction_log
+
+
+def cmd_log_export(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from monitoring.export import parse_since, prediction_table
+    from monitoring.prediction_log import SQLitePredictionLog
+
+    output = Path(args.output)
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise CommandError(f"-o {output}: use a .csv or .parquet file name")
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+    except ValueError as exc:
+        raise CommandError(f"--since: {exc}") from None
+    registry = _registry(args)
+    path = _prediction_log(args)
+    if not path.is_file():
+        raise RegistryError(
+            f"no prediction log at {path}; the gateway writes it once it has answered requests"
+        )
+    store = SQLitePredictionLog(path)
+    try:
+        records = store.fetch(args.model, since)
+        feedback = store.feedback(r.request_id for r in records)
+    finally:
+        store.close()
+    classes = functools.cache(lambda name, version: registry.manifest(name, version).output.classes)
+    table: pd.DataFrame = prediction_table(records, feedback, classes)
+    if output.suffix.lower() == ".csv":
+        table.to_csv(output, index=False)
+    else:
+        table.to_parquet(output, index=False)
+    print(f"wrote {len(table)} rows ({len(records)} requests of {args.model}) to {output}")
+    return 0
+
+
+def cmd_log_prune(args: argparse.Namespace) -> int:
+    from monitoring.export import parse_duration
+    from monitoring.prediction_log import SQLitePredictionLog
+
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise CommandError(f"--older-than: {exc}") from None
+    path = _prediction_log(args)
+    if not path.is_file():
+        raise CommandError(f"no prediction log at {path}")
+    store = SQLitePredictionLog(path)
+    try:
+        requests, feedback = store.prune(time.time() - age)
+    finally:
+        store.close()
+    print(
+        f"pruned {requests} requests and {feedback} feedback entries older than {args.older_than} from {path}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -237,6 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("name")
     history.add_argument("--json", action="store_true")
     history.set_defaults(func=cmd_history)
+
+    log_common = argparse.ArgumentParser(add_help=False, parents=[common])
+    log_common.add_argument(
+        "--log", help="the prediction log (default: $MODELGATE_LOG_PATH, else in the registry)"
+    )
+    logs = verbs.add_parser("log", help="the prediction log").add_subparsers(dest="verb", required=True)
+    export = logs.add_parser("export", parents=[log_common], help="predictions as a CSV or Parquet table")
+    export.add_argument("--model", required=True)
+    export.add_argument("--since", help="a duration back (24h, 7d) or an ISO date/time")
+    export.add_argument("-o", "--output", required=True, help="FILE.parquet or FILE.csv")
+    export.set_defaults(func=cmd_log_export)
+    prune = logs.add_parser("prune", parents=[log_common], help="delete records past retention")
+    prune.add_argument("--older-than", required=True, help="a duration: 30d, 12h, 2w")
+    prune.set_defaults(func=cmd_log_prune)
     return parser
 
 
@@ -244,6 +329,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except RegistryError as exc:
+    except (RegistryError, CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -34,6 +34,24 @@ class Settings:
     pinned_versions_cached: int = 4
     #: batches with more rows than this run in a thread, so one big request does not stall the loop
     inline_rows: int = 64
+    #: the prediction log (SQLite); empty means predictions.sqlite3 inside the registry directory
+    log_path: Path = Path()
+    #: records queued for the log writer before the overflow policy applies
+    log_queue_size: int = 10_000
+    #: when the queue is full: "block" (the request waits for room; nothing is lost) or "drop" (counted)
+    log_overflow: str = "block"
+    #: requests of at most this many rows carry their inputs and outputs in the stdout log line
+    log_payload_rows: int = 100
+    #: feedback items one POST /feedback may carry
+    max_feedback_items: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.log_overflow not in ("block", "drop"):
+            raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
+
+    @property
+    def prediction_log(self) -> Path:
+        return self.log_path if self.log_path != Path() else self.registry / "predictions.sqlite3"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

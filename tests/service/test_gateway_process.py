@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+
+from monitoring.prediction_log import SQLitePredictionLog
 
 pytestmark = pytest.mark.slow
 
@@ -107,11 +110,47 @@ def test_a_corrupted_promotion_keeps_the_old_version_and_is_logged(gateway, canc
     deadline = time.monotonic() + 20
     while "model.swap_failed" not in gateway.output() and time.monotonic() < deadline:
         time.sleep(0.2)
-    log_line = next(line for line in gateway.output().splitlines() if "model.swap_failed" in line)
-    assert '"level": "error"' in log_line and "sha256" in log_line
+    event = next(json.loads(line) for line in gateway.output().splitlines() if "model.swap_failed" in line)
+    assert event["level"] == "error" and event["kept_version"] == 1 and "sha256" in event["error"]
     body = {"inputs": cancer_model.frame.iloc[:1].to_dict(orient="records")}
     assert httpx.post(f"{gateway.url}/predict", json=body).json()["version"] == 1
     assert (
         "not swapped in"
         in httpx.get(f"{gateway.url}/models").json()["models"]["cancer"]["errors"]["champion"]
     )
+
+
+def test_every_acknowledged_request_is_logged_after_sigterm(gateway_factory, cancer_registry, cancer_model):
+    gateway = gateway_factory(cancer_registry, workers=2)
+    body = {"inputs": cancer_model.frame.iloc[:2].to_dict(orient="records")}
+
+    async def send() -> list[str]:
+        acknowledged: list[str] = []
+        tickets = iter(range(1500))
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+
+            async def sender() -> None:  # bounded concurrency, as a real client pool
+                for i in tickets:
+                    response = await client.post("/predict", json=body, headers={"X-Request-ID": f"req-{i}"})
+                    assert response.status_code == 200
+                    acknowledged.append(response.json()["request_id"])
+
+            await asyncio.gather(*(sender() for _ in range(32)))
+        return acknowledged
+
+    acknowledged = asyncio.run(send())
+    gateway.stop()  # SIGTERM right after the last answer: the queues drain before exit
+    assert gateway.process.returncode is not None
+
+    store = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
+    records = store.read_after(0, 10_000)
+    store.close()
+    assert sorted(r.request_id for r in records) == sorted(acknowledged)
+    assert all(r.status == 200 and r.rows == 2 and r.outputs for r in records)
+
+    lines = [json.loads(line) for line in gateway.output().splitlines() if '"request.completed"' in line]
+    assert len(lines) == 1500
+    assert lines[0]["inputs"]["mean_radius"] == pytest.approx(
+        [r["mean_radius"] for r in body["inputs"]], rel=1e-6
+    )
+    assert set(lines[0]["outputs"]) == {"label", "probabilities"}

@@ -1,0 +1,157 @@
+"""``POST /feedback``: ground truth for logged requests, checked item by item, stored once.
+
+Body: ``{"request_id": ..., "ground_truth": ...}`` for one request, or
+``{"feedback": [{...}, ...]}`` for many. ``ground_truth`` is one value for a
+one-row request, else a list with one value a row. Each item is answered with
+its own status: 200 (stored, or the same value again), 404 (no answered
+request has that id), 409 (different ground truth is already stored), 422
+(malformed, wrong row count, unknown class, not a finite number). A single
+item's status is the response's; a list answers 200 when every item is 200,
+else 207.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from monitoring.prediction_log import FeedbackOutcome, PredictionLog
+from monitoring.records import Feedback, FeedbackTarget
+from registry.manifest import OutputSpec
+from service.errors import MalformedRequest, PayloadTooLarge, ServiceError
+from service.pool import ModelPool
+
+#: How long to wait for log writers before calling an id unknown: feedback can
+#: race the request's own record, which is committed a few milliseconds later.
+SETTLE_SECONDS = 0.25
+
+
+@dataclass
+class Item:
+    index: int
+    field: str
+    request_id: str = ""
+    ground_truth: Any = None
+    status: int = 200
+    message: str = ""
+
+    def refuse(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+    def answer(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"request_id": self.request_id or None, "status": self.status}
+        if self.status == 200:
+            answer["outcome"] = self.message
+        else:
+            answer["error"] = f"{self.field}: {self.message}"
+        return answer
+
+
+def _parse(body: dict[str, Any], max_items: int) -> tuple[list[Item], bool]:
+    """Items from either body shape, with shape errors already set on them; ``single`` shape?"""
+    if "feedback" in body:
+        extra = set(body) - {"feedback"}
+        raw = body["feedback"]
+        if extra or not isinstance(raw, list) or not raw:
+            raise MalformedRequest('expected {"feedback": [items]} with a non-empty list and nothing else')
+        if len(raw) > max_items:
+            raise PayloadTooLarge(f"feedback: {len(raw)} items exceed the limit of {max_items}")
+        fields = [f"feedback[{i}]" for i in range(len(raw))]
+        single = False
+    else:
+        raw, fields, single = [body], ["feedback"], True
+    items = []
+    for index, (entry, field) in enumerate(zip(raw, fields, strict=True)):
+        item = Item(index, field)
+        items.append(item)
+        if not isinstance(entry, dict):
+            item.refuse(422, "expected an object with request_id and ground_truth")
+            continue
+        unknown = set(entry) - {"request_id", "ground_truth"}
+        if unknown:
+            item.refuse(422, f"unknown field {sorted(unknown)[0]!r}; expected request_id and ground_truth")
+        elif not isinstance(entry.get("request_id"), str) or not entry["request_id"]:
+            item.refuse(422, "request_id: required, a string")
+        elif "ground_truth" not in entry:
+            item.request_id = entry["request_id"]
+            item.refuse(422, "ground_truth: required")
+        else:
+            item.request_id, item.ground_truth = entry["request_id"], entry["ground_truth"]
+    return items, single
+
+
+def _normalise(truth: Any, target: FeedbackTarget, output: OutputSpec) -> tuple[list[Any] | None, str]:
+    """Ground truth as one stored value a row, or why it does not fit the request."""
+    values = truth if isinstance(truth, list) else [truth]
+    if len(values) != target.rows:
+        return None, f"ground_truth: {len(values)} values for a request of {target.rows} rows"
+    if output.kind == "classification":
+        labels = []
+        for value in values:
+            if type(value) not in (str, int) or str(value) not in output.classes:
+                return (
+                    None,
+                    f"ground_truth: {value!r} is not a class of {target.model} ({', '.join(output.classes)})",
+                )
+            labels.append(str(value))
+        return labels, ""
+    if not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+        return None, "ground_truth: expected finite numbers for a regression model"
+    return [float(v) for v in values], ""
+
+
+class FeedbackDesk:
+    def __init__(self, log: PredictionLog, pool: ModelPool, max_items: int) -> None:
+        self.log = log
+        self.pool = pool
+        self.max_items = max_items
+
+    def _output_spec(self, target: FeedbackTarget) -> OutputSpec:
+        try:
+            served = self.pool.cached(target.model, target.version)
+        except ServiceError:
+            served = None
+        if served is not None:
+            return served.manifest.output
+        return self.pool.registry.manifest(target.model, target.version).output
+
+    async def take(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        items, single = _parse(body, self.max_items)
+        wanted = [item for item in items if item.status == 200]
+        ids = [item.request_id for item in wanted]
+        targets = await anyio.to_thread.run_sync(self.log.targets, ids)
+        if any(i not in targets for i in ids):
+            await asyncio.sleep(SETTLE_SECONDS)
+            targets.update(
+                await anyio.to_thread.run_sync(self.log.targets, [i for i in ids if i not in targets])
+            )
+        accepted: list[tuple[Item, Feedback]] = []
+        now = time.time()
+        for item in wanted:
+            target = targets.get(item.request_id)
+            if target is None:
+                item.refuse(404, f"request_id {item.request_id!r}: no answered request has this id")
+                continue
+            output = await anyio.to_thread.run_sync(self._output_spec, target)
+            values, problem = _normalise(item.ground_truth, target, output)
+            if values is None:
+                item.refuse(422, problem)
+                continue
+            accepted.append((item, Feedback(item.request_id, values, now)))
+        if accepted:
+            outcomes = await anyio.to_thread.run_sync(self.log.add_feedback, [f for _, f in accepted])
+            for (item, _), outcome in zip(accepted, outcomes, strict=True):
+                if outcome is FeedbackOutcome.CONFLICT:
+                    item.refuse(409, "different ground truth is already stored for this request")
+                else:
+                    item.message = outcome.value
+        results = [item.answer() for item in items]
+        if single:
+            return items[0].status, results[0]
+        ok = sum(item.status == 200 for item in items)
+        return (200 if ok == len(items) else 207), {"accepted": ok, "results": results}

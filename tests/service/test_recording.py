@@ -1,0 +1,129 @@
+"""Every prediction request lands in the prediction log; ground truth is taken per request id."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from monitoring.prediction_log import SQLitePredictionLog
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture
+def settings(cancer_registry):
+    return Settings(registry=cancer_registry.root, poll_interval=3600)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def logged(settings):
+    """What the log holds once the gateway has shut down (which drains the queue)."""
+    store = SQLitePredictionLog(settings.prediction_log)
+    try:
+        return store.read_after(0, 10_000)
+    finally:
+        store.close()
+
+
+def test_answered_refused_and_pinned_requests_are_all_recorded(settings, cancer_model):
+    rows = cancer_model.frame.iloc[:3].to_dict(orient="records")
+    with TestClient(create_app(settings)) as client:
+        ok = client.post("/predict", json={"inputs": rows}, headers={"X-Request-ID": "ok-1"}).json()
+        client.post("/predict", json={"inputs": [{"mean_radius": "x"}]}, headers={"X-Request-ID": "bad-1"})
+        client.post("/predict", json={"inputs": rows[:1], "version": 2}, headers={"X-Request-ID": "pin-1"})
+        client.post(
+            "/v2/models/cancer/infer",
+            json={"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32",
+                              "data": cancer_model.frame.iloc[0].tolist()}]},
+            headers={"X-Request-ID": "v2-1"},
+        )  # fmt: skip
+    records = {r.request_id: r for r in logged(settings)}
+    assert set(records) == {"ok-1", "bad-1", "pin-1", "v2-1"}
+
+    answered = records["ok-1"]
+    assert (answered.status, answered.model, answered.version, answered.arm, answered.rows) == (
+        200,
+        "cancer",
+        1,
+        "champion",
+        3,
+    )
+    assert answered.inputs["mean_radius"] == pytest.approx(
+        cancer_model.frame["mean_radius"].iloc[:3].tolist()
+    )
+    assert answered.outputs["label"] == [p["label"] for p in ok["predictions"]]
+    assert answered.latency_ms > 0 and answered.route == "predict"
+
+    refused = records["bad-1"]
+    assert refused.status == 422 and "inputs[0].mean_radius" in refused.error and refused.inputs is None
+    assert (records["pin-1"].arm, records["pin-1"].version) == ("pinned", 2)
+    assert (records["v2-1"].route, records["v2-1"].rows) == ("v2", 1)
+
+
+def test_feedback_for_one_request(client, cancer_model):
+    row = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    client.post("/predict", json={"inputs": row}, headers={"X-Request-ID": "one"})
+    first = client.post("/feedback", json={"request_id": "one", "ground_truth": "benign"})
+    assert first.status_code == 200 and first.json()["outcome"] == "accepted"
+    again = client.post("/feedback", json={"request_id": "one", "ground_truth": "benign"})
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    changed = client.post("/feedback", json={"request_id": "one", "ground_truth": "malignant"})
+    assert changed.status_code == 409 and "already stored" in changed.json()["error"]
+
+
+def test_feedback_in_bulk_answers_each_item(client, cancer_model):
+    rows = cancer_model.frame.iloc[:2].to_dict(orient="records")
+    client.post("/predict", json={"inputs": rows}, headers={"X-Request-ID": "batch"})
+    client.post("/predict", json={"inputs": rows[:1]}, headers={"X-Request-ID": "single"})
+    client.post("/predict", json={"inputs": [{"x": 1}]}, headers={"X-Request-ID": "refused"})
+    response = client.post(
+        "/feedback",
+        json={"feedback": [
+            {"request_id": "batch", "ground_truth": ["benign", "malignant"]},
+            {"request_id": "single", "ground_truth": "cat"},
+            {"request_id": "nobody", "ground_truth": "benign"},
+            {"request_id": "refused", "ground_truth": "benign"},
+            {"request_id": "batch", "ground_truth": "benign"},
+            {"ground_truth": "benign"},
+            "text",
+        ]},
+    )  # fmt: skip
+    assert response.status_code == 207
+    body = response.json()
+    assert body["accepted"] == 1
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == [200, 422, 404, 404, 422, 422, 422]
+    errors = [r.get("error", "") for r in body["results"]]
+    assert "'cat' is not a class of cancer (benign, malignant)" in errors[1]
+    assert "no answered request has this id" in errors[2]
+    assert "1 values for a request of 2 rows" in errors[4]
+    assert errors[5] == "feedback[5]: request_id: required, a string"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"feedback": []}, 400, "non-empty list"),
+        ({"feedback": [{}], "extra": 1}, 400, "nothing else"),
+        ({"request_id": "x"}, 422, "ground_truth: required"),
+        ({"request_id": 5, "ground_truth": 1}, 422, "request_id: required, a string"),
+    ],
+)
+def test_malformed_feedback_is_refused_clearly(client, body, status, message):
+    response = client.post("/feedback", json=body)
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_regression_feedback_takes_finite_numbers(registry, diabetes_model):
+    registry.push(diabetes_model.onnx, "diabetes", diabetes_model.reference)
+    registry.promote("diabetes", 1, "champion")
+    with TestClient(create_app(Settings(registry=registry.root, poll_interval=3600))) as client:
+        client.post("/predict", json={"inputs": diabetes_model.frame.iloc[:1].to_dict(orient="records")},
+                    headers={"X-Request-ID": "d1"})  # fmt: skip
+        assert client.post("/feedback", json={"request_id": "d1", "ground_truth": "high"}).status_code == 422
+        assert client.post("/feedback", json={"request_id": "d1", "ground_truth": 151}).status_code == 200
