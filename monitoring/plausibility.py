@@ -1,0 +1,109 @@
+"""Plausibility of a batch: vectorised checks of inputs and outputs against a version's rules.
+
+Rules, each counted in rows that break it (names are a fixed set; input
+rules also carry the feature, so label cardinality stays bounded by the schema):
+
+- ``probability_finite``, ``probability_range`` (each in [0, 1]),
+  ``probability_sum`` (sums to 1 within the tolerance), ``label_known``;
+- ``value_finite``, ``value_range`` for regressors;
+- ``input_range:<feature>`` (outside the reference range widened by its
+  margin), ``input_domain:<feature>`` (a category never seen in the
+  reference), ``input_missing:<feature>`` (a null; its *rate* is what the
+  monitor compares with the rule's ``max_missing_rate``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from registry.manifest import InputSchema, PlausibilityRules
+from registry.onnx_model import Prediction
+
+OUTPUT_RULES = ("probability_finite", "probability_range", "probability_sum", "label_known", "value_finite",
+                "value_range")  # fmt: skip
+INPUT_RULES = ("input_range", "input_domain", "input_missing")
+
+
+def rule_parts(key: str) -> tuple[str, str]:
+    """A flag key as (rule, feature): ``input_range:mean_area`` -> (``input_range``, ``mean_area``);
+    an output rule has no feature: ``label_known`` -> (``label_known``, "")."""
+    rule, _, feature = key.partition(":")
+    return rule, feature
+
+
+class PlausibilityChecker:
+    """The rules of one version, precomputed as arrays; ``check`` is a few numpy operations a batch."""
+
+    def __init__(self, schema: InputSchema, rules: PlausibilityRules, classes: tuple[str, ...]) -> None:
+        self.rules = rules
+        self.classes = np.asarray(classes, dtype=object)
+        numeric = [f.name for f in schema.features if f.dtype != "string"]
+        self.numeric = numeric
+        self.numeric_index = [schema.names.index(n) for n in numeric]
+        bounds = [rules.inputs.get(n) for n in numeric]
+        low, high = [], []
+        for rule in bounds:
+            if rule is None or rule.min is None or rule.max is None:
+                low.append(-np.inf)
+                high.append(np.inf)
+            else:
+                slack = rule.margin * (rule.max - rule.min)
+                low.append(rule.min - slack)
+                high.append(rule.max + slack)
+        self.low, self.high = np.array(low), np.array(high)
+        self.domains = {
+            f.name: np.asarray(rules.inputs[f.name].domain or (), dtype=object)
+            for f in schema.features
+            if f.dtype == "string" and f.name in rules.inputs and rules.inputs[f.name].domain is not None
+        }
+        self.layout = schema.layout
+
+    def check(
+        self, matrix: np.ndarray | None, columns: dict[str, np.ndarray] | None, prediction: Prediction
+    ) -> dict[str, int]:
+        """Rows breaking each rule, only the rules broken at least once."""
+        flags = self._outputs(prediction)
+        if self.layout == "matrix":
+            assert matrix is not None
+            numeric = matrix[:, self.numeric_index] if len(self.numeric_index) != matrix.shape[1] else matrix
+        else:
+            assert columns is not None
+            numeric = (
+                np.column_stack([columns[n] for n in self.numeric]) if self.numeric else np.empty((0, 0))
+            )
+        if numeric.size:
+            self._count(flags, "input_missing", np.isnan(numeric).sum(axis=0))
+            self._count(flags, "input_range", ((numeric < self.low) | (numeric > self.high)).sum(axis=0))
+        for name, domain in self.domains.items():
+            assert columns is not None
+            unseen = int((~np.isin(columns[name], domain)).sum())
+            if unseen:
+                flags[f"input_domain:{name}"] = unseen
+        return flags
+
+    def _count(self, flags: dict[str, int], rule: str, per_feature: np.ndarray) -> None:
+        for i in np.flatnonzero(per_feature):
+            flags[f"{rule}:{self.numeric[i]}"] = int(per_feature[i])
+
+    def _outputs(self, prediction: Prediction) -> dict[str, int]:
+        rule = self.rules.output
+        counts: dict[str, int] = {}
+        if prediction.values is not None:
+            values = prediction.values
+            finite = np.isfinite(values)
+            counts["value_finite"] = int((~finite).sum())
+            low = -np.inf if rule.value_min is None else rule.value_min
+            high = np.inf if rule.value_max is None else rule.value_max
+            counts["value_range"] = int((finite & ((values < low) | (values > high))).sum())
+        else:
+            assert prediction.probabilities is not None and prediction.labels is not None
+            probabilities = prediction.probabilities
+            finite_rows = np.isfinite(probabilities).all(axis=1)
+            counts["probability_finite"] = int((~finite_rows).sum())
+            with np.errstate(invalid="ignore"):
+                outside = ((probabilities < 0) | (probabilities > 1)).any(axis=1)
+                off_sum = np.abs(probabilities.sum(axis=1) - 1) > rule.probability_sum_tolerance
+            counts["probability_range"] = int((finite_rows & outside).sum())
+            counts["probability_sum"] = int((finite_rows & off_sum).sum())
+            counts["label_known"] = int((~np.isin(prediction.labels.astype(str), self.classes)).sum())
+        return {name: n for name, n in counts.items() if n}

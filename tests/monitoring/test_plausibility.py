@@ -1,0 +1,63 @@
+"""Plausibility rules count the rows that break them, inputs and outputs alike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitoring.plausibility import PlausibilityChecker, rule_parts
+from registry.manifest import FeatureSpec, InputRule, InputSchema, OutputRule, PlausibilityRules
+from registry.onnx_model import Prediction
+
+SCHEMA = InputSchema(layout="matrix", tensor_name="X", tensor_dtype="float32",
+                     features=(FeatureSpec(name="a", dtype="float32", allow_missing=True),
+                               FeatureSpec(name="b", dtype="float32")))  # fmt: skip
+RULES = PlausibilityRules(
+    inputs={"a": InputRule(min=0, max=10, margin=0.1), "b": InputRule(min=-1, max=1, margin=0)},
+    output=OutputRule(classes=("no", "yes"), value_min=0, value_max=100),
+)
+CHECKER = PlausibilityChecker(SCHEMA, RULES, ("no", "yes"))
+GOOD_INPUTS = np.array([[5.0, 0.0], [10.9, 1.0]], dtype=np.float32)
+
+
+def classify(probabilities, labels=("yes", "no")):
+    return Prediction(
+        labels=np.array(labels, dtype=object), probabilities=np.array(probabilities, dtype=float)
+    )
+
+
+def test_plausible_batch_has_no_flags():
+    assert CHECKER.check(GOOD_INPUTS, None, classify([[0.3, 0.7], [0.9, 0.1]])) == {}
+
+
+def test_broken_probabilities_are_counted_per_rule():
+    flags = CHECKER.check(GOOD_INPUTS, None, classify([[np.nan, 1.0], [1.2, -0.2]], labels=("maybe", "no")))
+    assert flags == {"probability_finite": 1, "probability_range": 1, "label_known": 1}
+    assert CHECKER.check(GOOD_INPUTS, None, classify([[0.5, 0.6], [0.5, 0.5]])) == {"probability_sum": 1}
+
+
+def test_regression_values_must_be_finite_and_in_range():
+    flags = CHECKER.check(GOOD_INPUTS, None, Prediction(values=np.array([np.inf, 150.0, 50.0])))
+    assert flags == {"value_finite": 1, "value_range": 1}
+
+
+def test_inputs_outside_the_widened_range_and_nulls_are_counted_per_feature():
+    inputs = np.array([[11.5, 0.0], [np.nan, 1.5], [-0.5, -2.0]], dtype=np.float32)
+    flags = CHECKER.check(inputs, None, classify([[0.5, 0.5]] * 3, labels=("no",) * 3))
+    assert flags == {"input_range:a": 1, "input_range:b": 2, "input_missing:a": 1}
+    assert rule_parts("input_range:a") == ("input_range", "a") and rule_parts("label_known") == (
+        "label_known",
+        "",
+    )
+
+
+def test_unseen_categories_are_counted_for_per_feature_models():
+    schema = InputSchema(layout="columns", features=(FeatureSpec(name="color", dtype="string"),
+                                                     FeatureSpec(name="size", dtype="float32")))  # fmt: skip
+    rules = PlausibilityRules(
+        inputs={"color": InputRule(domain=("red", "blue")), "size": InputRule(min=0, max=1)},
+        output=OutputRule(classes=("no", "yes")),
+    )
+    checker = PlausibilityChecker(schema, rules, ("no", "yes"))
+    columns = {"color": np.array(["red", "pink", "teal"], dtype=object), "size": np.array([0.5, 0.5, 9.0])}
+    flags = checker.check(None, columns, classify([[0.5, 0.5]] * 3, labels=("no",) * 3))
+    assert flags == {"input_domain:color": 2, "input_range:size": 1}
