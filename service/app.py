@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from monitoring.plausibility import rule_parts
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
 from monitoring.sink import EventSink
@@ -33,6 +34,7 @@ from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import responses
 from service.errors import (
+    Implausible,
     MalformedRequest,
     MethodNotAllowed,
     ModelRequired,
@@ -121,6 +123,7 @@ class Exchange:
     arm: str = "champion"
     batch: Batch | None = None
     prediction: Prediction | None = None
+    flags: dict[str, int] = field(default_factory=dict)
 
     def resolved(self, served: ServedVersion, pinned: bool) -> ServedVersion:
         self.served = served
@@ -173,6 +176,7 @@ class Gateway:
             overflow="drop" if settings.log_overflow == "drop" else "block",
             payload_rows=settings.log_payload_rows,
         )
+        self.rejected_rules = settings.rejected_rules
         self.feedback_desk = FeedbackDesk(self.log, self.pool, max_items=settings.max_feedback_items)
 
     async def record(
@@ -202,13 +206,25 @@ class Gateway:
                 columns=batch.columns if batch else None,
                 prediction=exchange.prediction,
                 error=error,
+                flags=exchange.flags,
             )
         )  # fmt: skip
 
-    async def _run(self, served: ServedVersion, batch: Batch) -> Prediction:
+    async def _run(self, exchange: Exchange) -> Prediction:
+        """Predict, then check plausibility; a broken rule the settings reject refuses the request."""
+        served, batch = exchange.served, exchange.batch
+        assert served is not None and batch is not None
         if batch.rows <= self.settings.inline_rows:
-            return served.predict(batch)
-        return await anyio.to_thread.run_sync(served.predict, batch)
+            prediction = served.predict(batch)
+        else:
+            prediction = await anyio.to_thread.run_sync(served.predict, batch)
+        exchange.prediction = prediction
+        exchange.flags = served.checker.check(batch.matrix, batch.columns, prediction)
+        rejected = [key for key in exchange.flags if rule_parts(key)[0] in self.rejected_rules]
+        if rejected:
+            broken = ", ".join(f"{key} ({exchange.flags[key]} rows)" for key in rejected)
+            raise Implausible(f"implausible, refused by policy: {broken}", field=rejected[0])
+        return prediction
 
     async def _served(self, name: str, version: int | None) -> ServedVersion:
         """The champion, or a pinned version (loaded in a thread the first time)."""
@@ -244,10 +260,10 @@ class Gateway:
         served = exchange.resolved(await self._served(name, version), pinned=version is not None)
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of records", field="inputs")
-        batch = exchange.batch = records_to_batch(
+        exchange.batch = records_to_batch(
             body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
         )
-        prediction = exchange.prediction = await self._run(served, batch)
+        prediction = await self._run(exchange)
         rid = request_id(request)
         return JSONResponse(
             {
@@ -267,10 +283,10 @@ class Gateway:
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
         outputs = responses.requested_outputs(body, served)
-        batch = exchange.batch = tensors_to_batch(
+        exchange.batch = tensors_to_batch(
             body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
         )
-        prediction = exchange.prediction = await self._run(served, batch)
+        prediction = await self._run(exchange)
         rid = request_id(request)
         answer = {
             "model_name": served.name,

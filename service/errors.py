@@ -45,6 +45,12 @@ class InvalidInput(ServiceError):
     status = 422
 
 
+class Implausible(ServiceError):
+    """The inputs or the prediction break a plausibility rule whose policy is to reject."""
+
+    status = 422
+
+
 class PayloadTooLarge(ServiceError):
     """The body or the batch is larger than the configured limit."""
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
+from monitoring.plausibility import PlausibilityChecker
 from registry.errors import RegistryError
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from registry.onnx_model import NUMPY_DTYPE, OnnxModel, Prediction, load_session
@@ -30,11 +31,12 @@ log = structlog.get_logger("modelgate.pool")
 
 @dataclass(frozen=True)
 class ServedVersion:
-    """One loaded, verified, warmed-up model version."""
+    """One loaded, verified, warmed-up model version, with its plausibility rules ready to check."""
 
     manifest: Manifest
     model: OnnxModel
     label_datatype: str | None
+    checker: PlausibilityChecker
 
     @property
     def name(self) -> str:
@@ -89,7 +91,8 @@ def load_version(
     if manifest.output.label_output is not None:
         label_type = next(o.type for o in session.get_outputs() if o.name == manifest.output.label_output)
         label_datatype = "BYTES" if label_type == "tensor(string)" else "INT64"
-    served = ServedVersion(manifest=manifest, model=model, label_datatype=label_datatype)
+    checker = PlausibilityChecker(manifest.inputs, manifest.plausibility, manifest.output.classes)
+    served = ServedVersion(manifest=manifest, model=model, label_datatype=label_datatype, checker=checker)
     batch = warmup_batch(manifest, warmup_rows)
     for warm in (batch.head(1), batch):
         prediction = served.predict(warm)

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from monitoring.plausibility import INPUT_RULES, OUTPUT_RULES
 from registry.store import DEFAULT_ROOT, ENV_VAR
 
 
@@ -44,10 +45,23 @@ class Settings:
     log_payload_rows: int = 100
     #: feedback items one POST /feedback may carry
     max_feedback_items: int = 10_000
+    #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:
+    #: e.g. "probability_finite,input_range" (input rules apply to every feature)
+    reject_rules: str = ""
+
+    @property
+    def rejected_rules(self) -> frozenset[str]:
+        return frozenset(rule.strip() for rule in self.reject_rules.split(",") if rule.strip())
 
     def __post_init__(self) -> None:
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
+        unknown = self.rejected_rules - set(OUTPUT_RULES) - set(INPUT_RULES)
+        if unknown:
+            raise ValueError(
+                f"setting reject_rules: unknown rules {sorted(unknown)}; "
+                f"known: {', '.join(OUTPUT_RULES + INPUT_RULES)}"
+            )
 
     @property
     def prediction_log(self) -> Path:

@@ -127,3 +127,30 @@ def test_regression_feedback_takes_finite_numbers(registry, diabetes_model):
                     headers={"X-Request-ID": "d1"})  # fmt: skip
         assert client.post("/feedback", json={"request_id": "d1", "ground_truth": "high"}).status_code == 422
         assert client.post("/feedback", json={"request_id": "d1", "ground_truth": 151}).status_code == 200
+
+
+def test_implausible_inputs_are_flagged_on_the_record(settings, cancer_model):
+    row = cancer_model.frame.iloc[0].to_dict()
+    huge = {**row, "mean_area": row["mean_area"] * 100}
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/predict", json={"inputs": [row, huge]}, headers={"X-Request-ID": "odd"})
+        assert answer.status_code == 200  # flag is the default policy: answered, and counted
+    (record,) = logged(settings)
+    assert record.flags == {"input_range:mean_area": 1}
+
+
+def test_a_rejected_rule_refuses_the_request_with_422(cancer_registry, cancer_model):
+    settings = Settings(registry=cancer_registry.root, poll_interval=3600, reject_rules="input_range")
+    row = cancer_model.frame.iloc[0].to_dict()
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/predict", json={"inputs": [{**row, "worst_area": -5000.0}]})
+        assert refused.status_code == 422
+        assert "implausible, refused by policy: input_range:worst_area (1 rows)" in refused.json()["error"]
+        assert client.post("/predict", json={"inputs": [row]}).status_code == 200
+    records = {r.status: r for r in logged(settings)}
+    assert records[422].flags == {"input_range:worst_area": 1}
+
+
+def test_unknown_reject_rules_are_refused_at_start(cancer_registry):
+    with pytest.raises(ValueError, match="unknown rules \\['input_rnage'\\]"):
+        Settings(registry=cancer_registry.root, reject_rules="input_rnage")
