@@ -8,12 +8,13 @@ that consumers tail), and nothing SQLite-specific crosses the interface.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import orjson
 
@@ -46,6 +47,11 @@ CREATE TABLE IF NOT EXISTS feedback (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_ts ON feedback (ts);
+CREATE TABLE IF NOT EXISTS monitor_reports (
+    model TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    report TEXT NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -85,6 +91,18 @@ class PredictionLog(Protocol):
 
     def prune(self, before: float) -> tuple[int, int]:
         """Delete requests and feedback older than ``before``; (requests, feedback) deleted."""
+
+    def seq_before(self, ts: float) -> int:
+        """The ``seq`` after which every record is at or after ``ts``: where a monitor starts."""
+
+    def save_report(self, model: str, ts: float, report: bytes) -> None:
+        """Store the monitor's latest report on ``model`` (JSON), replacing the previous one."""
+
+    def report(self, model: str) -> tuple[float, bytes] | None:
+        """The latest report on ``model`` and when it was computed."""
+
+    def acquire_monitor_lease(self) -> bool:
+        """Try, without waiting, to become the one monitor of this log; held until ``close``."""
 
     def close(self) -> None: ...
 
@@ -140,6 +158,7 @@ class SQLitePredictionLog:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._lease: TextIO | None = None
         connection = self._connection()
         connection.execute("PRAGMA journal_mode=WAL")
         connection.executescript(SCHEMA)
@@ -246,7 +265,48 @@ class SQLitePredictionLog:
             feedback = connection.execute("DELETE FROM feedback WHERE ts < ?", (before,)).rowcount
         return requests, feedback
 
+    def seq_before(self, ts: float) -> int:
+        (seq,) = self._connection().execute("SELECT MIN(seq) FROM requests WHERE ts >= ?", (ts,)).fetchone()
+        if seq is not None:
+            return int(seq) - 1
+        (last,) = self._connection().execute("SELECT COALESCE(MAX(seq), 0) FROM requests").fetchone()
+        return int(last)
+
+    def save_report(self, model: str, ts: float, report: bytes) -> None:
+        connection = self._connection()
+        with connection:
+            connection.execute(
+                "INSERT INTO monitor_reports (model, ts, report) VALUES (?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET ts = excluded.ts, report = excluded.report",
+                (model, ts, report.decode()),
+            )
+
+    def report(self, model: str) -> tuple[float, bytes] | None:
+        row = (
+            self._connection()
+            .execute("SELECT ts, report FROM monitor_reports WHERE model = ?", (model,))
+            .fetchone()
+        )
+        return None if row is None else (row[0], row[1].encode())
+
+    def acquire_monitor_lease(self) -> bool:
+        """An exclusive flock on a file beside the database: released when the holder exits,
+        however it exits, so another process takes over."""
+        if self._lease is not None:
+            return True
+        handle = open(self.path.with_name(self.path.name + ".monitor.lock"), "a")  # noqa: SIM115 - held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lease = handle
+        return True
+
     def close(self) -> None:
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
         with self._lock:
             for connection in self._connections:
                 connection.close()

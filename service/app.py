@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from monitoring.monitor import Monitor, MonitorThread, WindowSettings
 from monitoring.plausibility import rule_parts
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
@@ -176,6 +177,20 @@ class Gateway:
             overflow="drop" if settings.log_overflow == "drop" else "block",
             payload_rows=settings.log_payload_rows,
         )
+        self.monitor = MonitorThread(
+            Monitor(
+                self.log,
+                functools.lru_cache(maxsize=64)(self.pool.registry.manifest),
+                WindowSettings(
+                    max_rows=settings.window_rows,
+                    max_age_seconds=settings.window_seconds,
+                    min_rows=settings.drift_min_rows,
+                    alpha=settings.drift_alpha,
+                    psi_threshold=settings.drift_psi,
+                ),
+            ),
+            interval=settings.monitor_interval,
+        )
         self.rejected_rules = settings.rejected_rules
         self.feedback_desk = FeedbackDesk(self.log, self.pool, max_items=settings.max_feedback_items)
 
@@ -245,13 +260,7 @@ class Gateway:
             )
         name = body.get("model")
         if name is None:
-            names = self.pool.names
-            if len(names) != 1:
-                raise ModelRequired(
-                    f"model: required, this gateway serves {len(names)} models: {', '.join(names)}",
-                    field="model",
-                )
-            name = names[0]
+            name = self._only_model()
         elif not isinstance(name, str):
             raise MalformedRequest("model: expected a model name (string)", field="model")
         version = body.get("version")
@@ -302,6 +311,23 @@ class Gateway:
         answer["request_id"] = request_id(request)
         return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})
 
+    async def drift(self, request: Request) -> Response:
+        """The monitor's latest report on a model: drift per feature and output, plausibility rates."""
+        name = request.query_params.get("model") or self._only_model()
+        self.pool.slots(name)  # 404 for a model this gateway does not serve
+        saved = await anyio.to_thread.run_sync(self.log.report, name)
+        if saved is None:
+            return JSONResponse({"model": name, "status": "no_traffic", "features": [], "plausibility": []})
+        return Response(saved[1], media_type="application/json")
+
+    def _only_model(self) -> str:
+        names = self.pool.names
+        if len(names) != 1:
+            raise ModelRequired(
+                f"model: required, this gateway serves {len(names)} models: {', '.join(names)}", field="model"
+            )
+        return names[0]
+
     async def model_metadata(self, request: Request) -> Response:
         served = await self._served(*_model_and_version(request))
         versions = self.pool.registry.versions(served.name)
@@ -321,6 +347,7 @@ class Gateway:
                     "POST /predict",
                     "POST /feedback",
                     "GET /models",
+                    "GET /monitoring/drift?model=NAME",
                     "GET /v2/health/live",
                     "GET /v2/health/ready",
                     "GET /v2/models/{name}[/versions/{version}]",
@@ -411,9 +438,11 @@ def create_app(settings: Settings) -> Starlette:
             ready=gateway.pool.ready(),
         )
         gateway.sink.start()
+        gateway.monitor.start()
         poller = asyncio.create_task(gateway.poll_registry())
         yield
         poller.cancel()
+        await anyio.to_thread.run_sync(gateway.monitor.stop)
         # SIGTERM: everything answered so far reaches the log before the process exits
         await anyio.to_thread.run_sync(gateway.sink.close)
         gateway.log.close()
@@ -422,6 +451,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/predict", gateway.predict, methods=["POST"]),
         Route("/feedback", gateway.feedback, methods=["POST"]),
         Route("/models", gateway.models, methods=["GET"]),
+        Route("/monitoring/drift", gateway.drift, methods=["GET"]),
         Route("/v2", gateway.server_metadata, methods=["GET"]),
         Route("/v2/health/live", gateway.live, methods=["GET"]),
         Route("/v2/health/ready", gateway.ready, methods=["GET"]),

@@ -48,6 +48,18 @@ class Settings:
     #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:
     #: e.g. "probability_finite,input_range" (input rules apply to every feature)
     reject_rules: str = ""
+    #: the monitor's rolling window per model: at most this many rows ...
+    window_rows: int = 1000
+    #: ... and none older than this many seconds
+    window_seconds: float = 3600.0
+    #: no drift test on fewer rows than this
+    drift_min_rows: int = 100
+    #: false discovery rate for drift across one model's features (Benjamini-Hochberg)
+    drift_alpha: float = 0.05
+    #: and the PSI a feature must also reach to be called drifted
+    drift_psi: float = 0.1
+    #: seconds between two monitor passes over the log
+    monitor_interval: float = 2.0
 
     @property
     def rejected_rules(self) -> frozenset[str]:

@@ -1,0 +1,131 @@
+"""The monitor reads the log into rolling windows and reports drift and plausibility per model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from monitoring.monitor import Window, WindowSettings
+from monitoring.prediction_log import SQLitePredictionLog
+from monitoring.records import LoggedRequest
+from registry.demo import breast_cancer
+from service.app import create_app
+from service.settings import Settings
+
+
+def settings_for(registry, **extra):
+    return Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05, **extra)
+
+
+def send(client, frame, batch=10):
+    for start in range(0, len(frame), batch):
+        rows = frame.iloc[start : start + batch].to_dict(orient="records")
+        assert client.post("/predict", json={"model": "cancer", "inputs": rows}).status_code == 200
+
+
+def report_after(client, rows, timeout=10.0):
+    """The drift report once the monitor has seen ``rows`` rows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get("/monitoring/drift", params={"model": "cancer"}).json()
+        if body.get("window", {}).get("rows") == rows:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"no report over {rows} rows: {body}")
+
+
+def test_reference_like_traffic_does_not_drift(cancer_registry):
+    _, x_test, _, _ = breast_cancer()
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        assert client.get("/monitoring/drift").json()["status"] == "no_traffic"
+        send(client, x_test)
+        report = report_after(client, len(x_test))
+    assert report["status"] == "ok" and report["version"] == 1
+    assert report["drifted_features"] == 0
+    names = {f["name"] for f in report["features"]}
+    assert {"mean_radius", "label", "probability:benign"} <= names and len(names) == 33
+    feature = next(f for f in report["features"] if f["name"] == "mean_radius")
+    assert set(feature) >= {
+        "test",
+        "statistic",
+        "p_value",
+        "p_adjusted",
+        "psi",
+        "js_distance",
+        "drifted",
+        "window",
+    }
+    assert report["thresholds"] == {
+        "alpha": 0.05,
+        "psi": 0.1,
+        "min_rows": 100,
+        "correction": "benjamini-hochberg",
+    }
+
+
+def test_a_shifted_feature_is_reported_as_drifted(cancer_registry):
+    _, x_test, _, _ = breast_cancer()
+    shifted = x_test.assign(mean_texture=x_test["mean_texture"] * 1.6)
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        send(client, shifted)
+        report = report_after(client, len(shifted))
+    drifted = {f["name"] for f in report["features"] if f["drifted"]}
+    assert "mean_texture" in drifted and report["drifted_features"] == len(drifted)
+    # the shift also moves the model's answers, which the report shows as prediction drift
+    assert {f["kind"] for f in report["features"] if f["drifted"]} <= {"feature", "prediction"}
+
+
+def test_plausibility_violations_are_reported_as_rates(cancer_registry):
+    _, x_test, _, _ = breast_cancer()
+    odd = x_test.copy()
+    odd.loc[odd.index[:20], "worst_area"] = 1e6
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        send(client, odd)
+        report = report_after(client, len(odd))
+    (entry,) = [p for p in report["plausibility"] if p["feature"] == "worst_area"]
+    assert entry["rule"] == "input_range" and entry["violations"] == 20
+    assert entry["rate"] == pytest.approx(20 / len(odd))
+
+
+def test_too_little_traffic_is_not_tested(cancer_registry):
+    _, x_test, _, _ = breast_cancer()
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        send(client, x_test.iloc[:30])
+        report = report_after(client, 30)
+    assert report["status"] == "insufficient_data" and report["features"] == []
+
+
+def test_a_restarted_monitor_rebuilds_its_window_from_the_log(cancer_registry):
+    _, x_test, _, _ = breast_cancer()
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        send(client, x_test)
+        report_after(client, len(x_test))
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        send(client, x_test.iloc[:10])
+        assert report_after(client, len(x_test) + 10)["window"]["requests"] == 16
+
+
+def test_one_monitor_leads_a_log_until_it_stops(tmp_path):
+    path = tmp_path / "p.sqlite3"
+    first, second = SQLitePredictionLog(path), SQLitePredictionLog(path)
+    assert first.acquire_monitor_lease() and first.acquire_monitor_lease()
+    assert not second.acquire_monitor_lease()
+    first.close()
+    assert second.acquire_monitor_lease()
+    second.close()
+
+
+def test_a_window_keeps_the_newest_rows_within_its_age():
+    window = Window(WindowSettings(max_rows=10, max_age_seconds=100))
+    for i in range(6):
+        request = LoggedRequest(
+            seq=i, request_id=str(i), arm="champion", ts=float(i * 10), route="predict", model="m", version=1,
+            status=200, latency_ms=1, rows=3, inputs={}, outputs={}, flags={}, error=None,
+        )  # fmt: skip
+        window.add(request)
+    window.trim(now=50.0)
+    assert [r.request_id for r in window.requests] == ["3", "4", "5"] and window.rows == 9
+    window.trim(now=145.0)
+    assert [r.request_id for r in window.requests] == ["5"]
