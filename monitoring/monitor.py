@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -24,7 +24,8 @@ import structlog
 from monitoring.drift import ALPHA, PSI_THRESHOLD, DriftStatistic, decide, drift_of
 from monitoring.plausibility import rule_parts
 from monitoring.prediction_log import PredictionLog
-from monitoring.records import LoggedRequest
+from monitoring.quality import classification_quality, regression_quality
+from monitoring.records import Feedback, LoggedRequest
 from registry.manifest import Manifest
 
 log = structlog.get_logger("modelgate.monitor")
@@ -42,17 +43,38 @@ class WindowSettings:
     psi_threshold: float = PSI_THRESHOLD
 
 
-class Window:
-    """Recent answered requests of one model version, at most ``max_rows`` rows and ``max_age`` old."""
+class Timed(Protocol):
+    @property
+    def ts(self) -> float: ...
+
+    @property
+    def rows(self) -> int: ...
+
+
+T = TypeVar("T", bound=Timed)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """An answered request with the ground truth given for it (at ``ts``, when the truth came)."""
+
+    ts: float
+    rows: int
+    request: LoggedRequest
+    truth: list[Any]
+
+
+class Window(Generic[T]):
+    """Recent entries of one model version, at most ``max_rows`` rows and ``max_age`` old."""
 
     def __init__(self, settings: WindowSettings) -> None:
         self.settings = settings
-        self.requests: deque[LoggedRequest] = deque()
+        self.requests: deque[T] = deque()
         self.rows = 0
 
-    def add(self, request: LoggedRequest) -> None:
-        self.requests.append(request)
-        self.rows += request.rows
+    def add(self, entry: T) -> None:
+        self.requests.append(entry)
+        self.rows += entry.rows
 
     def trim(self, now: float) -> None:
         oldest = now - self.settings.max_age_seconds
@@ -63,50 +85,70 @@ class Window:
     def last_seen(self) -> float:
         return self.requests[-1].ts if self.requests else 0.0
 
-    def column(self, name: str, numeric: bool) -> np.ndarray:
-        """One input feature over the window, in one concatenation."""
-        dtype = np.float64 if numeric else object
-        parts = [np.asarray(r.inputs[name], dtype=dtype) for r in self.requests if r.inputs]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
-    def outputs(self, key: str) -> np.ndarray:
-        parts = [np.asarray(r.outputs[key]) for r in self.requests if r.outputs and key in r.outputs]
-        return np.concatenate(parts) if parts else np.empty(0)
-
-    def flag_totals(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for request in self.requests:
-            for key, count in request.flags.items():
-                totals[key] = totals.get(key, 0) + count
-        return totals
+def column(requests: Iterable[LoggedRequest], name: str, numeric: bool) -> np.ndarray:
+    """One input feature over the requests, in one concatenation."""
+    dtype = np.float64 if numeric else object
+    parts = [np.asarray(r.inputs[name], dtype=dtype) for r in requests if r.inputs]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def drift_statistics(manifest: Manifest, window: Window, settings: WindowSettings) -> list[DriftStatistic]:
+def outputs(requests: Iterable[LoggedRequest], key: str) -> np.ndarray:
+    parts = [np.asarray(r.outputs[key]) for r in requests if r.outputs and key in r.outputs]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def flag_totals(requests: Iterable[LoggedRequest]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for request in requests:
+        for key, count in request.flags.items():
+            totals[key] = totals.get(key, 0) + count
+    return totals
+
+
+def quality(manifest: Manifest, window: Window[Labelled]) -> dict[str, Any]:
+    """Live quality of one version over the labelled window."""
+    requests = [entry.request for entry in window.requests]
+    truth = np.concatenate([np.asarray(entry.truth, dtype=object) for entry in window.requests])
+    if manifest.output.kind == "classification":
+        return classification_quality(
+            truth, outputs(requests, "label"), outputs(requests, "probabilities"), manifest.output.classes
+        )
+    return regression_quality(truth, outputs(requests, "value"))
+
+
+def drift_statistics(
+    manifest: Manifest, window: Window[LoggedRequest], settings: WindowSettings
+) -> list[DriftStatistic]:
     """Every input feature and prediction output of the window against the version's reference."""
     statistics: list[DriftStatistic | None] = []
     for spec in manifest.inputs.features:
-        values = window.column(spec.name, numeric=spec.dtype != "string")
+        values = column(window.requests, spec.name, numeric=spec.dtype != "string")
         statistics.append(drift_of(spec.name, "feature", manifest.reference.features[spec.name], values))
     predictions = manifest.reference.predictions
     if manifest.output.kind == "classification":
-        labels = window.outputs("label").astype(str).astype(object)
+        labels = outputs(window.requests, "label").astype(str).astype(object)
         statistics.append(drift_of("label", "prediction", predictions["label"], labels))
-        probabilities = window.outputs("probabilities")
+        probabilities = outputs(window.requests, "probabilities")
         if probabilities.size:
-            for column, cls in enumerate(manifest.output.classes):
+            for index, cls in enumerate(manifest.output.classes):
                 name = f"probability:{cls}"
-                statistics.append(drift_of(name, "prediction", predictions[name], probabilities[:, column]))
+                statistics.append(drift_of(name, "prediction", predictions[name], probabilities[:, index]))
     else:
-        statistics.append(drift_of("value", "prediction", predictions["value"], window.outputs("value")))
+        statistics.append(
+            drift_of("value", "prediction", predictions["value"], outputs(window.requests, "value"))
+        )
     return decide([s for s in statistics if s is not None], settings.alpha, settings.psi_threshold)
 
 
-def report(manifest: Manifest, window: Window, settings: WindowSettings, now: float) -> dict[str, Any]:
+def report(
+    manifest: Manifest, window: Window[LoggedRequest], settings: WindowSettings, now: float
+) -> dict[str, Any]:
     """The JSON-ready report on one model version's window."""
     enough = window.rows >= settings.min_rows
     statistics = drift_statistics(manifest, window, settings) if enough else []
     plausibility = []
-    for key, violations in sorted(window.flag_totals().items()):
+    for key, violations in sorted(flag_totals(window.requests).items()):
         rule, feature = rule_parts(key)
         entry: dict[str, Any] = {
             "rule": rule,
@@ -152,8 +194,10 @@ class Monitor:
         self.store = store
         self.manifests = manifests
         self.settings = settings
-        self.windows: dict[tuple[str, int], Window] = {}
+        self.windows: dict[tuple[str, int], Window[LoggedRequest]] = {}
+        self.labelled: dict[tuple[str, int], Window[Labelled]] = {}
         self.seq: int | None = None
+        self.feedback_seq: int | None = None
 
     def ingest(self, records: list[LoggedRequest]) -> None:
         """Answered requests of the champion or a pinned version; refusals carry no inputs to test."""
@@ -171,16 +215,35 @@ class Monitor:
                 window = self.windows[key] = Window(self.settings)
             window.add(record)
 
+    def label(self, feedback: list[Feedback]) -> None:
+        """Join ground truth to the requests it names, into each version's labelled window."""
+        requests = {r.request_id: r for r in self.store.answered(f.request_id for f in feedback)}
+        for item in feedback:
+            request = requests.get(item.request_id)
+            if request is None or request.model is None or request.version is None or not request.outputs:
+                continue
+            key = (request.model, request.version)
+            window = self.labelled.get(key)
+            if window is None:
+                window = self.labelled[key] = Window(self.settings)
+            window.add(Labelled(ts=item.ts, rows=request.rows, request=request, truth=item.ground_truth))
+
     def reports(self, now: float) -> dict[str, dict[str, Any]]:
-        latest: dict[str, tuple[int, Window]] = {}
+        latest: dict[str, tuple[int, Window[LoggedRequest]]] = {}
         for (model, version), window in self.windows.items():
             window.trim(now)
             if window.requests and (model not in latest or window.last_seen > latest[model][1].last_seen):
                 latest[model] = (version, window)
-        return {
-            model: report(self.manifests(model, version), window, self.settings, now)
+        reports = {
+            model: {**report(self.manifests(model, version), window, self.settings, now), "quality": []}
             for model, (version, window) in latest.items()
         }
+        for (model, version), labelled in sorted(self.labelled.items()):
+            labelled.trim(now)
+            if labelled.requests and model in reports:
+                measured = quality(self.manifests(model, version), labelled)
+                reports[model]["quality"].append({"version": version, **measured})
+        return reports
 
     def step(self, now: float, batch: int = 5000) -> int:
         """Tail the log, refresh the windows, save a report per model; how many records were read."""
@@ -195,6 +258,13 @@ class Monitor:
             self.seq = records[-1].seq
             read += len(records)
             if len(records) < batch:
+                break
+        if self.feedback_seq is None:
+            self.feedback_seq = self.store.seq_before(now - self.settings.max_age_seconds, "feedback")
+        while feedback := self.store.feedback_after(self.feedback_seq, batch):
+            self.label([item for _, item in feedback])
+            self.feedback_seq = feedback[-1][0]
+            if len(feedback) < batch:
                 break
         for model, body in self.reports(now).items():
             self.store.save_report(model, now, orjson.dumps(body))

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import orjson
 
@@ -92,8 +92,11 @@ class PredictionLog(Protocol):
     def prune(self, before: float) -> tuple[int, int]:
         """Delete requests and feedback older than ``before``; (requests, feedback) deleted."""
 
-    def seq_before(self, ts: float) -> int:
-        """The ``seq`` after which every record is at or after ``ts``: where a monitor starts."""
+    def seq_before(self, ts: float, table: Literal["requests", "feedback"] = "requests") -> int:
+        """The ``seq`` after which every entry of ``table`` is at or after ``ts``: where a monitor starts."""
+
+    def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        """The answered (status 200, not shadow) records of these request ids."""
 
     def save_report(self, model: str, ts: float, report: bytes) -> None:
         """Store the monitor's latest report on ``model`` (JSON), replacing the previous one."""
@@ -265,12 +268,23 @@ class SQLitePredictionLog:
             feedback = connection.execute("DELETE FROM feedback WHERE ts < ?", (before,)).rowcount
         return requests, feedback
 
-    def seq_before(self, ts: float) -> int:
-        (seq,) = self._connection().execute("SELECT MIN(seq) FROM requests WHERE ts >= ?", (ts,)).fetchone()
+    def seq_before(self, ts: float, table: Literal["requests", "feedback"] = "requests") -> int:
+        if table not in ("requests", "feedback"):
+            raise ValueError(f"no table {table!r}")
+        connection = self._connection()
+        (seq,) = connection.execute(f"SELECT MIN(seq) FROM {table} WHERE ts >= ?", (ts,)).fetchone()
         if seq is not None:
             return int(seq) - 1
-        (last,) = self._connection().execute("SELECT COALESCE(MAX(seq), 0) FROM requests").fetchone()
+        (last,) = connection.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()
         return int(last)
+
+    def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        rows = self._select_in(
+            f"SELECT {_COLUMNS} FROM requests WHERE status = 200 AND arm != 'challenger' "
+            "AND request_id IN ({marks})",
+            request_ids,
+        )
+        return [_loaded(row) for row in rows]
 
     def save_report(self, model: str, ts: float, report: bytes) -> None:
         connection = self._connection()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -129,3 +130,39 @@ def test_a_window_keeps_the_newest_rows_within_its_age():
     assert [r.request_id for r in window.requests] == ["3", "4", "5"] and window.rows == 9
     window.trim(now=145.0)
     assert [r.request_id for r in window.requests] == ["5"]
+
+
+def test_feedback_turns_into_live_quality_per_version(cancer_registry):
+    _, x_test, _, y_test = breast_cancer()
+    with TestClient(create_app(settings_for(cancer_registry))) as client:
+        feedback = []
+        for start in range(0, len(x_test), 10):
+            rows = x_test.iloc[start : start + 10].to_dict(orient="records")
+            answer = client.post("/predict", json={"inputs": rows}).json()
+            feedback.append(
+                {"request_id": answer["request_id"], "ground_truth": list(y_test.iloc[start : start + 10])}
+            )
+        assert client.post("/feedback", json={"feedback": feedback}).status_code == 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            report = client.get("/monitoring/drift").json()
+            if report.get("quality") and report["quality"][0]["samples"] == len(x_test):
+                break
+            time.sleep(0.05)
+    (quality,) = report["quality"]
+    assert quality["version"] == 1 and quality["samples"] == len(x_test)
+    assert quality["accuracy"] > 0.93 and quality["roc_auc"] > 0.97 and 0 < quality["log_loss"] < 0.3
+
+
+def test_quality_metrics_by_kind():
+    from monitoring.quality import classification_quality, regression_quality
+
+    classes = ("a", "b", "c")
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    labels = np.array(["a", "b", "c"], dtype=object)
+    complete = classification_quality(np.array(["a", "b", "c"], dtype=object), labels, probabilities, classes)
+    assert complete["accuracy"] == 1 and complete["roc_auc"] == 1
+    partial = classification_quality(np.array(["a", "b", "b"], dtype=object), labels, probabilities, classes)
+    assert partial["accuracy"] == pytest.approx(2 / 3) and partial["roc_auc"] is None  # "c" never seen
+    measured = regression_quality(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 5.0]))
+    assert measured == {"samples": 3, "mae": pytest.approx(1.0), "rmse": pytest.approx(np.sqrt(5 / 3))}
