@@ -198,6 +198,8 @@ class Monitor:
         self.labelled: dict[tuple[str, int], Window[Labelled]] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
+        #: called with each model's report after every pass (the metrics' gauges)
+        self.on_report: Callable[[dict[str, Any]], None] | None = None
 
     def ingest(self, records: list[LoggedRequest]) -> None:
         """Answered requests of the champion or a pinned version; refusals carry no inputs to test."""
@@ -268,6 +270,8 @@ class Monitor:
                 break
         for model, body in self.reports(now).items():
             self.store.save_report(model, now, orjson.dumps(body))
+            if self.on_report is not None:
+                self.on_report(body)
         return read
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio.to_thread
 import orjson
@@ -25,6 +25,9 @@ import structlog
 
 from monitoring.prediction_log import PredictionLog
 from monitoring.records import EncodedRecord, RequestRecord
+
+if TYPE_CHECKING:
+    from monitoring.metrics import GatewayMetrics
 
 Overflow = Literal["block", "drop"]
 _STOP = object()
@@ -56,6 +59,8 @@ class EventSink:
         self.dropped = 0
         self.blocked = 0
         self.write_errors = 0
+        #: set before ``start`` to export the counters (see monitoring.metrics)
+        self.metrics: GatewayMetrics | None = None
 
     @property
     def depth(self) -> int:
@@ -78,8 +83,12 @@ class EventSink:
             return
         if self.overflow == "drop":
             self.dropped += 1
+            if self.metrics is not None:
+                self.metrics.log_dropped.inc()
             return
         self.blocked += 1
+        if self.metrics is not None:
+            self.metrics.log_blocked.inc()
         await anyio.to_thread.run_sync(self._queue.put, record)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -120,6 +129,8 @@ class EventSink:
             except Exception as exc:  # locked, disk full, ...: retry rather than lose it
                 attempts += 1
                 self.write_errors += 1
+                if self.metrics is not None:
+                    self.metrics.log_write_errors.inc()
                 log.error(
                     "log.write_failed", records=len(encoded), error=str(exc), retry_s=self.retry_seconds
                 )
@@ -128,6 +139,9 @@ class EventSink:
                     return
                 time.sleep(self.retry_seconds)
         self.written += len(encoded)
+        if self.metrics is not None:
+            self.metrics.log_written.inc(len(encoded))
+            self.metrics.log_queue_depth.set(self.depth)
         for item in encoded:
             self._emit(item)
 

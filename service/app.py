@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import orjson
@@ -47,6 +47,9 @@ from service.feedback import FeedbackDesk
 from service.pool import ModelPool, ServedVersion
 from service.settings import Settings
 from service.validation import Batch, records_to_batch, tensors_to_batch
+
+if TYPE_CHECKING:
+    from monitoring.metrics import GatewayMetrics
 
 log = structlog.get_logger("modelgate.app")
 
@@ -192,6 +195,8 @@ class Gateway:
             interval=settings.monitor_interval,
         )
         self.rejected_rules = settings.rejected_rules
+        #: built at start-up, in the worker: see monitoring.metrics on why not at import
+        self.metrics: GatewayMetrics | None = None
         self.feedback_desk = FeedbackDesk(self.log, self.pool, max_items=settings.max_feedback_items)
 
     async def record(
@@ -205,13 +210,18 @@ class Gateway:
         error: str | None,
     ) -> None:
         served, batch = exchange.served, exchange.batch
+        latency = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_request(
+                exchange.served, exchange.arm, route, status, latency, exchange.prediction, exchange.flags
+            )
         await self.sink.put(
             RequestRecord(
                 request_id=request_id(request),
                 ts=ts,
                 route=route,
                 status=status,
-                latency_ms=(time.perf_counter() - started) * 1000,
+                latency_ms=latency * 1000,
                 model=served.name if served else None,
                 version=served.version if served else None,
                 arm=exchange.arm,
@@ -437,6 +447,14 @@ def create_app(settings: Settings) -> Starlette:
             models=gateway.pool.names,
             ready=gateway.pool.ready(),
         )
+        # imported here, in the worker, after BentoML set PROMETHEUS_MULTIPROC_DIR (monitoring.metrics)
+        from prometheus_client import CollectorRegistry
+
+        from monitoring.metrics import GatewayMetrics
+
+        gateway.metrics = GatewayMetrics(CollectorRegistry())
+        gateway.sink.metrics = gateway.metrics
+        gateway.monitor.monitor.on_report = gateway.metrics.observe_report
         gateway.sink.start()
         gateway.monitor.start()
         poller = asyncio.create_task(gateway.poll_registry())
