@@ -108,9 +108,23 @@ class GatewayMetrics:
             (*monitor, "metric"),
             "livemostrecent",
         )
+        self.alerts_firing = gauge(
+            "alert_firing",
+            "1 while an alert fires, 0 once resolved.",
+            ("alertname", "model", "severity"),
+            "livemostrecent",
+        )
         self.quality_samples = gauge(
             "quality_samples", "Rows with ground truth in the quality window.", monitor, "livemostrecent"
         )
+
+    def observe_alerts(self, active: list[Any], changed: list[Any]) -> None:
+        """1 for each firing alert, 0 once it resolves (pending alerts are not yet alerts)."""
+        for alert in [*active, *changed]:
+            labels = alert.labels
+            state = 1.0 if alert.firing_since is not None and alert.resolved_at is None else 0.0
+            if alert.firing_since is not None:
+                self.alerts_firing.labels(labels["alertname"], labels["model"], labels["severity"]).set(state)
 
     def observe_request(
         self,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -106,6 +106,23 @@ def flag_totals(requests: Iterable[LoggedRequest]) -> dict[str, int]:
     return totals
 
 
+def _as_one_row(record: LoggedRequest) -> LoggedRequest:
+    """Traffic windows count requests, not rows."""
+    return replace(record, rows=1, inputs=None, outputs=None)
+
+
+def traffic_summary(window: Window[LoggedRequest], now: float) -> dict[str, Any]:
+    """Requests, the share not answered 200, and the 99th percentile latency over the window."""
+    window.trim(now)
+    statuses = np.array([r.status for r in window.requests])
+    latencies = np.array([r.latency_ms for r in window.requests])
+    return {
+        "requests": int(statuses.size),
+        "error_rate": float(np.mean(statuses != 200)) if statuses.size else 0.0,
+        "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies.size else None,
+    }
+
+
 def quality(manifest: Manifest, window: Window[Labelled]) -> dict[str, Any]:
     """Live quality of one version over the labelled window."""
     requests = [entry.request for entry in window.requests]
@@ -195,21 +212,27 @@ class Monitor:
         self.manifests = manifests
         self.settings = settings
         self.windows: dict[tuple[str, int], Window[LoggedRequest]] = {}
+        #: every request of each model, answered or not: error rate and latency
+        self.traffic: dict[str, Window[LoggedRequest]] = {}
         self.labelled: dict[tuple[str, int], Window[Labelled]] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
         #: called with each model's report after every pass (the metrics' gauges)
         self.on_report: Callable[[dict[str, Any]], None] | None = None
+        #: called with every pass's reports (the alert stage)
+        self.on_reports: Callable[[dict[str, dict[str, Any]], float], object] | None = None
 
     def ingest(self, records: list[LoggedRequest]) -> None:
-        """Answered requests of the champion or a pinned version; refusals carry no inputs to test."""
+        """Every request of a served model into its traffic window; answered requests of the champion
+        or a pinned version into their version's window (refusals carry no inputs to test)."""
         for record in records:
-            if (
-                record.status != 200
-                or record.model is None
-                or record.version is None
-                or record.arm == "challenger"
-            ):
+            if record.model is None or record.arm == "challenger":
+                continue
+            traffic = self.traffic.get(record.model)
+            if traffic is None:
+                traffic = self.traffic[record.model] = Window(self.settings)
+            traffic.add(_as_one_row(record))
+            if record.status != 200 or record.version is None:
                 continue
             key = (record.model, record.version)
             window = self.windows.get(key)
@@ -237,7 +260,11 @@ class Monitor:
             if window.requests and (model not in latest or window.last_seen > latest[model][1].last_seen):
                 latest[model] = (version, window)
         reports = {
-            model: {**report(self.manifests(model, version), window, self.settings, now), "quality": []}
+            model: {
+                **report(self.manifests(model, version), window, self.settings, now),
+                "traffic": traffic_summary(self.traffic[model], now),
+                "quality": [],
+            }
             for model, (version, window) in latest.items()
         }
         for (model, version), labelled in sorted(self.labelled.items()):
@@ -268,10 +295,13 @@ class Monitor:
             self.feedback_seq = feedback[-1][0]
             if len(feedback) < batch:
                 break
-        for model, body in self.reports(now).items():
+        reports = self.reports(now)
+        for model, body in reports.items():
             self.store.save_report(model, now, orjson.dumps(body))
             if self.on_report is not None:
                 self.on_report(body)
+        if self.on_reports is not None:
+            self.on_reports(reports, now)
         return read
 
 

@@ -18,7 +18,8 @@ from typing import Any, Literal, Protocol, TextIO
 
 import orjson
 
-from monitoring.records import EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
+from monitoring.alerts import Alert
+from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -47,6 +48,28 @@ CREATE TABLE IF NOT EXISTS feedback (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_ts ON feedback (ts);
+CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    value REAL NOT NULL,
+    pending_since REAL NOT NULL,
+    firing_since REAL,
+    resolved_at REAL
+);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe_key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    delivered_at REAL,
+    given_up_at REAL,
+    last_error TEXT,
+    UNIQUE (dedupe_key, target)
+);
 CREATE TABLE IF NOT EXISTS monitor_reports (
     model TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -107,7 +130,28 @@ class PredictionLog(Protocol):
     def acquire_monitor_lease(self) -> bool:
         """Try, without waiting, to become the one monitor of this log; held until ``close``."""
 
+    def save_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Store each alert's state (pending, firing or resolved), replacing what was there."""
+
+    def alerts(self, since: float) -> list[Alert]:
+        """Alerts pending or firing, and those resolved at or after ``since``."""
+
+    def enqueue(self, entries: Sequence[tuple[str, str, bytes]], now: float) -> int:
+        """Queue (dedupe key, target, payload) deliveries; one already queued is skipped. How many new."""
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        """Deliveries not yet delivered or given up, whose next attempt is due."""
+
+    def delivered(self, delivery_id: int, now: float) -> None: ...
+
+    def retry(self, delivery_id: int, next_attempt: float, error: str, give_up: bool, now: float) -> None:
+        """Count a failed attempt; schedule the next one, or give up."""
+
     def close(self) -> None: ...
+
+
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _loaded(row: tuple[Any, ...]) -> LoggedRequest:
@@ -316,6 +360,74 @@ class SQLitePredictionLog:
             return False
         self._lease = handle
         return True
+
+    def save_alerts(self, alerts: Sequence[Alert]) -> None:
+        connection = self._connection()
+        with connection:
+            connection.executemany(
+                "INSERT INTO alerts (fingerprint, labels, annotations, value, pending_since, firing_since, "
+                "resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
+                "labels = excluded.labels, annotations = excluded.annotations, value = excluded.value, "
+                "pending_since = excluded.pending_since, firing_since = excluded.firing_since, "
+                "resolved_at = excluded.resolved_at",
+                [
+                    (
+                        a.fingerprint, _text(a.labels), _text(a.annotations), a.value, a.pending_since,
+                        a.firing_since, a.resolved_at,
+                    )
+                    for a in alerts
+                ],
+            )  # fmt: skip
+
+    def alerts(self, since: float) -> list[Alert]:
+        cursor = self._connection().execute(
+            "SELECT fingerprint, labels, annotations, value, pending_since, firing_since, resolved_at "
+            "FROM alerts WHERE resolved_at IS NULL OR resolved_at >= ? ORDER BY pending_since",
+            (since,),
+        )
+        return [
+            Alert(key, orjson.loads(labels), orjson.loads(notes), value, pending, firing, resolved)
+            for key, labels, notes, value, pending, firing, resolved in cursor
+        ]
+
+    def enqueue(self, entries: Sequence[tuple[str, str, bytes]], now: float) -> int:
+        connection = self._connection()
+        with connection:
+            before = connection.total_changes
+            connection.executemany(
+                "INSERT INTO alert_outbox (dedupe_key, target, payload, created_at, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedupe_key, target) DO NOTHING",
+                [(key, target, payload.decode(), now, now) for key, target, payload in entries],
+            )
+            return connection.total_changes - before
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        cursor = self._connection().execute(
+            "SELECT id, target, payload, attempts, created_at FROM alert_outbox WHERE delivered_at IS NULL "
+            "AND given_up_at IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        return [
+            Delivery(i, target, payload.encode(), attempts, created)
+            for i, target, payload, attempts, created in cursor
+        ]
+
+    def delivered(self, delivery_id: int, now: float) -> None:
+        connection = self._connection()
+        with connection:
+            connection.execute(
+                "UPDATE alert_outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (now, delivery_id),
+            )
+
+    def retry(self, delivery_id: int, next_attempt: float, error: str, give_up: bool, now: float) -> None:
+        connection = self._connection()
+        with connection:
+            connection.execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?, "
+                "given_up_at = ? WHERE id = ?",
+                (next_attempt, error, now if give_up else None, delivery_id),
+            )
 
     def close(self) -> None:
         if self._lease is not None:

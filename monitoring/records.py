@@ -129,3 +129,14 @@ class FeedbackTarget:
     model: str
     version: int
     rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A queued alert notification: where it goes and what it says."""
+
+    id: int
+    target: str
+    payload: bytes
+    attempts: int
+    created_at: float

@@ -26,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from monitoring.alerts import AlertConfig
 from monitoring.monitor import Monitor, MonitorThread, WindowSettings
+from monitoring.notify import RECENT_SECONDS, Alerting, alert_json
 from monitoring.plausibility import rule_parts
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
@@ -194,6 +196,10 @@ class Gateway:
             ),
             interval=settings.monitor_interval,
         )
+        self.alerting = Alerting(
+            self.log, AlertConfig.load(settings.alert_rules or None), settings.external_url
+        )
+        self.monitor.monitor.on_reports = self.alerting.step
         self.rejected_rules = settings.rejected_rules
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
         self.metrics: GatewayMetrics | None = None
@@ -330,6 +336,14 @@ class Gateway:
             return JSONResponse({"model": name, "status": "no_traffic", "features": [], "plausibility": []})
         return Response(saved[1], media_type="application/json")
 
+    async def alerts(self, request: Request) -> Response:
+        """Alerts firing and pending now, and those resolved in the last day."""
+        alerts = await anyio.to_thread.run_sync(self.log.alerts, time.time() - RECENT_SECONDS)
+        grouped: dict[str, list[dict[str, Any]]] = {"firing": [], "pending": [], "resolved": []}
+        for alert in alerts:
+            grouped[alert.status].append({**alert_json(alert), "status": alert.status, "value": alert.value})
+        return JSONResponse(grouped)
+
     def _only_model(self) -> str:
         names = self.pool.names
         if len(names) != 1:
@@ -358,6 +372,7 @@ class Gateway:
                     "POST /feedback",
                     "GET /models",
                     "GET /monitoring/drift?model=NAME",
+                    "GET /monitoring/alerts",
                     "GET /v2/health/live",
                     "GET /v2/health/ready",
                     "GET /v2/models/{name}[/versions/{version}]",
@@ -455,6 +470,7 @@ def create_app(settings: Settings) -> Starlette:
         gateway.metrics = GatewayMetrics(CollectorRegistry())
         gateway.sink.metrics = gateway.metrics
         gateway.monitor.monitor.on_report = gateway.metrics.observe_report
+        gateway.alerting.metrics = gateway.metrics
         gateway.sink.start()
         gateway.monitor.start()
         poller = asyncio.create_task(gateway.poll_registry())
@@ -470,6 +486,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/feedback", gateway.feedback, methods=["POST"]),
         Route("/models", gateway.models, methods=["GET"]),
         Route("/monitoring/drift", gateway.drift, methods=["GET"]),
+        Route("/monitoring/alerts", gateway.alerts, methods=["GET"]),
         Route("/v2", gateway.server_metadata, methods=["GET"]),
         Route("/v2/health/live", gateway.live, methods=["GET"]),
         Route("/v2/health/ready", gateway.ready, methods=["GET"]),

@@ -60,6 +60,10 @@ class Settings:
     drift_psi: float = 0.1
     #: seconds between two monitor passes over the log
     monitor_interval: float = 2.0
+    #: the alert rules and receivers (YAML); empty means the shipped monitoring/alerts.yml
+    alert_rules: str = ""
+    #: this gateway's address as on-call reaches it, for links in notifications
+    external_url: str = ""
 
     @property
     def rejected_rules(self) -> frozenset[str]:

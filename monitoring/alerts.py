@@ -1,0 +1,233 @@
+"""Alert rules over the monitor's reports, and the state of each alert: pending, firing, resolved.
+
+Rules live in one YAML file (``monitoring/alerts.yml`` is the default, with
+every field explained); each has a kind, a threshold and a ``for`` duration:
+a condition must hold that long before its alert fires, and an alert
+resolves as soon as its condition clears. Each alert is identified by its
+labels (``alertname``, ``model``, ``severity`` and, where it belongs,
+``feature`` or ``rule``); its fingerprint is a hash of them, so the same
+problem is one alert however often it is seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Kind = Literal["drift", "plausibility", "error_rate", "latency_p99", "quality"]
+KINDS: tuple[Kind, ...] = ("drift", "plausibility", "error_rate", "latency_p99", "quality")
+#: quality metrics where lower is better; for the others an alert fires below the threshold
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+DEFAULT_RULES = Path(__file__).with_name("alerts.yml")
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    name: str
+    kind: Kind
+    threshold: float
+    for_seconds: float = 300.0
+    severity: str = "warning"
+    #: quality: which metric (accuracy, roc_auc, log_loss, mae, rmse)
+    metric: str | None = None
+    #: error_rate and quality: no alert on fewer requests or labelled rows than this
+    min_samples: int = 0
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    rules: tuple[AlertRule, ...]
+    #: Alertmanager-format (version 4) webhook receivers
+    webhooks: tuple[str, ...] = ()
+    #: an Alertmanager to push alerts to (its /api/v2/alerts), instead of or beside webhooks
+    alertmanager_url: str | None = None
+    timeout_seconds: float = 5.0
+    #: deliveries are retried with exponential backoff up to this delay, for up to ``give_up_after``
+    max_backoff_seconds: float = 300.0
+    give_up_after_seconds: float = 86_400.0
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> AlertConfig:
+        """The YAML file at ``path`` (the shipped defaults when None), checked field by field."""
+        source = Path(path) if path else DEFAULT_RULES
+        try:
+            data = yaml.safe_load(source.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"alert rules {source}: {exc}") from None
+        rules = []
+        for index, raw in enumerate(data.get("rules", [])):
+            where = f"{source}: rules[{index}]"
+            if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
+                raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}")
+            unknown = set(raw) - {
+                "name",
+                "kind",
+                "threshold",
+                "for",
+                "severity",
+                "metric",
+                "min_samples",
+                "summary",
+            }
+            if unknown:
+                raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+            if "name" not in raw or "threshold" not in raw:
+                raise ValueError(f"{where}: name and threshold are required")
+            if raw["kind"] == "quality" and raw.get("metric") not in (
+                "accuracy",
+                "roc_auc",
+                *LOWER_IS_BETTER,
+            ):
+                raise ValueError(
+                    f"{where}: a quality rule needs metric: accuracy, roc_auc, log_loss, mae or rmse"
+                )
+            rules.append(
+                AlertRule(
+                    name=str(raw["name"]),
+                    kind=raw["kind"],
+                    threshold=float(raw["threshold"]),
+                    for_seconds=_seconds(raw.get("for", "5m"), where),
+                    severity=str(raw.get("severity", "warning")),
+                    metric=raw.get("metric"),
+                    min_samples=int(raw.get("min_samples", 0)),
+                    summary=str(raw.get("summary", "")),
+                )
+            )
+        delivery = data.get("delivery", {}) or {}
+        return cls(
+            rules=tuple(rules),
+            webhooks=tuple(data.get("webhooks", []) or []),
+            alertmanager_url=data.get("alertmanager_url"),
+            timeout_seconds=float(delivery.get("timeout_seconds", 5.0)),
+            max_backoff_seconds=float(delivery.get("max_backoff_seconds", 300.0)),
+            give_up_after_seconds=float(delivery.get("give_up_after_seconds", 86_400.0)),
+        )
+
+
+def _seconds(value: Any, where: str) -> float:
+    from monitoring.export import parse_duration
+
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{where}: for: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule that holds now, for one model (and feature or rule), with what was measured."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    value: float
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.labels)
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    text = "\x00".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def conditions(rules: tuple[AlertRule, ...], report: dict[str, Any]) -> list[Condition]:
+    """Every rule that holds on one model's report (see ``monitoring.monitor``)."""
+    found: list[Condition] = []
+    model = report["model"]
+
+    def hold(source: AlertRule, value: float, detail: str, **extra: str) -> None:
+        labels = {"alertname": source.name, "model": model, "severity": source.severity, **extra}
+        summary = source.summary or f"{source.name} on {model}"
+        found.append(Condition(labels, {"summary": summary, "description": detail}, value))
+
+    traffic = report.get("traffic", {})
+    for rule in rules:
+        if rule.kind == "drift" and report["drifted_features"] >= rule.threshold:
+            drifted = [f["name"] for f in report["features"] if f["drifted"]]
+            hold(rule, report["drifted_features"], f"drifted in v{report['version']}: {', '.join(drifted)}")
+        elif rule.kind == "plausibility":
+            for entry in report["plausibility"]:
+                if entry["rate"] > rule.threshold or entry.get("breached"):
+                    where = f"{entry['rule']}" + (f" on {entry['feature']}" if entry["feature"] else "")
+                    hold(rule, entry["rate"], f"{entry['rate']:.1%} of rows break {where}",
+                         rule=entry["rule"], feature=entry["feature"] or "")  # fmt: skip
+        elif rule.kind == "error_rate" and traffic.get("requests", 0) >= max(rule.min_samples, 1):
+            if traffic["error_rate"] > rule.threshold:
+                hold(rule, traffic["error_rate"], f"{traffic['error_rate']:.1%} of requests not answered 200")
+        elif rule.kind == "latency_p99" and traffic.get("latency_p99_ms") is not None:
+            if traffic["latency_p99_ms"] > rule.threshold:
+                hold(rule, traffic["latency_p99_ms"], f"p99 latency {traffic['latency_p99_ms']:.0f} ms")
+        elif rule.kind == "quality":
+            assert rule.metric is not None
+            for measured in report.get("quality", []):
+                value = measured.get(rule.metric)
+                if value is None or measured["samples"] < rule.min_samples:
+                    continue
+                broken = value > rule.threshold if rule.metric in LOWER_IS_BETTER else value < rule.threshold
+                if broken:
+                    hold(rule, value, f"{rule.metric} {value:.3f} over {measured['samples']} labelled rows "
+                         f"(v{measured['version']})")  # fmt: skip
+    return found
+
+
+@dataclass
+class Alert:
+    """One alert's life: pending since a time, firing from a time, resolved at a time."""
+
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    pending_since: float
+    value: float
+    firing_since: float | None = None
+    resolved_at: float | None = None
+
+    @property
+    def status(self) -> str:
+        if self.resolved_at is not None:
+            return "resolved"
+        return "firing" if self.firing_since is not None else "pending"
+
+
+@dataclass
+class AlertEngine:
+    """Turns the conditions seen on each pass into alerts and the notifications to send."""
+
+    rules: tuple[AlertRule, ...]
+    active: dict[str, Alert] = field(default_factory=dict)
+
+    def evaluate(self, held: list[Condition], models: set[str], now: float) -> list[Alert]:
+        """Alerts that start firing or resolve on this pass. ``models``: those this pass looked at;
+        an alert of another model is left as it is."""
+        wait = {rule.name: rule.for_seconds for rule in self.rules}
+        changed = []
+        seen = set()
+        for condition in held:
+            key = condition.fingerprint
+            seen.add(key)
+            alert = self.active.get(key)
+            if alert is None:
+                alert = self.active[key] = Alert(
+                    key, condition.labels, condition.annotations, now, condition.value
+                )
+            alert.annotations, alert.value = condition.annotations, condition.value
+            if alert.firing_since is None and now - alert.pending_since >= wait.get(
+                alert.labels["alertname"], 0
+            ):
+                alert.firing_since = now
+                changed.append(alert)
+        for key, alert in list(self.active.items()):
+            if key not in seen and alert.labels["model"] in models:
+                del self.active[key]
+                if alert.firing_since is not None:  # a pending alert that clears was never announced
+                    alert.resolved_at = now
+                    changed.append(alert)
+        return changed

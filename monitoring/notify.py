@@ -1,0 +1,152 @@
+"""Alert notifications: Alertmanager webhook payloads (version 4), an outbox, delivery with backoff.
+
+Every change of an alert (it starts firing, it resolves) is queued in the
+outbox of the log store, once per receiver, keyed by fingerprint, status and
+start: queued twice, it is delivered once. Delivery is retried with
+exponential backoff while a receiver is down, across restarts (the outbox is
+in the store), until it succeeds or ``give_up_after_seconds`` pass. An
+Alertmanager is pushed every firing alert again each minute (it expects to
+hear from a source while an alert fires) and each resolution once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+import structlog
+
+from monitoring.alerts import Alert, AlertConfig, AlertEngine, conditions
+from monitoring.prediction_log import PredictionLog
+
+if TYPE_CHECKING:
+    from monitoring.metrics import GatewayMetrics
+
+log = structlog.get_logger("modelgate.alerts")
+
+NEVER = "0001-01-01T00:00:00Z"
+#: an Alertmanager is re-sent each firing alert this often
+REPEAT_SECONDS = 60
+#: deliveries tried in one monitor pass, so a dead receiver cannot stall monitoring
+DELIVERIES_A_PASS = 20
+RECENT_SECONDS = 86_400
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return NEVER
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def alert_json(alert: Alert, generator_url: str = "") -> dict[str, Any]:
+    """One alert as Alertmanager describes it."""
+    return {
+        "status": "resolved" if alert.resolved_at is not None else "firing",
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "startsAt": _iso(alert.firing_since),
+        "endsAt": _iso(alert.resolved_at),
+        "generatorURL": generator_url,
+        "fingerprint": alert.fingerprint,
+    }
+
+
+def webhook_payload(alert: Alert, receiver: str = "modelgate", external_url: str = "") -> dict[str, Any]:
+    """The Alertmanager webhook body (version 4) for one alert, grouped by all its labels."""
+    body = alert_json(alert, f"{external_url}/monitoring/alerts" if external_url else "")
+    group = ", ".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()))
+    return {
+        "version": "4",
+        "groupKey": f"{{}}:{{{group}}}",
+        "truncatedAlerts": 0,
+        "status": body["status"],
+        "receiver": receiver,
+        "groupLabels": alert.labels,
+        "commonLabels": alert.labels,
+        "commonAnnotations": alert.annotations,
+        "externalURL": external_url,
+        "alerts": [body],
+    }
+
+
+class Alerting:
+    """The alert stage of the leading monitor: evaluate, remember, queue, deliver."""
+
+    def __init__(self, store: PredictionLog, config: AlertConfig, external_url: str = "") -> None:
+        self.store = store
+        self.config = config
+        self.external_url = external_url
+        self.engine = AlertEngine(config.rules)
+        self._loaded = False
+        self.client = httpx.Client(timeout=config.timeout_seconds)
+        #: set to export alert states (see monitoring.metrics)
+        self.metrics: GatewayMetrics | None = None
+
+    def step(self, reports: dict[str, dict[str, Any]], now: float) -> list[Alert]:
+        """One pass over this pass's reports; returns the alerts that fired or resolved."""
+        if not self._loaded:  # resume: an alert firing before a restart is not announced again
+            self.engine.active = {a.fingerprint: a for a in self.store.alerts(now) if a.resolved_at is None}
+            self._loaded = True
+        held = [c for report in reports.values() for c in conditions(self.config.rules, report)]
+        changed = self.engine.evaluate(held, set(reports), now)
+        self.store.save_alerts(
+            [*self.engine.active.values(), *(a for a in changed if a.resolved_at is not None)]
+        )
+        for alert in changed:
+            log.warning(f"alert.{alert.status}", fingerprint=alert.fingerprint, **alert.labels)
+        if self.metrics is not None:
+            self.metrics.observe_alerts(list(self.engine.active.values()), changed)
+        self.store.enqueue(self._notifications(changed, now), now)
+        self.deliver(now)
+        return changed
+
+    def _notifications(self, changed: Sequence[Alert], now: float) -> list[tuple[str, str, bytes]]:
+        entries: list[tuple[str, str, bytes]] = []
+        for alert in changed:
+            key = f"{alert.fingerprint}:{alert.status}:{alert.firing_since}"
+            payload = orjson.dumps(webhook_payload(alert, external_url=self.external_url))
+            entries.extend((key, f"webhook {url}", payload) for url in self.config.webhooks)
+        if self.config.alertmanager_url:
+            target = f"alertmanager {self.config.alertmanager_url.rstrip('/')}/api/v2/alerts"
+            bucket = int(now // REPEAT_SECONDS)
+            firing = [a for a in self.engine.active.values() if a.firing_since is not None]
+            for alert in firing:
+                entries.append(
+                    (f"{alert.fingerprint}:firing:{bucket}", target, orjson.dumps([alert_json(alert)]))
+                )
+            for alert in changed:
+                if alert.resolved_at is not None:
+                    key = f"{alert.fingerprint}:resolved:{alert.firing_since}"
+                    entries.append((key, target, orjson.dumps([alert_json(alert)])))
+        return entries
+
+    def deliver(self, now: float) -> int:
+        """Send what is due; a receiver that fails is not tried again in this pass. How many were sent."""
+        sent, failing = 0, set()
+        for delivery in self.store.due(now, DELIVERIES_A_PASS):
+            if delivery.target in failing:
+                continue
+            _, url = delivery.target.split(" ", 1)
+            try:
+                response = self.client.post(
+                    url, content=delivery.payload, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                failing.add(delivery.target)
+                backoff = min(2.0 ** (delivery.attempts + 1), self.config.max_backoff_seconds)
+                give_up = now - delivery.created_at >= self.config.give_up_after_seconds
+                error = str(exc) or type(exc).__name__
+                self.store.retry(delivery.id, now + backoff, error, give_up, now)
+                log.error(
+                    "alert.delivery_failed", target=delivery.target, attempts=delivery.attempts + 1,
+                    retry_in_s=backoff, gave_up=give_up, error=error,
+                )  # fmt: skip
+                continue
+            self.store.delivered(delivery.id, time.time())
+            sent += 1
+        return sent
