@@ -315,12 +315,17 @@ class SQLitePredictionLog:
     def seq_before(self, ts: float, table: Literal["requests", "feedback"] = "requests") -> int:
         if table not in ("requests", "feedback"):
             raise ValueError(f"no table {table!r}")
-        connection = self._connection()
-        (seq,) = connection.execute(f"SELECT MIN(seq) FROM {table} WHERE ts >= ?", (ts,)).fetchone()
-        if seq is not None:
-            return int(seq) - 1
-        (last,) = connection.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()
-        return int(last)
+        # one statement, one snapshot: asked in two, a batch committed in between would be skipped
+        (seq,) = (
+            self._connection()
+            .execute(
+                f"SELECT COALESCE((SELECT MIN(seq) - 1 FROM {table} WHERE ts >= ?), "
+                f"(SELECT COALESCE(MAX(seq), 0) FROM {table}))",
+                (ts,),
+            )
+            .fetchone()
+        )
+        return int(seq)
 
     def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
         rows = self._select_in(

@@ -41,7 +41,7 @@ def test_requests_rows_classes_and_violations_are_counted(cancer_registry, cance
         client.post("/predict", json={"inputs": [{}]})
         client.post("/predict", json={"model": "dog", "inputs": rows})
         metrics = client.app.state.gateway.metrics
-        found = samples(generate_latest(metrics.registry).decode())
+    found = samples(generate_latest(metrics.registry).decode())  # after shutdown drained the log queue
     labels = {"model": "cancer", "version": "1", "arm": "champion"}
     assert value(found, "modelgate_requests_total", **labels, status="200") == 5
     assert value(found, "modelgate_requests_total", **labels, status="422") == 1

@@ -113,3 +113,11 @@ def test_several_writers_on_one_file_lose_nothing(tmp_path):
     assert [r.seq for r in logged] == sorted(r.seq for r in logged)
     for store in stores:
         store.close()
+
+
+def test_where_a_monitor_starts(store):
+    assert store.seq_before(0) == 0  # an empty log: from the start
+    write(store, record("a", ts=10), record("b", ts=20), record("c", ts=30))
+    assert store.seq_before(15) == 1  # the first record at or after 15 is seq 2
+    assert store.seq_before(99) == 3  # nothing that recent: after the last one
+    assert store.seq_before(15, "feedback") == 0
