@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -122,6 +126,67 @@ def cancer_registry(
     return registry
 
 
+class Receiver:
+    """A local on-call receiver: records every POST body; can be started late (a receiver outage)."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.server: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    def start(self, port: int = 0) -> str:
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[[], Receiver]]:
+    """Local on-call receivers (``receivers()`` makes one); all stopped after the test."""
+    made: list[Receiver] = []
+
+    def make() -> Receiver:
+        made.append(Receiver())
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.stop()
+
+
+@pytest.fixture
+def tool() -> Callable[[str], str]:
+    """``tool(name)``: the path of a program the test needs. Where it is not installed the test
+    is skipped, except in CI (``CI`` set), whose .ci/run installs it: there it fails."""
+
+    def find(name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{name} is not installed; .ci/run installs it (apt-get install prometheus ...)")
+            pytest.skip(f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)")
+        return path
+
+    return find
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -150,11 +215,15 @@ class RunningServer:
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start a server command (``{port}`` in it is replaced by a free port); returns once
-    ``/v2/health/ready`` answers 200. Every server started is stopped after the test."""
+    ``ready_path`` answers 200. Every server started is stopped after the test."""
     started: list[RunningServer] = []
 
     def start(
-        command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 90
+        command: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 90,
+        ready_path: str = "/v2/health/ready",
     ) -> RunningServer:
         port = free_port()
         log = tmp_path / f"server-{len(started)}.log"
@@ -171,7 +240,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
             try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                     return server
             except httpx.HTTPError:
                 pass
@@ -187,9 +256,10 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 def gateway_factory(spawn: Callable[..., RunningServer]) -> Callable[..., RunningServer]:
     """``modelgate serve`` on a registry, polling it every 0.2 s."""
 
-    def start(registry: Registry, workers: int = 1) -> RunningServer:
+    def start(registry: Registry, workers: int = 1, **settings: str) -> RunningServer:
+        """``settings``: extra MODELGATE_* variables, e.g. ``MODELGATE_WINDOW_ROWS="140"``."""
         command = [sys.executable, "-m", "service", "serve", "--registry", str(registry.root),
                    "--port", "{port}", "--workers", str(workers)]  # fmt: skip
-        return spawn(command, env={"MODELGATE_POLL_INTERVAL": "0.2"})
+        return spawn(command, env={"MODELGATE_POLL_INTERVAL": "0.2", **settings})
 
     return start

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from starlette.testclient import TestClient
@@ -89,44 +86,6 @@ def test_webhook_payload_is_alertmanager_version_4():
     assert body["startsAt"] == "2023-11-14T22:13:20Z" and body["labels"]["model"] == "m"
 
 
-class Receiver:
-    """A local on-call receiver: records every POST body; can be started late (a receiver outage)."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.server: ThreadingHTTPServer | None = None
-        self.port = 0
-
-    def start(self, port: int = 0) -> str:
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def stop(self):
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.stop()
-
-
 def gateway(registry, tmp_path, url):
     rules = tmp_path / "alerts.yml"
     rules.write_text(
@@ -153,8 +112,9 @@ def wait_for(predicate, timeout=15.0):
     raise AssertionError("condition not reached")
 
 
-def test_drift_fires_once_and_resolves_once_at_the_receiver(cancer_registry, tmp_path, receiver):
+def test_drift_fires_once_and_resolves_once_at_the_receiver(cancer_registry, tmp_path, receivers):
     _, x_test, _, _ = breast_cancer()
+    receiver = receivers()
     url = receiver.start()
     with TestClient(gateway(cancer_registry, tmp_path, url)) as client:
         send(client, x_test.assign(mean_texture=x_test["mean_texture"] * 1.6).iloc[:140])
@@ -172,9 +132,9 @@ def test_drift_fires_once_and_resolves_once_at_the_receiver(cancer_registry, tmp
     assert receiver.bodies[0]["version"] == "4"
 
 
-def test_a_notification_survives_a_receiver_outage(cancer_registry, tmp_path, receiver):
+def test_a_notification_survives_a_receiver_outage(cancer_registry, tmp_path, receivers):
     _, x_test, _, _ = breast_cancer()
-    probe = Receiver()
+    receiver, probe = receivers(), receivers()
     url = probe.start()  # reserve a port, then close it: the receiver is down
     port = probe.port
     probe.stop()
