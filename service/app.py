@@ -26,13 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from monitoring.alerts import AlertConfig
-from monitoring.monitor import Monitor, MonitorThread, WindowSettings
-from monitoring.notify import RECENT_SECONDS, Alerting, alert_json
+from monitoring.notify import RECENT_SECONDS, alert_json
 from monitoring.plausibility import rule_parts
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
-from monitoring.sink import EventSink
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import responses
@@ -45,7 +41,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
-from service.feedback import FeedbackDesk
+from service.observability import Observability
 from service.pool import ModelPool, ServedVersion
 from service.settings import Settings
 from service.validation import Batch, records_to_batch, tensors_to_batch
@@ -146,6 +142,8 @@ def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awa
     def decorate(handler: Handler) -> Callable[[Gateway, Request], Awaitable[Response]]:
         @functools.wraps(handler)
         async def observed(self: Gateway, request: Request) -> Response:
+            if self.observability is None:
+                return await handler(self, request, Exchange())
             ts, started = time.time(), time.perf_counter()
             exchange = Exchange()
             try:
@@ -175,35 +173,18 @@ class Gateway:
             warmup_rows=settings.warmup_rows,
             pinned_cached=settings.pinned_versions_cached,
         )
-        self.log = SQLitePredictionLog(settings.prediction_log)
-        self.sink = EventSink(
-            self.log,
-            capacity=settings.log_queue_size,
-            overflow="drop" if settings.log_overflow == "drop" else "block",
-            payload_rows=settings.log_payload_rows,
-        )
-        self.monitor = MonitorThread(
-            Monitor(
-                self.log,
-                functools.lru_cache(maxsize=64)(self.pool.registry.manifest),
-                WindowSettings(
-                    max_rows=settings.window_rows,
-                    max_age_seconds=settings.window_seconds,
-                    min_rows=settings.drift_min_rows,
-                    alpha=settings.drift_alpha,
-                    psi_threshold=settings.drift_psi,
-                ),
-            ),
-            interval=settings.monitor_interval,
-        )
-        self.alerting = Alerting(
-            self.log, AlertConfig.load(settings.alert_rules or None), settings.external_url
-        )
-        self.monitor.monitor.on_reports = self.alerting.step
+        #: None when MODELGATE_MONITORING=false: no record, no plausibility check, no metrics
+        self.observability = Observability(settings, self.pool) if settings.monitoring else None
         self.rejected_rules = settings.rejected_rules
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
         self.metrics: GatewayMetrics | None = None
-        self.feedback_desk = FeedbackDesk(self.log, self.pool, max_items=settings.max_feedback_items)
+
+    @property
+    def observed(self) -> Observability:
+        """The monitoring parts, for the routes that need them; 404 when monitoring is off."""
+        if self.observability is None:
+            raise NotFound("monitoring is off in this gateway (MODELGATE_MONITORING=false)")
+        return self.observability
 
     async def record(
         self,
@@ -221,7 +202,8 @@ class Gateway:
             self.metrics.observe_request(
                 exchange.served, exchange.arm, route, status, latency, exchange.prediction, exchange.flags
             )
-        await self.sink.put(
+        assert self.observability is not None
+        await self.observability.sink.put(
             RequestRecord(
                 request_id=request_id(request),
                 ts=ts,
@@ -250,6 +232,8 @@ class Gateway:
         else:
             prediction = await anyio.to_thread.run_sync(served.predict, batch)
         exchange.prediction = prediction
+        if self.observability is None:
+            return prediction
         exchange.flags = served.checker.check(batch.matrix, batch.columns, prediction)
         rejected = [key for key in exchange.flags if rule_parts(key)[0] in self.rejected_rules]
         if rejected:
@@ -323,7 +307,7 @@ class Gateway:
 
     async def feedback(self, request: Request) -> Response:
         body = await _json_body(request, self.settings.max_body_bytes)
-        status, answer = await self.feedback_desk.take(body)
+        status, answer = await self.observed.feedback.take(body)
         answer["request_id"] = request_id(request)
         return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})
 
@@ -331,14 +315,14 @@ class Gateway:
         """The monitor's latest report on a model: drift per feature and output, plausibility rates."""
         name = request.query_params.get("model") or self._only_model()
         self.pool.slots(name)  # 404 for a model this gateway does not serve
-        saved = await anyio.to_thread.run_sync(self.log.report, name)
+        saved = await anyio.to_thread.run_sync(self.observed.log.report, name)
         if saved is None:
             return JSONResponse({"model": name, "status": "no_traffic", "features": [], "plausibility": []})
         return Response(saved[1], media_type="application/json")
 
     async def alerts(self, request: Request) -> Response:
         """Alerts firing and pending now, and those resolved in the last day."""
-        alerts = await anyio.to_thread.run_sync(self.log.alerts, time.time() - RECENT_SECONDS)
+        alerts = await anyio.to_thread.run_sync(self.observed.log.alerts, time.time() - RECENT_SECONDS)
         grouped: dict[str, list[dict[str, Any]]] = {"firing": [], "pending": [], "resolved": []}
         for alert in alerts:
             grouped[alert.status].append({**alert_json(alert), "status": alert.status, "value": alert.value})
@@ -462,24 +446,20 @@ def create_app(settings: Settings) -> Starlette:
             models=gateway.pool.names,
             ready=gateway.pool.ready(),
         )
-        # imported here, in the worker, after BentoML set PROMETHEUS_MULTIPROC_DIR (monitoring.metrics)
-        from prometheus_client import CollectorRegistry
+        observability = gateway.observability
+        if observability is not None:
+            # imported here, in the worker, after BentoML set PROMETHEUS_MULTIPROC_DIR (monitoring.metrics)
+            from prometheus_client import CollectorRegistry
 
-        from monitoring.metrics import GatewayMetrics
+            from monitoring.metrics import GatewayMetrics
 
-        gateway.metrics = GatewayMetrics(CollectorRegistry())
-        gateway.sink.metrics = gateway.metrics
-        gateway.monitor.monitor.on_report = gateway.metrics.observe_report
-        gateway.alerting.metrics = gateway.metrics
-        gateway.sink.start()
-        gateway.monitor.start()
+            gateway.metrics = GatewayMetrics(CollectorRegistry())
+            observability.start(gateway.metrics)
         poller = asyncio.create_task(gateway.poll_registry())
         yield
         poller.cancel()
-        await anyio.to_thread.run_sync(gateway.monitor.stop)
-        # SIGTERM: everything answered so far reaches the log before the process exits
-        await anyio.to_thread.run_sync(gateway.sink.close)
-        gateway.log.close()
+        if observability is not None:
+            await anyio.to_thread.run_sync(observability.stop)
 
     routes = [
         Route("/predict", gateway.predict, methods=["POST"]),

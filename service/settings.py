@@ -14,6 +14,17 @@ from monitoring.plausibility import INPUT_RULES, OUTPUT_RULES
 from registry.store import DEFAULT_ROOT, ENV_VAR
 
 
+def _boolean(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of a gateway process. Environment: ``MODELGATE_<FIELD>`` (upper case).
@@ -35,6 +46,8 @@ class Settings:
     pinned_versions_cached: int = 4
     #: batches with more rows than this run in a thread, so one big request does not stall the loop
     inline_rows: int = 64
+    #: false: only serve; no prediction log, plausibility, drift, quality, alerts or modelgate_ metrics
+    monitoring: bool = True
     #: the prediction log (SQLite); empty means predictions.sqlite3 inside the registry directory
     log_path: Path = Path()
     #: records queued for the log writer before the overflow policy applies
@@ -100,11 +113,11 @@ class Settings:
         unknown = set(values) - set(known)
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(known)}")
-        converted = {}
+        converted: dict[str, Any] = {}
         for name, raw in values.items():
             kind = type(getattr(cls, name))
             try:
-                converted[name] = kind(raw)
+                converted[name] = _boolean(raw) if kind is bool else kind(raw)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
         return cls(**converted)

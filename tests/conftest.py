@@ -180,8 +180,8 @@ def tool() -> Callable[[str], str]:
         path = shutil.which(name)
         if path is None:
             if os.environ.get("CI"):
-                pytest.fail(f"{name} is not installed; .ci/run installs it (apt-get install prometheus ...)")
-            pytest.skip(f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)")
+                pytest.fail(f"{name} is not installed; .ci/run installs it (apt-get install {name})")
+            pytest.skip(f"{name} is not installed (apt-get install {name})")
         return path
 
     return find

@@ -154,3 +154,28 @@ def test_a_rejected_rule_refuses_the_request_with_422(cancer_registry, cancer_mo
 def test_unknown_reject_rules_are_refused_at_start(cancer_registry):
     with pytest.raises(ValueError, match="unknown rules \\['input_rnage'\\]"):
         Settings(registry=cancer_registry.root, reject_rules="input_rnage")
+
+
+def test_with_monitoring_off_the_gateway_only_serves(cancer_registry, cancer_model):
+    settings = Settings(registry=cancer_registry.root, poll_interval=3600, monitoring=False)
+    rows = cancer_model.frame.iloc[:2].to_dict(orient="records")
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/predict", json={"inputs": rows}, headers={"X-Request-ID": "off-1"})
+        feedback = client.post("/feedback", json={"request_id": "off-1", "ground_truth": 1})
+        drift = client.get("/monitoring/drift")
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+    for refused in (feedback, drift):
+        assert refused.status_code == 404
+        assert "MODELGATE_MONITORING=false" in refused.json()["error"]
+    assert not settings.prediction_log.exists()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("off", False), ("0", False), ("True", True), ("yes", True)])
+def test_monitoring_switch_reads_the_usual_words(raw, expected, tmp_path):
+    settings = Settings.from_env({"MODELGATE_REGISTRY": str(tmp_path), "MODELGATE_MONITORING": raw})
+    assert settings.monitoring is expected
+
+
+def test_a_switch_that_is_not_a_boolean_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="setting monitoring: 'maybe' is not a valid bool"):
+        Settings.from_env({"MODELGATE_REGISTRY": str(tmp_path), "MODELGATE_MONITORING": "maybe"})

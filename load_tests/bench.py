@@ -1,0 +1,330 @@
+"""Throughput and latency of gateway set-ups side by side, measured in one run on one machine.
+
+    python load_tests/bench.py                          # monitoring off vs on, demo model
+    python load_tests/bench.py --rounds 5 --duration 20 --out load_tests/results/monitoring.md
+
+Starts every target (``gateway-off``: ``MODELGATE_MONITORING=false``;
+``gateway-on``: everything on, the default) as its own ``modelgate serve``
+process on the same registry and worker count, then loads them in turn with
+wrk (Debian package ``wrk``), ``--rounds`` times in alternating order, so a
+noisy neighbour on a shared machine hits every target alike. Each
+measurement is ``--duration`` seconds of single-row ``/predict`` requests
+from ``--connections`` connections, after a warm-up.
+
+For each target: requests/s, rows/s, p50/p95/p99 latency (medians over the
+rounds), the server's CPU seconds per 1,000 requests, the peak RSS of its
+processes, and the ratio of its requests/s to the first target's, pairing
+the rounds. The load generator's own CPU use is reported too: it must stay
+far from a full core, or wrk, not the server, is the bottleneck. For
+``gateway-on``, the prediction log is counted after a graceful stop and must
+hold every request wrk counted as answered. Any non-2xx answer or lost record exits 1.
+Loopback only, bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+from registry.demo import DEMO_MODEL, build_demo, demo_request
+from registry.store import Registry
+
+#: name -> the environment that makes a gateway that target
+TARGETS: dict[str, dict[str, str]] = {
+    "gateway-off": {"MODELGATE_MONITORING": "false"},
+    "gateway-on": {"MODELGATE_MONITORING": "true"},
+}
+
+#: wrk posts one body and, when done, prints one JSON line of its counts and latency percentiles
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "seconds": %f, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p95_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Measurement:
+    requests: int
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    p50_us: int
+    p95_us: int
+    p99_us: int
+    server_cpu_s: float = 0.0
+    wrk_cpu_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    output: Path
+    rounds: list[Measurement] = field(default_factory=list)
+    sent: int = 0
+
+    def tree(self) -> list[int]:
+        """The server's pids: the ``bentoml serve`` process and every descendant."""
+        pids, index = [self.process.pid], 0
+        while index < len(pids):
+            for task in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    pids.extend(int(pid) for pid in task.read_text().split())
+            index += 1
+        return pids
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLOCK_TICKS
+
+    def peak_rss_mib(self) -> float:
+        """Sum over the server's processes of each one's peak resident set (VmHWM)."""
+        total_kib = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total_kib += int(line.split()[1])
+        return total_kib / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
+    port = free_port()
+    log_path = workdir / f"{name}.sqlite3"
+    output = workdir / f"{name}.out"
+    env = {
+        **os.environ,
+        **TARGETS[name],
+        "MODELGATE_LOG_PATH": str(log_path),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    command = [sys.executable, "-m", "service", "serve", "--registry", str(registry),
+               "--port", str(port), "--workers", str(workers)]  # fmt: skip
+    with open(output, "wb") as handle:
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    target = Target(name, f"http://127.0.0.1:{port}", process, log_path, output)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{output.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{target.url}/v2/health/ready", timeout=1).status_code == 200:
+                return target
+        time.sleep(0.25)
+    target.stop()
+    raise RuntimeError(f"{name} not ready after 120 s:\n{output.read_text()[-3000:]}")
+
+
+def wrk(target: Target, script: Path, body: Path, seconds: int, connections: int) -> Measurement:
+    """One wrk run against ``target``, with the server's and wrk's CPU time over it."""
+    before_server = target.cpu_seconds()
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    completed = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+         f"{target.url}/predict"],
+        capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body)},
+        timeout=seconds + 60,
+    )  # fmt: skip
+    if completed.returncode:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr or completed.stdout}")
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH ")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no result:\n{completed.stdout}\n{completed.stderr}")
+    measurement = Measurement(**json.loads(lines[-1].removeprefix("BENCH ")))
+    measurement.server_cpu_s = target.cpu_seconds() - before_server
+    measurement.wrk_cpu_s = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
+    target.sent += measurement.requests
+    return measurement
+
+
+def logged_requests(path: Path) -> int:
+    """Records in a stopped gateway's prediction log (the embedded SQLite default)."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        return int(connection.execute("SELECT count(*) FROM requests").fetchone()[0])
+
+
+def machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )  # fmt: skip
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} cores ({model}), {memory_kib / 1024**2:.0f} GiB, "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+        f"bentoml {version('bentoml')}, onnxruntime {version('onnxruntime')}"
+    )
+
+
+def table(targets: list[Target], rows: int) -> list[str]:
+    base = targets[0]
+    lines = [
+        f"| target | requests/s | rows/s | p50 ms | p95 ms | p99 ms | server CPU s / 1k req "
+        f"| peak RSS MiB | requests/s vs {base.name} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        runs = target.rounds
+        rate = statistics.median(m.rate for m in runs)
+        ratios = [m.rate / b.rate for m, b in zip(runs, base.rounds, strict=True)]
+        cpu = statistics.median(1000 * m.server_cpu_s / m.requests for m in runs)
+        lines.append(
+            f"| {target.name} | {rate:.0f} | {rate * rows:.0f} "
+            f"| {statistics.median(m.p50_us for m in runs) / 1000:.2f} "
+            f"| {statistics.median(m.p95_us for m in runs) / 1000:.2f} "
+            f"| {statistics.median(m.p99_us for m in runs) / 1000:.2f} "
+            f"| {cpu:.2f} | {target.peak_rss_mib():.0f} "
+            f"| {statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+    return lines
+
+
+@contextlib.contextmanager
+def demo_registry(given: str | None) -> Iterator[Path]:
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as tmp:
+        build_demo(Registry(tmp))
+        yield Path(tmp)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.targets.split(",")
+    unknown = set(names) - set(TARGETS)
+    if unknown:
+        raise SystemExit(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+    with demo_registry(args.registry) as registry, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        body = workdir / "body.json"
+        body.write_text(demo_request(args.rows))
+        script = workdir / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        targets: list[Target] = []
+        try:
+            for name in names:
+                targets.append(start(name, registry, workdir, args.workers))
+            for target in targets:  # warm-up, not counted
+                wrk(target, script, body, args.warmup, args.connections)
+            for round_ in range(args.rounds):
+                order = targets if round_ % 2 == 0 else targets[::-1]
+                for target in order:
+                    target.rounds.append(wrk(target, script, body, args.duration, args.connections))
+                    print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
+                          file=sys.stderr)  # fmt: skip
+            report = table(targets, args.rows)
+        finally:
+            for target in targets:
+                target.stop()
+        failures = []
+        for target in targets:
+            bad = sum(m.non_2xx + m.socket_errors for m in target.rounds)
+            if bad:
+                failures.append(f"{target.name}: {bad} requests failed (see {target.output})")
+            if TARGETS[target.name].get("MODELGATE_MONITORING") == "true":
+                logged = logged_requests(target.log_path)
+                report.append("")
+                # wrk counts the answers inside its window; those in flight at its end are logged too
+                report.append(
+                    f"{target.name}: {logged} requests in the prediction log, "
+                    f"{target.sent} answered within wrk's windows"
+                )
+                if logged < target.sent:
+                    failures.append(f"{target.name}: {target.sent - logged} requests missing from the log")
+        wrk_cpu = max(m.wrk_cpu_s / m.seconds for t in targets for m in t.rounds)
+        header = [
+            f"# modelgate benchmark, {datetime.date.today().isoformat()}",
+            "",
+            f"Machine: {machine()}.",
+            f"Model: {DEMO_MODEL} (demo champion), {args.rows} row(s) a request to /predict; "
+            f"{args.workers} worker(s) each; wrk -t1 -c{args.connections}, {args.rounds} alternating "
+            f"rounds of {args.duration:g} s after {args.warmup:g} s of warm-up; medians over the rounds.",
+            f"Load generator: at most {100 * wrk_cpu:.0f}% of one core (wrk's own CPU time over a round).",
+            "",
+        ]
+        text = "\n".join(header + report + failures) + "\n"
+        print(text)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text)
+        return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, ratios to the first")
+    parser.add_argument("--registry", help="a registry holding the demo model; default: build one")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=15, help="seconds a measurement")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of load before the rounds")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=1, help="rows a request")
+    parser.add_argument("--out", help="also write the markdown report here")
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

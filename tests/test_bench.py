@@ -1,0 +1,28 @@
+"""The benchmark harness runs end to end: real gateways, real wrk, a table and a full prediction log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "load_tests" / "bench.py"
+
+
+@pytest.mark.slow
+def test_bench_compares_monitoring_off_and_on(tool, tmp_path):
+    tool("wrk")
+    out = tmp_path / "result.md"
+    completed = subprocess.run(
+        [sys.executable, str(BENCH), "--rounds", "2", "--duration", "1", "--warmup", "1",
+         "--connections", "4", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    table = out.read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| gateway")}
+    assert set(rows) == {"gateway-off", "gateway-on"}
+    assert "1.00x" in rows["gateway-off"] and "x (rounds:" in rows["gateway-on"]
+    assert "requests in the prediction log" in table and "Load generator: at most" in table
