@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import sys
-from typing import Any
+import threading
+from collections.abc import Iterator
+from typing import IO, Any
 
 import orjson
 import structlog
+
+_batch = threading.local()
 
 
 def _orjson(event: Any, **_: Any) -> bytes:
@@ -15,8 +21,64 @@ def _orjson(event: Any, **_: Any) -> bytes:
     return orjson.dumps(event, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+class LineLogger:
+    """structlog's output: each line in one write(2), never split.
+
+    Several worker processes share stdout, and a line written in two pieces
+    interleaves with theirs. Inside ``batched_lines()`` (the prediction-log
+    writer, a batch of request lines at a time) lines are gathered and written
+    several at once, whole lines only and at most ``PIPE_BUF`` bytes a write,
+    the size a pipe writes atomically: far fewer system calls, still no split line.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    def msg(self, message: bytes) -> None:
+        pending: list[bytes] | None = getattr(_batch, "lines", None)
+        if pending is not None:
+            pending.append(message + b"\n")
+            return
+        self._file.write(message + b"\n")
+        self._file.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
+
+    def flush_lines(self, lines: list[bytes]) -> None:
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            if chunk and size + len(line) > select.PIPE_BUF:
+                self._file.write(b"".join(chunk))
+                self._file.flush()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        if chunk:
+            self._file.write(b"".join(chunk))
+            self._file.flush()
+
+
+#: set by configure_logging
+_output: LineLogger | None = None
+
+
+@contextlib.contextmanager
+def batched_lines() -> Iterator[None]:
+    """Log lines this thread writes inside the block reach stdout together at its end."""
+    _batch.lines = []
+    try:
+        yield
+    finally:
+        lines, _batch.lines = _batch.lines, None
+        if lines and _output is not None:
+            _output.flush_lines(lines)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """JSON lines with ISO timestamps and log level, for Loki or ELK to ingest as they are."""
+    global _output
+    output = _output = LineLogger(sys.stdout.buffer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -26,8 +88,6 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(serializer=_orjson),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        # one write(2) a line (message and newline together): several worker processes share
-        # stdout, and a line written in two pieces interleaves with theirs
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=lambda *args: output,
         cache_logger_on_first_use=True,
     )

@@ -15,6 +15,7 @@ from the model's classes, ``status`` from the HTTP codes the gateway answers.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ MAX_CLASS_LABELS = 50
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
+        self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any, Any]] = {}
+        self._class_children: dict[tuple[str, str, str, str], Any] = {}
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(f"modelgate_{name}", doc, labels, registry=registry)
@@ -138,16 +141,34 @@ class GatewayMetrics:
     ) -> None:
         """One request: ``served`` is the ServedVersion that answered, None when none was resolved."""
         model, version = (served.name, str(served.version)) if served is not None else ("unknown", "")
-        self.requests.labels(model, version, arm, route, str(status)).inc()
-        self.latency.labels(model, version, arm, route).observe(latency)
+        # labelled children are looked up once per label set: .labels() costs more than .inc()
+        request_key = (model, version, arm, route, status)
+        children = self._children.get(request_key)
+        if children is None:
+            children = self._children[request_key] = (
+                self.requests.labels(model, version, arm, route, str(status)),
+                self.latency.labels(model, version, arm, route),
+                self.rows.labels(model, version, arm),
+            )
+        requests, latency_seconds, rows = children
+        requests.inc()
+        latency_seconds.observe(latency)
         if prediction is None:
             return
-        self.rows.labels(model, version, arm).inc(prediction.rows)
+        rows.inc(prediction.rows)
         if prediction.labels is not None:
+            if prediction.rows <= 64:
+                counted = collections.Counter(str(label) for label in prediction.labels.tolist())
+            else:
+                values, counts = np.unique(prediction.labels.astype(str), return_counts=True)
+                counted = collections.Counter(dict(zip(values.tolist(), counts.tolist(), strict=True)))
             known = served.manifest.output.classes[:MAX_CLASS_LABELS]
-            values, counts = np.unique(prediction.labels.astype(str), return_counts=True)
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-                self.classes.labels(model, version, arm, value if value in known else "other").inc(count)
+            for value, count in counted.items():
+                class_key = (model, version, arm, value if value in known else "other")
+                child = self._class_children.get(class_key)
+                if child is None:
+                    child = self._class_children[class_key] = self.classes.labels(*class_key)
+                child.inc(count)
         for key, count in flags.items():
             rule, feature = rule_parts(key)
             self.violations.labels(model, version, arm, rule, feature).inc(count)

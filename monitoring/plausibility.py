@@ -22,6 +22,7 @@ from registry.onnx_model import Prediction
 OUTPUT_RULES = ("probability_finite", "probability_range", "probability_sum", "label_known", "value_finite",
                 "value_range")  # fmt: skip
 INPUT_RULES = ("input_range", "input_domain", "input_missing")
+SMALL_BATCH = 64
 
 
 def rule_parts(key: str) -> tuple[str, str]:
@@ -37,6 +38,7 @@ class PlausibilityChecker:
     def __init__(self, schema: InputSchema, rules: PlausibilityRules, classes: tuple[str, ...]) -> None:
         self.rules = rules
         self.classes = np.asarray(classes, dtype=object)
+        self.class_set = frozenset(classes)
         numeric = [f.name for f in schema.features if f.dtype != "string"]
         self.numeric = numeric
         self.numeric_index = [schema.names.index(n) for n in numeric]
@@ -72,8 +74,11 @@ class PlausibilityChecker:
                 np.column_stack([columns[n] for n in self.numeric]) if self.numeric else np.empty((0, 0))
             )
         if numeric.size:
-            self._count(flags, "input_missing", np.isnan(numeric).sum(axis=0))
-            self._count(flags, "input_range", ((numeric < self.low) | (numeric > self.high)).sum(axis=0))
+            inside = (numeric >= self.low) & (numeric <= self.high)  # False for a null (NaN)
+            if not inside.all():  # the common case stops here: three numpy calls a batch
+                missing = np.isnan(numeric)
+                self._count(flags, "input_missing", missing.sum(axis=0))
+                self._count(flags, "input_range", (~inside & ~missing).sum(axis=0))
         for name, domain in self.domains.items():
             assert columns is not None
             unseen = int((~np.isin(columns[name], domain)).sum())
@@ -88,22 +93,35 @@ class PlausibilityChecker:
     def _outputs(self, prediction: Prediction) -> dict[str, int]:
         rule = self.rules.output
         counts: dict[str, int] = {}
+        # each branch first asks "all fine?" in a few numpy calls (NaN fails every comparison,
+        # infinity fails the range) and counts per rule only when not
         if prediction.values is not None:
             values = prediction.values
-            finite = np.isfinite(values)
-            counts["value_finite"] = int((~finite).sum())
             low = -np.inf if rule.value_min is None else rule.value_min
             high = np.inf if rule.value_max is None else rule.value_max
-            counts["value_range"] = int((finite & ((values < low) | (values > high))).sum())
+            in_range = values.size == 0 or (values.min() >= low and values.max() <= high)
+            if not (in_range and np.isfinite(values).all()):
+                finite = np.isfinite(values)
+                counts["value_finite"] = int((~finite).sum())
+                counts["value_range"] = int((finite & ((values < low) | (values > high))).sum())
         else:
             assert prediction.probabilities is not None and prediction.labels is not None
             probabilities = prediction.probabilities
-            finite_rows = np.isfinite(probabilities).all(axis=1)
-            counts["probability_finite"] = int((~finite_rows).sum())
             with np.errstate(invalid="ignore"):
-                outside = ((probabilities < 0) | (probabilities > 1)).any(axis=1)
                 off_sum = np.abs(probabilities.sum(axis=1) - 1) > rule.probability_sum_tolerance
-            counts["probability_range"] = int((finite_rows & outside).sum())
-            counts["probability_sum"] = int((finite_rows & off_sum).sum())
-            counts["label_known"] = int((~np.isin(prediction.labels.astype(str), self.classes)).sum())
+                plausible = probabilities.min() >= 0 and probabilities.max() <= 1 and not off_sum.any()
+            if probabilities.size and not plausible:
+                finite_rows = np.isfinite(probabilities).all(axis=1)
+                counts["probability_finite"] = int((~finite_rows).sum())
+                with np.errstate(invalid="ignore"):
+                    outside = ((probabilities < 0) | (probabilities > 1)).any(axis=1)
+                counts["probability_range"] = int((finite_rows & outside).sum())
+                counts["probability_sum"] = int((finite_rows & off_sum).sum())
+            counts["label_known"] = self._unknown_labels(prediction.labels)
         return {name: n for name, n in counts.items() if n}
+
+    def _unknown_labels(self, labels: np.ndarray) -> int:
+        if len(labels) <= SMALL_BATCH:  # a set lookup a row beats np.isin's sorting here
+            known = self.class_set
+            return sum(1 for label in labels.tolist() if str(label) not in known)
+        return int((~np.isin(labels.astype(str), self.classes)).sum())

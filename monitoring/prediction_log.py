@@ -154,6 +154,10 @@ def _text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+#: rows one INSERT carries: 13 parameters each, under SQLite's 32766 (the limit since 3.32)
+INSERT_ROWS = 500
+
+
 def _loaded(row: tuple[Any, ...]) -> LoggedRequest:
     (
         seq,
@@ -232,12 +236,16 @@ class SQLitePredictionLog:
             for e in records
             for r in (e.record,)
         ]  # fmt: skip
+        # many rows a statement: executemany steps (and releases the GIL) once a row
         connection = self._connection()
         with connection:
-            connection.executemany(
-                f"INSERT INTO requests ({_COLUMNS.removeprefix('seq, ')}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            for start in range(0, len(rows), INSERT_ROWS):
+                chunk = rows[start : start + INSERT_ROWS]
+                values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+                connection.execute(
+                    f"INSERT INTO requests ({_COLUMNS.removeprefix('seq, ')}) VALUES {values}",
+                    [value for row in chunk for value in row],
+                )
 
     def read_after(self, seq: int, limit: int) -> list[LoggedRequest]:
         cursor = self._connection().execute(

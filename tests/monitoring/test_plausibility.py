@@ -61,3 +61,15 @@ def test_unseen_categories_are_counted_for_per_feature_models():
     columns = {"color": np.array(["red", "pink", "teal"], dtype=object), "size": np.array([0.5, 0.5, 9.0])}
     flags = checker.check(None, columns, classify([[0.5, 0.5]] * 3, labels=("no",) * 3))
     assert flags == {"input_domain:color": 2, "input_range:size": 1}
+
+
+def test_large_batches_count_the_same_as_small_ones():
+    rows = 200
+    probabilities = np.tile([0.3, 0.7], (rows, 1))
+    probabilities[7] = [0.9, 0.9]
+    labels = ["yes"] * rows
+    labels[3] = "maybe"
+    inputs = np.tile(GOOD_INPUTS[:1], (rows, 1))
+    inputs[5, 1] = 3.0
+    flags = CHECKER.check(inputs, None, classify(probabilities, labels=labels))
+    assert flags == {"probability_sum": 1, "label_known": 1, "input_range:b": 1}
