@@ -26,7 +26,8 @@ install-dev: $(VENV)/.installed-dev
 
 serve: install
 	$(BIN)/modelgate demo --registry $(REGISTRY)
-	$(BIN)/modelgate serve --registry $(REGISTRY) --port $(PORT)
+	MODELGATE_ALERT_RULES=$${MODELGATE_ALERT_RULES:-$(CURDIR)/monitoring/alerts-demo.yml} \
+		$(BIN)/modelgate serve --registry $(REGISTRY) --port $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .

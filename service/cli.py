@@ -247,6 +247,34 @@ def cmd_log_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from service.simulate import demo_rows, monitor_view, parse_drift, send, summary
+
+    if args.n < 1 or args.batch < 1 or args.concurrency < 1:
+        raise CommandError("--n, --batch and --concurrency must be at least 1")
+    frame, truth = demo_rows()
+    try:
+        shifts = parse_drift(args.drift, frame.columns)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    for name, shift in shifts.items():
+        frame[name] = frame[name] + shift * frame[name].std()
+    try:
+        httpx.get(f"{args.url}/v2/health/ready", timeout=5).raise_for_status()
+        outcome = asyncio.run(
+            send(args.url, args.model, frame, truth, args.n, args.batch, args.concurrency, args.seed)
+        )
+        report, alerts = monitor_view(args.url, args.model, args.wait, time.time())
+    except httpx.HTTPError as exc:
+        raise CommandError(f"gateway at {args.url}: {exc}") from None
+    print("\n".join(summary(outcome, report, alerts)))
+    return 1 if outcome.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -322,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     prune = logs.add_parser("prune", parents=[log_common], help="delete records past retention")
     prune.add_argument("--older-than", required=True, help="a duration: 30d, 12h, 2w")
     prune.set_defaults(func=cmd_log_prune)
+
+    simulate = verbs.add_parser(
+        "simulate", help="send demo traffic and ground truth to a gateway, optionally drifted"
+    )
+    simulate.add_argument("--url", default="http://localhost:3000", help="the gateway")
+    simulate.add_argument("--model", default="breast-cancer", help="a model trained on the demo data")
+    simulate.add_argument("--n", type=int, default=1000, help="requests to send")
+    simulate.add_argument("--batch", type=int, default=1, help="rows a request")
+    simulate.add_argument("--drift", action="append", default=[], metavar="FEATURE=SHIFT",
+                          help="add SHIFT standard deviations to FEATURE (repeatable)")  # fmt: skip
+    simulate.add_argument("--concurrency", type=int, default=8)
+    simulate.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an alert to fire")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 
