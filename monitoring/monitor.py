@@ -1,8 +1,7 @@
 """The monitor: rolling windows over the prediction log, and a drift and plausibility report per model.
 
-One monitor per deployment: every gateway process runs a ``MonitorThread``,
-and only the one holding the log's monitor lease works; the others retry, so
-one takes over when the holder stops. It tails the log by ``seq``, so windows
+One monitor per deployment, in a process of its own (``service.monitor_process``)
+that holds the log's monitor lease. It tails the log by ``seq``, so windows
 cover every worker's traffic, and after a restart it rebuilds them from the
 log (from the first record inside the time window). Reports go back into the
 log store, where every process reads them for ``GET /monitoring/drift``.
@@ -10,8 +9,6 @@ log store, where every process reads them for ``GET /monitoring/drift``.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -303,33 +300,3 @@ class Monitor:
         if self.on_reports is not None:
             self.on_reports(reports, now)
         return read
-
-
-class MonitorThread:
-    """Runs ``monitor.step`` every ``interval`` seconds while this process holds the lease."""
-
-    def __init__(self, monitor: Monitor, interval: float = 2.0) -> None:
-        self.monitor = monitor
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
-        self.leader = False
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.leader and self.monitor.store.acquire_monitor_lease():
-                self.leader = True
-                log.info("monitor.leading")
-            if self.leader:
-                try:
-                    self.monitor.step(time.time())
-                except Exception as exc:  # a bad record or a locked database must not stop monitoring
-                    log.error("monitor.step_failed", error=str(exc))
-            self._stop.wait(self.interval)

@@ -130,6 +130,9 @@ class PredictionLog(Protocol):
     def acquire_monitor_lease(self) -> bool:
         """Try, without waiting, to become the one monitor of this log; held until ``close``."""
 
+    def monitor_lease_held(self) -> bool:
+        """Whether some process holds the monitor lease now."""
+
     def save_alerts(self, alerts: Sequence[Alert]) -> None:
         """Store each alert's state (pending, firing or resolved), replacing what was there."""
 
@@ -365,7 +368,7 @@ class SQLitePredictionLog:
         however it exits, so another process takes over."""
         if self._lease is not None:
             return True
-        handle = open(self.path.with_name(self.path.name + ".monitor.lock"), "a")  # noqa: SIM115 - held
+        handle = open(self._lease_path(), "a")  # noqa: SIM115 - held
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -373,6 +376,20 @@ class SQLitePredictionLog:
             return False
         self._lease = handle
         return True
+
+    def monitor_lease_held(self) -> bool:
+        if self._lease is not None:
+            return True
+        with open(self._lease_path(), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    def _lease_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".monitor.lock")
 
     def save_alerts(self, alerts: Sequence[Alert]) -> None:
         connection = self._connection()

@@ -2,20 +2,20 @@
 
 One object, so that ``MODELGATE_MONITORING=false`` leaves all of it out (no
 log file, no threads, no per-request record, no plausibility check) and the
-routes that need it say so instead of failing.
+routes that need it say so instead of failing. The monitor and alerts run in
+a process of their own (``service.monitor_process``); a worker only keeps one
+alive.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 from monitoring.alerts import AlertConfig
-from monitoring.monitor import Monitor, MonitorThread, WindowSettings
-from monitoring.notify import Alerting
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.sink import EventSink
 from service.feedback import FeedbackDesk
+from service.monitor_process import MonitorSupervisor
 from service.pool import ModelPool
 from service.settings import Settings
 
@@ -32,29 +32,13 @@ class Observability:
             overflow="drop" if settings.log_overflow == "drop" else "block",
             payload_rows=settings.log_payload_rows,
         )
-        self.monitor = MonitorThread(
-            Monitor(
-                self.log,
-                functools.lru_cache(maxsize=64)(pool.registry.manifest),
-                WindowSettings(
-                    max_rows=settings.window_rows,
-                    max_age_seconds=settings.window_seconds,
-                    min_rows=settings.drift_min_rows,
-                    alpha=settings.drift_alpha,
-                    psi_threshold=settings.drift_psi,
-                ),
-            ),
-            interval=settings.monitor_interval,
-        )
-        rules = AlertConfig.load(settings.alert_rules or None)
-        self.alerting = Alerting(self.log, rules, settings.external_url)
-        self.monitor.monitor.on_reports = self.alerting.step
+        # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
+        AlertConfig.load(settings.alert_rules or None)
+        self.monitor = MonitorSupervisor(settings, self.log)
         self.feedback = FeedbackDesk(self.log, pool, max_items=settings.max_feedback_items)
 
     def start(self, metrics: GatewayMetrics) -> None:
         self.sink.metrics = metrics
-        self.monitor.monitor.on_report = metrics.observe_report
-        self.alerting.metrics = metrics
         self.sink.start()
         self.monitor.start()
 

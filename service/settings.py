@@ -96,6 +96,15 @@ class Settings:
     def prediction_log(self) -> Path:
         return self.log_path if self.log_path != Path() else self.registry / "predictions.sqlite3"
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment ``from_env`` reads back (for a child process)."""
+        env = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            key = ENV_VAR if field.name == "registry" else f"MODELGATE_{field.name.upper()}"
+            env[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         values: dict[str, Any] = {}

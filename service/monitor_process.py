@@ -1,0 +1,152 @@
+"""The monitor's own process: drift, plausibility rates, live quality and alerts, off the serving path.
+
+Every gateway worker runs a ``MonitorSupervisor`` thread. While no process
+holds the log's monitor lease, a supervisor starts ``python -m
+service.monitor_process``; the child takes the lease (or, beaten to it by
+another worker's child, exits with ``STANDBY``) and then tails the log every
+``monitor_interval`` seconds until told to stop. So there is one monitor per
+deployment (per log), whatever the worker count, and another takes over
+within an interval or two when its worker exits. The lease is the child's
+own: a child orphaned by a killed worker keeps it until it notices (within
+an interval) and exits, so two monitors never overlap.
+
+Why a process and not a thread: decoding the log and testing a window hold
+the GIL for milliseconds at a time, which a worker's event loop felt as a
+quarter of its throughput; as a process it takes a core's spare time instead.
+Its Prometheus gauges go to the same multiprocess directory as the workers'.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from monitoring.prediction_log import PredictionLog
+from service.settings import Settings
+
+#: the child's exit code when another process already holds the lease
+STANDBY = 3
+
+log = structlog.get_logger("modelgate.monitor")
+
+
+class MonitorSupervisor:
+    """Keeps one monitor process alive per log, from inside a gateway worker."""
+
+    def __init__(self, settings: Settings, store: PredictionLog) -> None:
+        self.settings = settings
+        self.store = store
+        self.interval = settings.monitor_interval
+        self.child: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="monitor-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.terminate()  # the child finishes its pass and exits
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("monitor.kill", pid=child.pid, timeout_s=timeout)
+                child.kill()
+                child.wait()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            child = self.child
+            if child is not None and child.poll() is not None:
+                if child.returncode not in (0, STANDBY, -signal.SIGTERM):
+                    log.error("monitor.exited", pid=child.pid, returncode=child.returncode)
+                _forget_gauges(child.pid)
+                self.child = child = None
+            if child is None and not self.store.monitor_lease_held():
+                self.child = self._spawn()
+            self._stop.wait(self.interval)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        import service
+
+        # the package's own directory first, wherever the worker runs from (a bento, a checkout)
+        package_root = str(Path(service.__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": path,
+               "MODELGATE_MONITOR_PARENT": str(os.getpid())}  # fmt: skip
+        return subprocess.Popen([sys.executable, "-m", "service.monitor_process"], env=env)
+
+
+def _forget_gauges(pid: int) -> None:
+    """Drop a finished monitor's live gauges from the multiprocess metrics directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def main() -> int:
+    from monitoring.prediction_log import SQLitePredictionLog
+
+    settings = Settings.from_env()
+    store = SQLitePredictionLog(settings.prediction_log)
+    if not store.acquire_monitor_lease():
+        store.close()
+        return STANDBY
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    import functools
+
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.alerts import AlertConfig
+    from monitoring.logs import configure_logging
+    from monitoring.metrics import GatewayMetrics
+    from monitoring.monitor import Monitor, WindowSettings
+    from monitoring.notify import Alerting
+    from registry.store import Registry
+
+    configure_logging()
+    monitor = Monitor(
+        store,
+        functools.lru_cache(maxsize=64)(Registry(settings.registry).manifest),
+        WindowSettings(
+            max_rows=settings.window_rows,
+            max_age_seconds=settings.window_seconds,
+            min_rows=settings.drift_min_rows,
+            alpha=settings.drift_alpha,
+            psi_threshold=settings.drift_psi,
+        ),
+    )
+    metrics = GatewayMetrics(CollectorRegistry())
+    alerting = Alerting(store, AlertConfig.load(settings.alert_rules or None), settings.external_url)
+    alerting.metrics = metrics
+    monitor.on_report = metrics.observe_report
+    monitor.on_reports = alerting.step
+    parent = int(os.environ.get("MODELGATE_MONITOR_PARENT", os.getppid()))
+    log.info("monitor.leading", pid=os.getpid(), log=str(settings.prediction_log))
+    while not stop.is_set() and os.getppid() == parent:
+        try:
+            monitor.step(time.time())
+        except Exception as exc:  # a bad record or a locked database must not stop monitoring
+            log.error("monitor.step_failed", error=str(exc))
+        stop.wait(settings.monitor_interval)
+    store.close()
+    log.info("monitor.stopped", pid=os.getpid())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
