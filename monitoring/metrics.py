@@ -22,7 +22,7 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.plausibility import rule_parts
-from registry.onnx_model import Prediction
+from monitoring.records import EncodedRecord
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: At most this many classes get their own label value; the rest count as "other".
@@ -129,18 +129,11 @@ class GatewayMetrics:
             if alert.firing_since is not None:
                 self.alerts_firing.labels(labels["alertname"], labels["model"], labels["severity"]).set(state)
 
-    def observe_request(
-        self,
-        served: Any,
-        arm: str,
-        route: str,
-        status: int,
-        latency: float,
-        prediction: Prediction | None,
-        flags: dict[str, int],
-    ) -> None:
-        """One request: ``served`` is the ServedVersion that answered, None when none was resolved."""
-        model, version = (served.name, str(served.version)) if served is not None else ("unknown", "")
+    def observe_record(self, item: EncodedRecord) -> None:
+        """One request, as the log writer commits it (a batch at a time, off the request path)."""
+        r = item.record
+        model, version = (r.model, str(r.version)) if r.model and r.version is not None else ("unknown", "")
+        arm, route, status, prediction = r.arm, r.route, r.status, r.prediction
         # labelled children are looked up once per label set: .labels() costs more than .inc()
         request_key = (model, version, arm, route, status)
         children = self._children.get(request_key)
@@ -152,7 +145,7 @@ class GatewayMetrics:
             )
         requests, latency_seconds, rows = children
         requests.inc()
-        latency_seconds.observe(latency)
+        latency_seconds.observe(r.latency_ms / 1000)
         if prediction is None:
             return
         rows.inc(prediction.rows)
@@ -162,14 +155,14 @@ class GatewayMetrics:
             else:
                 values, counts = np.unique(prediction.labels.astype(str), return_counts=True)
                 counted = collections.Counter(dict(zip(values.tolist(), counts.tolist(), strict=True)))
-            known = served.manifest.output.classes[:MAX_CLASS_LABELS]
+            known = r.classes[:MAX_CLASS_LABELS]
             for value, count in counted.items():
                 class_key = (model, version, arm, value if value in known else "other")
                 child = self._class_children.get(class_key)
                 if child is None:
                     child = self._class_children[class_key] = self.classes.labels(*class_key)
                 child.inc(count)
-        for key, count in flags.items():
+        for key, count in item.violations.items():
             rule, feature = rule_parts(key)
             self.violations.labels(model, version, arm, rule, feature).inc(count)
 

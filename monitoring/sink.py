@@ -14,7 +14,7 @@ worker thread so the event loop keeps serving, and loses nothing; ``drop``
 answers at once and discards the record. Both are counted. ``close`` (on a
 graceful shutdown, SIGTERM) drains the queue before it returns. On a crash,
 what was queued and not yet committed is lost: at most ``capacity`` records,
-normally the last few milliseconds.
+normally the last ``flush_seconds`` (50 ms).
 """
 
 from __future__ import annotations
@@ -161,6 +161,8 @@ class EventSink:
                 time.sleep(self.retry_seconds)
         self.written += len(encoded)
         if self.metrics is not None:
+            for item in encoded:
+                self.metrics.observe_record(item)
             self.metrics.log_written.inc(len(encoded))
             self.metrics.log_queue_depth.set(self.depth)
         with batched_lines():

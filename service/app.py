@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -128,7 +128,8 @@ class Exchange:
     arm: str = "champion"
     batch: Batch | None = None
     prediction: Prediction | None = None
-    flags: dict[str, int] = field(default_factory=dict)
+    #: plausibility, when checked on the request path (a rule that refuses is configured)
+    flags: dict[str, int] | None = None
 
     def resolved(self, served: ServedVersion, pinned: bool) -> ServedVersion:
         self.served = served
@@ -201,10 +202,6 @@ class Gateway:
     ) -> None:
         served, batch = exchange.served, exchange.batch
         latency = time.perf_counter() - started
-        if self.metrics is not None:
-            self.metrics.observe_request(
-                exchange.served, exchange.arm, route, status, latency, exchange.prediction, exchange.flags
-            )
         assert self.observability is not None
         await self.observability.sink.put(
             RequestRecord(
@@ -222,12 +219,15 @@ class Gateway:
                 columns=batch.columns if batch else None,
                 prediction=exchange.prediction,
                 error=error,
-                flags=exchange.flags,
+                flags=exchange.flags or {},
+                classes=served.manifest.output.classes if served else (),
+                checker=served.checker if served and exchange.flags is None else None,
             )
         )  # fmt: skip
 
     async def _run(self, exchange: Exchange) -> Prediction:
-        """Predict, then check plausibility; a broken rule the settings reject refuses the request."""
+        """Predict. Plausibility is checked here only when a rule refuses requests (422 when one
+        is broken); otherwise the log writer checks, off the request path."""
         served, batch = exchange.served, exchange.batch
         assert served is not None and batch is not None
         if batch.rows <= self.settings.inline_rows:
@@ -235,8 +235,8 @@ class Gateway:
         else:
             prediction = await anyio.to_thread.run_sync(served.predict, batch)
         exchange.prediction = prediction
-        if self.observability is None:
-            return prediction
+        if self.observability is None or not self.rejected_rules:
+            return prediction  # the log writer checks it, off the request path
         exchange.flags = served.checker.check(batch.matrix, batch.columns, prediction)
         rejected = [key for key in exchange.flags if rule_parts(key)[0] in self.rejected_rules]
         if rejected:
