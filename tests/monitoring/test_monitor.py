@@ -26,11 +26,11 @@ def send(client, frame, batch=10):
         assert client.post("/predict", json={"model": "cancer", "inputs": rows}).status_code == 200
 
 
-def report_after(client, rows, timeout=10.0):
+def report_after(client, rows, timeout=10.0, model="cancer"):
     """The drift report once the monitor has seen ``rows`` rows."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = client.get("/monitoring/drift", params={"model": "cancer"}).json()
+        body = client.get("/monitoring/drift", params={"model": model}).json()
         if body.get("window", {}).get("rows") == rows:
             return body
         time.sleep(0.05)
@@ -166,3 +166,41 @@ def test_quality_metrics_by_kind():
     assert partial["accuracy"] == pytest.approx(2 / 3) and partial["roc_auc"] is None  # "c" never seen
     measured = regression_quality(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 5.0]))
     assert measured == {"samples": 3, "mae": pytest.approx(1.0), "rmse": pytest.approx(np.sqrt(5 / 3))}
+
+
+def test_a_model_whose_outputs_break_the_rules_is_counted(registry, tmp_path):
+    """1 / (x - 0.5): its reference rows stay away from 0.5, live traffic does not."""
+    from onnx import TensorProto, helper
+    from prometheus_client import generate_latest
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["X", "half"], ["centred"]),
+            helper.make_node("Reciprocal", ["centred"], ["variable"]),
+        ],
+        "unstable",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5])],
+    )
+    model = tmp_path / "unstable.onnx"
+    model.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
+    reference = tmp_path / "reference.csv"
+    reference.write_text(
+        "x\n" + "\n".join(str(v) for v in [*np.linspace(0, 0.4, 100), *np.linspace(0.6, 1, 100)])
+    )
+    registry.push(model, "unstable", reference, actor="tests")
+    registry.promote("unstable", 1, "champion", actor="tests")
+
+    rows = [{"x": v} for v in np.linspace(0, 0.4, 100)] + [{"x": 0.5005}] * 10 + [{"x": 0.5}] * 5
+    with TestClient(create_app(settings_for(registry))) as client:
+        for start in range(0, len(rows), 5):
+            assert client.post("/predict", json={"inputs": rows[start : start + 5]}).status_code == 200
+        report = report_after(client, len(rows), model="unstable")
+        metrics = client.app.state.gateway.metrics
+    rates = {p["rule"]: p["violations"] for p in report["plausibility"]}
+    assert rates == {"value_range": 10, "value_finite": 5}  # and no input rule: x stays in [0, 1]
+    exported = generate_latest(metrics.registry).decode()
+    assert 'rule="value_range"' in exported and 'rule="value_finite"' in exported
