@@ -97,8 +97,9 @@ class EventSink:
             return
         if self.overflow == "drop":
             self.dropped += 1
-            if self.metrics is not None:
+            if self.metrics is not None:  # not logged, still counted as a request
                 self.metrics.log_dropped.inc()
+                self.metrics.observe_record(EncodedRecord.of(record))
             return
         self.blocked += 1
         if self.metrics is not None:
@@ -142,6 +143,9 @@ class EventSink:
     def _commit(self, encoded: list[EncodedRecord], stopping: bool) -> None:
         """Write the batch, retrying while the store refuses (the queue backs up meanwhile);
         when shutting down, give up after a few attempts and say how much was lost."""
+        if self.metrics is not None:  # the requests happened, whether or not the store takes them
+            for item in encoded:
+                self.metrics.observe_record(item)
         attempts = 0
         while True:
             try:
@@ -161,8 +165,6 @@ class EventSink:
                 time.sleep(self.retry_seconds)
         self.written += len(encoded)
         if self.metrics is not None:
-            for item in encoded:
-                self.metrics.observe_record(item)
             self.metrics.log_written.inc(len(encoded))
             self.metrics.log_queue_depth.set(self.depth)
         with batched_lines():

@@ -214,7 +214,7 @@ class Gateway:
                 version=served.version if served else None,
                 arm=exchange.arm,
                 rows=batch.rows if batch else 0,
-                features=served.manifest.inputs.names if served else (),
+                features=served.feature_names if served else (),
                 matrix=batch.matrix if batch else None,
                 columns=batch.columns if batch else None,
                 prediction=exchange.prediction,

@@ -10,6 +10,7 @@ previous one keeps serving and the failure is logged as an error.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -37,6 +38,11 @@ class ServedVersion:
     model: OnnxModel
     label_datatype: str | None
     checker: PlausibilityChecker
+
+    @functools.cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        """The schema's feature names, built once rather than on every request's record."""
+        return self.manifest.inputs.names
 
     @property
     def name(self) -> str:

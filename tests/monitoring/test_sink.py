@@ -109,3 +109,26 @@ def test_a_failing_store_is_retried_not_lost(store):
     sink.offer(record(1))
     sink.close()
     assert sink.write_errors == 2 and sink.written == 1 and len(store.read_after(0, 10)) == 1
+
+
+def test_requests_are_counted_in_metrics_even_when_the_log_drops_them(store):
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import GatewayMetrics
+
+    gated = GatedStore(store)
+    sink = EventSink(gated, capacity=5, overflow="drop", batch_size=1)
+    sink.metrics = metrics = GatewayMetrics(CollectorRegistry())
+    sink.start()
+
+    async def send():
+        for i in range(20):
+            await sink.put(record(i))
+
+    asyncio.run(send())
+    gated.gate.set()
+    sink.close()
+    labels = {"model": "m", "version": "1", "arm": "champion", "route": "predict", "status": "200"}
+    assert sink.dropped > 0
+    assert metrics.registry.get_sample_value("modelgate_requests_total", labels) == 20
+    assert metrics.registry.get_sample_value("modelgate_log_records_dropped_total") == sink.dropped
