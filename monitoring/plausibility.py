@@ -86,6 +86,17 @@ class PlausibilityChecker:
                 flags[f"input_domain:{name}"] = unseen
         return flags
 
+    def check_each(
+        self, batches: list[tuple[np.ndarray | None, dict[str, np.ndarray] | None, Prediction]]
+    ) -> list[dict[str, int]]:
+        """``check`` for each of several batches of this version: one check over all of them
+        stacked, and one per batch only when something in the stack is broken (rarely)."""
+        if len(batches) > 1:
+            stacked = self.check(*_stack(batches))
+            if not stacked:
+                return [{} for _ in batches]
+        return [self.check(*batch) for batch in batches]
+
     def _count(self, flags: dict[str, int], rule: str, per_feature: np.ndarray) -> None:
         for i in np.flatnonzero(per_feature):
             flags[f"{rule}:{self.numeric[i]}"] = int(per_feature[i])
@@ -125,3 +136,26 @@ class PlausibilityChecker:
             known = self.class_set
             return sum(1 for label in labels.tolist() if str(label) not in known)
         return int((~np.isin(labels.astype(str), self.classes)).sum())
+
+
+def _stack(
+    batches: list[tuple[np.ndarray | None, dict[str, np.ndarray] | None, Prediction]],
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, Prediction]:
+    matrices = [matrix for matrix, _, _ in batches if matrix is not None]
+    matrix = np.concatenate(matrices) if matrices else None
+    columns = None
+    if batches[0][1] is not None:
+        columns = {
+            name: np.concatenate([c[name] for _, c, _ in batches if c is not None]) for name in batches[0][1]
+        }
+    predictions = [p for _, _, p in batches]
+
+    def joined(part: str) -> np.ndarray | None:
+        arrays = [getattr(p, part) for p in predictions]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return (
+        matrix,
+        columns,
+        Prediction(labels=joined("labels"), probabilities=joined("probabilities"), values=joined("values")),
+    )

@@ -15,9 +15,9 @@ ARMS = ("champion", "challenger", "pinned")
 
 
 class Checker(Protocol):
-    def check(
-        self, matrix: np.ndarray | None, columns: dict[str, np.ndarray] | None, prediction: Prediction
-    ) -> dict[str, int]: ...
+    def check_each(
+        self, batches: list[tuple[np.ndarray | None, dict[str, np.ndarray] | None, Prediction]]
+    ) -> list[dict[str, int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,8 @@ class RequestRecord:
     flags: dict[str, Any] = field(default_factory=dict)
     #: the version's classes (classifiers), for the prediction-class metric
     classes: tuple[str, ...] = ()
-    #: when set, the log writer computes ``flags`` with it: off the request path, and in a
-    #: loop over the batch, where the checks cost a quarter of what they cost per request
+    #: when set, the log writer computes ``flags`` with it: off the request path, for all the
+    #: records of a version in a batch at once (see ``monitoring.sink.encode``)
     checker: Checker | None = None
 
     def inputs_json(self) -> bytes | None:
@@ -92,14 +92,12 @@ class EncodedRecord:
     inputs: bytes | None
     outputs: bytes | None
     flags: bytes | None
-    #: rows breaking each plausibility rule: the record's, or computed here by its checker
+    #: rows breaking each plausibility rule: the record's flags, or what its checker found
     violations: dict[str, Any]
 
     @classmethod
-    def of(cls, record: RequestRecord) -> EncodedRecord:
-        violations = record.flags
-        if record.checker is not None and record.prediction is not None:
-            violations = record.checker.check(record.matrix, record.columns, record.prediction)
+    def of(cls, record: RequestRecord, violations: dict[str, Any] | None = None) -> EncodedRecord:
+        violations = record.flags if violations is None else violations
         return cls(
             record=record,
             inputs=record.inputs_json(),

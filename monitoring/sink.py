@@ -134,7 +134,7 @@ class EventSink:
                 size = min(count or len(self._pending), self.batch_size)
                 batch = [self._pending.popleft() for _ in range(size)]
                 count = max(count - size, 0)
-                self._commit([EncodedRecord.of(r) for r in batch], stopping)
+                self._commit(encode(batch), stopping)
                 with self._room:
                     self._room.notify_all()
             if stopping:
@@ -196,3 +196,19 @@ class EventSink:
             error=r.error,
             **payload,
         )
+
+
+def encode(batch: list[RequestRecord]) -> list[EncodedRecord]:
+    """The batch encoded, with plausibility checked per version over all its records at once."""
+    groups: dict[int, list[int]] = {}
+    for i, record in enumerate(batch):
+        if record.checker is not None and record.prediction is not None:
+            groups.setdefault(id(record.checker), []).append(i)
+    violations: dict[int, dict[str, int]] = {}
+    for indices in groups.values():
+        records = [batch[i] for i in indices]
+        checker = records[0].checker
+        assert checker is not None
+        found = checker.check_each([(r.matrix, r.columns, r.prediction) for r in records if r.prediction])
+        violations.update(zip(indices, found, strict=True))
+    return [EncodedRecord.of(record, violations.get(i)) for i, record in enumerate(batch)]

@@ -73,3 +73,11 @@ def test_large_batches_count_the_same_as_small_ones():
     inputs[5, 1] = 3.0
     flags = CHECKER.check(inputs, None, classify(probabilities, labels=labels))
     assert flags == {"probability_sum": 1, "label_known": 1, "input_range:b": 1}
+
+
+def test_checking_many_batches_at_once_finds_what_checking_each_finds():
+    good = (GOOD_INPUTS, None, classify([[0.3, 0.7], [0.9, 0.1]]))
+    odd = (np.array([[5.0, 3.0]], dtype=np.float32), None, classify([[0.5, 0.6]], labels=("maybe",)))
+    assert CHECKER.check_each([good, good, good]) == [{}, {}, {}]
+    assert CHECKER.check_each([good, odd, good]) == [{}, CHECKER.check(*odd), {}]
+    assert CHECKER.check(*odd) == {"probability_sum": 1, "label_known": 1, "input_range:b": 1}
