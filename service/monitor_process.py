@@ -33,6 +33,9 @@ from service.settings import Settings
 
 #: the child's exit code when another process already holds the lease
 STANDBY = 3
+#: added to the monitor's niceness: a pass tests every feature over the whole window, a
+#: burst of CPU that, on a small machine, would otherwise be taken from the workers
+MONITOR_NICENESS = 10
 
 log = structlog.get_logger("modelgate.monitor")
 
@@ -103,6 +106,8 @@ def main() -> int:
     if not store.acquire_monitor_lease():
         store.close()
         return STANDBY
+    # background work: when the cores are busy, the workers answering requests go first
+    os.nice(MONITOR_NICENESS)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
