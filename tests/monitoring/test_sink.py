@@ -68,9 +68,11 @@ def test_each_request_is_one_json_log_line_with_its_payload(store):
     assert "payload" in lines[1] and "inputs" not in lines[1]
 
 
-def test_a_full_queue_drops_and_counts_under_the_drop_policy(store):
+def overflow_dropping(store, metrics=None):
+    """20 records into a sink of 5 under the drop policy while the store waits; then drained."""
     gated = GatedStore(store)
     sink = EventSink(gated, capacity=5, overflow="drop", batch_size=1)
+    sink.metrics = metrics
     sink.start()
 
     async def send():
@@ -80,6 +82,11 @@ def test_a_full_queue_drops_and_counts_under_the_drop_policy(store):
     asyncio.run(send())
     gated.gate.set()
     sink.close()
+    return sink
+
+
+def test_a_full_queue_drops_and_counts_under_the_drop_policy(store):
+    sink = overflow_dropping(store)
     assert sink.dropped > 0 and sink.written + sink.dropped == 20
     assert len(store.read_after(0, 100)) == sink.written
 
@@ -116,18 +123,8 @@ def test_requests_are_counted_in_metrics_even_when_the_log_drops_them(store):
 
     from monitoring.metrics import GatewayMetrics
 
-    gated = GatedStore(store)
-    sink = EventSink(gated, capacity=5, overflow="drop", batch_size=1)
-    sink.metrics = metrics = GatewayMetrics(CollectorRegistry())
-    sink.start()
-
-    async def send():
-        for i in range(20):
-            await sink.put(record(i))
-
-    asyncio.run(send())
-    gated.gate.set()
-    sink.close()
+    metrics = GatewayMetrics(CollectorRegistry())
+    sink = overflow_dropping(store, metrics)
     labels = {"model": "m", "version": "1", "arm": "champion", "route": "predict", "status": "200"}
     assert sink.dropped > 0
     assert metrics.registry.get_sample_value("modelgate_requests_total", labels) == 20
