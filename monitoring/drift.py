@@ -21,7 +21,7 @@ enough to matter.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -87,12 +87,7 @@ def numeric_drift(name: str, kind: Literal["feature", "prediction"], profile: Nu
         return None
     reference = np.asarray(profile.counts, dtype=np.float64)
     current = bin_counts(present, profile.edges).astype(np.float64)
-    test = stats.ks_2samp(sample, present)
-    return DriftStatistic(
-        name=name, kind=kind, test="ks", window=int(present.size), psi=psi(reference, current),
-        js_distance=js_distance(reference, current), statistic=float(test.statistic),
-        p_value=float(test.pvalue),
-    )  # fmt: skip
+    return _statistic(name, kind, "ks", reference, current, stats.ks_2samp(sample, present))
 
 
 def categorical_drift(name: str, kind: Literal["feature", "prediction"], profile: CategoricalProfile,
@@ -103,11 +98,16 @@ def categorical_drift(name: str, kind: Literal["feature", "prediction"], profile
     current = category_counts(values, profile.categories).astype(np.float64)
     expected = np.maximum(reference / reference.sum(), EPSILON)
     expected = expected / expected.sum() * current.sum()
-    test = stats.chisquare(current, f_exp=expected)
+    return _statistic(name, kind, "chi2", reference, current, stats.chisquare(current, f_exp=expected))
+
+
+def _statistic(name: str, kind: Literal["feature", "prediction"], test: Literal["ks", "chi2"],
+               reference: np.ndarray, current: np.ndarray, result: Any) -> DriftStatistic:  # fmt: skip
+    """PSI and Jensen-Shannon on the bin counts, beside the test's statistic and p-value."""
     return DriftStatistic(
-        name=name, kind=kind, test="chi2", window=int(values.size), psi=psi(reference, current),
-        js_distance=js_distance(reference, current), statistic=float(test.statistic),
-        p_value=float(test.pvalue),
+        name=name, kind=kind, test=test, window=int(current.sum()), psi=psi(reference, current),
+        js_distance=js_distance(reference, current), statistic=float(result.statistic),
+        p_value=float(result.pvalue),
     )  # fmt: skip
 
 
