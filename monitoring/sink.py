@@ -99,7 +99,7 @@ class EventSink:
             self.dropped += 1
             if self.metrics is not None:  # not logged, still counted as a request
                 self.metrics.log_dropped.inc()
-                self.metrics.observe_record(EncodedRecord.of(record))
+                self.metrics.observe_record(encode([record])[0])
             return
         self.blocked += 1
         if self.metrics is not None:

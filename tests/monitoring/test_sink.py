@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -129,3 +130,21 @@ def test_requests_are_counted_in_metrics_even_when_the_log_drops_them(store):
     assert sink.dropped > 0
     assert metrics.registry.get_sample_value("modelgate_requests_total", labels) == 20
     assert metrics.registry.get_sample_value("modelgate_log_records_dropped_total") == sink.dropped
+
+
+def test_a_dropped_record_still_has_its_plausibility_counted(store):
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import GatewayMetrics
+
+    class AlwaysOneViolation:
+        def check_each(self, batches):
+            return [{"value_range": 1} for _ in batches]
+
+    metrics = GatewayMetrics(CollectorRegistry())
+    sink = EventSink(store, capacity=0, overflow="drop")
+    sink.metrics = metrics
+    asyncio.run(sink.put(replace(record(1), checker=AlwaysOneViolation())))
+    labels = {"model": "m", "version": "1", "arm": "champion", "rule": "value_range", "feature": ""}
+    assert sink.dropped == 1
+    assert metrics.registry.get_sample_value("modelgate_plausibility_violations_total", labels) == 1
