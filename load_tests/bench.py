@@ -269,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
             for round_ in range(args.rounds):
                 order = targets if round_ % 2 == 0 else targets[::-1]
                 for target in order:
+                    time.sleep(args.rest)
                     target.rounds.append(wrk(target, script, body, args.duration, args.connections))
                     print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
                           file=sys.stderr)  # fmt: skip
@@ -319,6 +320,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=15, help="seconds a measurement")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before the rounds")
+    parser.add_argument("--rest", type=float, default=5, help="idle seconds before each measured run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", type=int, default=1, help="rows a request")

@@ -16,6 +16,7 @@ from the model's classes, ``status`` from the HTTP codes the gateway answers.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from monitoring.plausibility import rule_parts
 from monitoring.records import EncodedRecord
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: the model and version labels of a request naming no model the gateway serves
+_UNKNOWN = ("unknown", "")
 #: At most this many classes get their own label value; the rest count as "other".
 MAX_CLASS_LABELS = 50
 
@@ -32,8 +35,7 @@ MAX_CLASS_LABELS = 50
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any, Any]] = {}
-        self._class_children: dict[tuple[str, str, str, str], Any] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(f"modelgate_{name}", doc, labels, registry=registry)
@@ -129,42 +131,46 @@ class GatewayMetrics:
             if alert.firing_since is not None:
                 self.alerts_firing.labels(labels["alertname"], labels["model"], labels["severity"]).set(state)
 
-    def observe_record(self, item: EncodedRecord) -> None:
-        """One request, as the log writer commits it (a batch at a time, off the request path)."""
-        r = item.record
-        model, version = (r.model, str(r.version)) if r.model and r.version is not None else ("unknown", "")
-        arm, route, status, prediction = r.arm, r.route, r.status, r.prediction
-        # labelled children are looked up once per label set: .labels() costs more than .inc()
-        request_key = (model, version, arm, route, status)
-        children = self._children.get(request_key)
-        if children is None:
-            children = self._children[request_key] = (
-                self.requests.labels(model, version, arm, route, str(status)),
-                self.latency.labels(model, version, arm, route),
-                self.rows.labels(model, version, arm),
-            )
-        requests, latency_seconds, rows = children
-        requests.inc()
-        latency_seconds.observe(r.latency_ms / 1000)
-        if prediction is None:
-            return
-        rows.inc(prediction.rows)
-        if prediction.labels is not None:
-            if prediction.rows <= 64:
-                counted = collections.Counter(str(label) for label in prediction.labels.tolist())
-            else:
-                values, counts = np.unique(prediction.labels.astype(str), return_counts=True)
-                counted = collections.Counter(dict(zip(values.tolist(), counts.tolist(), strict=True)))
-            known = r.classes[:MAX_CLASS_LABELS]
-            for value, count in counted.items():
-                class_key = (model, version, arm, value if value in known else "other")
-                child = self._class_children.get(class_key)
-                if child is None:
-                    child = self._class_children[class_key] = self.classes.labels(*class_key)
-                child.inc(count)
-        for key, count in item.violations.items():
-            rule, feature = rule_parts(key)
-            self.violations.labels(model, version, arm, rule, feature).inc(count)
+    def observe_records(self, items: Sequence[EncodedRecord]) -> None:
+        """A batch of requests, as the log writer commits them (off the request path).
+
+        Counts are summed over the batch first and each labelled child moved
+        once: in multiprocess mode every increment is a locked write to a
+        memory-mapped file, and one a request per metric cost more than the
+        rest of the writer's work on that request.
+        """
+        latencies: dict[tuple[str, str, str, str, int], list[float]] = {}
+        rows: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        classes: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        violations: collections.Counter[tuple[str, str, str, str, str]] = collections.Counter()
+        for item in items:
+            r = item.record
+            model, version = (r.model, str(r.version)) if r.model and r.version is not None else _UNKNOWN
+            latencies.setdefault((model, version, r.arm, r.route, r.status), []).append(r.latency_ms)
+            prediction = r.prediction
+            if prediction is None:
+                continue
+            rows[model, version, r.arm] += prediction.rows
+            if prediction.labels is not None:
+                known = r.classes[:MAX_CLASS_LABELS]
+                for label, count in _counted(prediction.labels).items():
+                    classes[model, version, r.arm, label if label in known else "other"] += count
+            for key, count in item.violations.items():
+                violations[(model, version, r.arm, *rule_parts(key))] += count
+        for (model, version, arm, route, status), measured in latencies.items():
+            self._child(self.requests, model, version, arm, route, str(status)).inc(len(measured))
+            observe_many(self._child(self.latency, model, version, arm, route), np.array(measured) / 1000)
+        for metric, counts in ((self.rows, rows), (self.classes, classes), (self.violations, violations)):
+            for labels, count in counts.items():
+                self._child(metric, *labels).inc(count)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set (it costs more than ``inc()``)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_report(self, report: dict[str, Any]) -> None:
         """Set the monitor's gauges from one model's report (see ``monitoring.monitor.report``)."""
@@ -187,3 +193,27 @@ class GatewayMetrics:
             for metric in ("accuracy", "log_loss", "roc_auc", "mae", "rmse"):
                 if measured.get(metric) is not None:
                     self.quality.labels(model, quality_version, metric).set(measured[metric])
+
+
+def _counted(labels: np.ndarray) -> collections.Counter[str]:
+    """Predicted rows per class label (as text, the metric's label value)."""
+    if labels.size <= 64:
+        return collections.Counter(str(label) for label in labels.tolist())
+    values, counts = np.unique(labels.astype(str), return_counts=True)
+    return collections.Counter(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe(value)`` for every value, with one write a bucket.
+
+    prometheus-client has no bulk observe; this does what ``observe`` does
+    (add to the sum, count the value in the first bucket whose upper bound
+    is at or above it) through the same value objects, a bucket at a time.
+    tests/monitoring/test_metrics.py checks it against ``observe``.
+    """
+    first_bucket = np.searchsorted(histogram._upper_bounds, values, side="left")
+    counts = np.bincount(first_bucket, minlength=len(histogram._buckets))
+    histogram._sum.inc(float(values.sum()))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)

@@ -99,7 +99,7 @@ class EventSink:
             self.dropped += 1
             if self.metrics is not None:  # not logged, still counted as a request
                 self.metrics.log_dropped.inc()
-                self.metrics.observe_record(encode([record])[0])
+                self.metrics.observe_records(encode([record]))
             return
         self.blocked += 1
         if self.metrics is not None:
@@ -144,8 +144,7 @@ class EventSink:
         """Write the batch, retrying while the store refuses (the queue backs up meanwhile);
         when shutting down, give up after a few attempts and say how much was lost."""
         if self.metrics is not None:  # the requests happened, whether or not the store takes them
-            for item in encoded:
-                self.metrics.observe_record(item)
+            self.metrics.observe_records(encoded)
         attempts = 0
         while True:
             try:

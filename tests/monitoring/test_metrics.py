@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from monitoring.metrics import LATENCY_BUCKETS, observe_many
 from registry.demo import breast_cancer
 from service.app import create_app
 from service.settings import Settings
@@ -28,9 +31,22 @@ def value(found, name, **labels):
     return sum(matching)
 
 
-def test_requests_rows_classes_and_violations_are_counted(cancer_registry, cancer_model):
-    from prometheus_client import generate_latest
+def test_observing_many_at_once_gives_the_histogram_observing_each_would():
+    values = np.array([0.0, 0.0005, 0.0007, 0.001, 0.3, 0.3, 4.9, 5.0, 7.5, 1e9])
+    histograms = {}
+    for way in ("each", "many"):
+        registry = CollectorRegistry()
+        histograms[way] = (registry, Histogram("h", "h", ["a"], buckets=LATENCY_BUCKETS, registry=registry))
+    for v in values:
+        histograms["each"][1].labels("x").observe(v)
+    observe_many(histograms["many"][1].labels("x"), values)
+    each, many = (samples(generate_latest(registry).decode()) for registry, _ in histograms.values())
+    without_created = {k: v for k, v in many.items() if not k[0].endswith("_created")}
+    assert without_created == {k: v for k, v in each.items() if not k[0].endswith("_created")}
+    assert value(many, "h_bucket", le="0.001") == 4 and value(many, "h_count") == 10
 
+
+def test_requests_rows_classes_and_violations_are_counted(cancer_registry, cancer_model):
     rows = cancer_model.frame.iloc[:3].to_dict(orient="records")
     odd = {**rows[0], "mean_area": 1e7}
     settings = Settings(registry=cancer_registry.root, poll_interval=3600, monitor_interval=3600)
