@@ -1,20 +1,26 @@
 """The hot path's only contact with the prediction log: an O(1) append to a bounded queue.
 
-A writer thread wakes every ``flush_seconds`` (or as soon as ``batch_size``
-records wait), takes what has queued up, encodes it once, commits it in one
-transaction, and writes one structlog JSON line per request to stdout, the
-lines of a batch in a few writes. Waking on a timer rather than per record
-matters in a Python server: every wake-up and every system call of the writer
-hands the GIL back and forth with the event loop, and at a thousand requests
-a second those hand-offs, not the writing, were most of the cost.
+``EventSink`` holds the queue. A thread wakes every ``flush_seconds`` (or as
+soon as ``batch_size`` records wait), takes what has queued up and hands it
+to a ``BatchWriter`` in one call. Waking on a timer rather than per record
+matters in a Python server: every wake-up and every system call of that
+thread hands the GIL back and forth with the event loop, and at a thousand
+requests a second those hand-offs were most of the cost.
 
-When the queue is full (the store cannot keep up), the ``overflow`` policy
+``LogWriter`` does the writing: it encodes a batch once, checks plausibility,
+counts the request metrics, commits the batch in one transaction and writes
+one structlog JSON line per request to stdout. In a gateway it runs in a
+process of its own beside each worker (``service.log_process``): the worker
+only pickles the batch into a pipe, and the writing takes the other core's
+time instead of the event loop's GIL.
+
+When the queue is full (the writer cannot keep up), the ``overflow`` policy
 decides: ``block`` (the default) makes that request wait for room, in a
 worker thread so the event loop keeps serving, and loses nothing; ``drop``
 answers at once and discards the record. Both are counted. ``close`` (on a
-graceful shutdown, SIGTERM) drains the queue before it returns. On a crash,
-what was queued and not yet committed is lost: at most ``capacity`` records,
-normally the last ``flush_seconds`` (50 ms).
+graceful shutdown, SIGTERM) drains the queue and the writer before it
+returns. On a crash, what was queued and not yet committed is lost: at most
+``capacity`` records, normally the last ``flush_seconds`` (50 ms).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import anyio.to_thread
 import orjson
@@ -42,24 +48,28 @@ log = structlog.get_logger("modelgate.sink")
 request_log = structlog.get_logger("modelgate.requests")
 
 
+class BatchWriter(Protocol):
+    def write(self, batch: list[RequestRecord], final: bool) -> None:
+        """Write (or hand on) the batch; ``final`` when the gateway is shutting down."""
+
+    def close(self) -> None:
+        """Finish what was handed over, then release what the writer holds."""
+
+
 class EventSink:
     def __init__(
         self,
-        store: PredictionLog,
+        writer: BatchWriter,
         *,
         capacity: int = 10_000,
         overflow: Overflow = "block",
         batch_size: int = 512,
-        payload_rows: int = 100,
-        retry_seconds: float = 0.5,
         flush_seconds: float = 0.05,
     ) -> None:
-        self.store = store
+        self.writer = writer
         self.capacity = capacity
         self.overflow = overflow
         self.batch_size = batch_size
-        self.payload_rows = payload_rows
-        self.retry_seconds = retry_seconds
         self.flush_seconds = flush_seconds
         # appended by the event loop, popped by the writer: deque operations are atomic
         self._pending: collections.deque[RequestRecord] = collections.deque()
@@ -67,10 +77,9 @@ class EventSink:
         self._room = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
-        self.written = 0
+        self.handed = 0
         self.dropped = 0
         self.blocked = 0
-        self.write_errors = 0
         #: set before ``start`` to export the counters (see monitoring.metrics)
         self.metrics: GatewayMetrics | None = None
 
@@ -113,7 +122,7 @@ class EventSink:
                 self._room.wait(1.0)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then stop the writer."""
+        """Hand everything queued to the writer, then close it (it finishes writing)."""
         if not self._thread.is_alive():
             return
         self._stopping = True
@@ -121,6 +130,8 @@ class EventSink:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("log.drain_timed_out", queued=self.depth, timeout_s=timeout)
+            return
+        self.writer.close()
 
     def _run(self) -> None:
         while True:
@@ -134,15 +145,41 @@ class EventSink:
                 size = min(count or len(self._pending), self.batch_size)
                 batch = [self._pending.popleft() for _ in range(size)]
                 count = max(count - size, 0)
-                self._commit(encode(batch), stopping)
+                self.writer.write(batch, stopping)
+                self.handed += len(batch)
+                if self.metrics is not None:
+                    self.metrics.log_queue_depth.set(self.depth)
                 with self._room:
                     self._room.notify_all()
             if stopping:
                 return
 
-    def _commit(self, encoded: list[EncodedRecord], stopping: bool) -> None:
+
+class LogWriter:
+    """Encodes, checks, counts and commits batches of records, and writes their log lines."""
+
+    def __init__(
+        self,
+        store: PredictionLog,
+        *,
+        payload_rows: int = 100,
+        retry_seconds: float = 0.5,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.payload_rows = payload_rows
+        self.retry_seconds = retry_seconds
+        self.metrics = metrics
+        self.written = 0
+        self.write_errors = 0
+
+    def close(self) -> None:
+        """Nothing to finish: ``write`` returns once its batch is written."""
+
+    def write(self, batch: list[RequestRecord], final: bool) -> None:
         """Write the batch, retrying while the store refuses (the queue backs up meanwhile);
         when shutting down, give up after a few attempts and say how much was lost."""
+        encoded = encode(batch)
         if self.metrics is not None:  # the requests happened, whether or not the store takes them
             self.metrics.observe_records(encoded)
         attempts = 0
@@ -158,14 +195,13 @@ class EventSink:
                 log.error(
                     "log.write_failed", records=len(encoded), error=str(exc), retry_s=self.retry_seconds
                 )
-                if stopping and attempts >= SHUTDOWN_ATTEMPTS:
+                if final and attempts >= SHUTDOWN_ATTEMPTS:
                     log.error("log.records_lost", records=len(encoded))
                     return
                 time.sleep(self.retry_seconds)
         self.written += len(encoded)
         if self.metrics is not None:
             self.metrics.log_written.inc(len(encoded))
-            self.metrics.log_queue_depth.set(self.depth)
         with batched_lines():
             for item in encoded:
                 self._emit(item)

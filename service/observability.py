@@ -2,9 +2,9 @@
 
 One object, so that ``MODELGATE_MONITORING=false`` leaves all of it out (no
 log file, no threads, no per-request record, no plausibility check) and the
-routes that need it say so instead of failing. The monitor and alerts run in
-a process of their own (``service.monitor_process``); a worker only keeps one
-alive.
+routes that need it say so instead of failing. The log writing runs in a
+process beside each worker (``service.log_process``), the monitor and alerts
+in one process per deployment (``service.monitor_process``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from monitoring.alerts import AlertConfig
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.sink import EventSink
 from service.feedback import FeedbackDesk
+from service.log_process import LogShipper
 from service.monitor_process import MonitorSupervisor
 from service.pool import ModelPool
 from service.settings import Settings
@@ -26,11 +27,11 @@ if TYPE_CHECKING:
 class Observability:
     def __init__(self, settings: Settings, pool: ModelPool) -> None:
         self.log = SQLitePredictionLog(settings.prediction_log)
+        self.shipper = LogShipper(settings)
         self.sink = EventSink(
-            self.log,
+            self.shipper,
             capacity=settings.log_queue_size,
             overflow="drop" if settings.log_overflow == "drop" else "block",
-            payload_rows=settings.log_payload_rows,
         )
         # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
         AlertConfig.load(settings.alert_rules or None)
@@ -38,6 +39,7 @@ class Observability:
         self.feedback = FeedbackDesk(self.log, pool, max_items=settings.max_feedback_items)
 
     def start(self, metrics: GatewayMetrics) -> None:
+        self.shipper.start()
         self.sink.metrics = metrics
         self.sink.start()
         self.monitor.start()

@@ -126,6 +126,28 @@ def cancer_registry(
     return registry
 
 
+@pytest.fixture
+def child_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], str]:
+    """Metrics of the gateway's helper processes (log writer, monitor), in Prometheus text.
+
+    Requests are counted where they are written, in the log writer's process;
+    as under BentoML, processes share them through prometheus-client's
+    multiprocess directory, which this points the children at.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+
+    def exported() -> str:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(directory))
+        return generate_latest(registry).decode()
+
+    return exported
+
+
 class Receiver:
     """A local on-call receiver: records every POST body; can be started late (a receiver outage)."""
 

@@ -46,7 +46,7 @@ def test_observing_many_at_once_gives_the_histogram_observing_each_would():
     assert value(many, "h_bucket", le="0.001") == 4 and value(many, "h_count") == 10
 
 
-def test_requests_rows_classes_and_violations_are_counted(cancer_registry, cancer_model):
+def test_requests_rows_classes_and_violations_are_counted(cancer_registry, cancer_model, child_metrics):
     rows = cancer_model.frame.iloc[:3].to_dict(orient="records")
     odd = {**rows[0], "mean_area": 1e7}
     settings = Settings(registry=cancer_registry.root, poll_interval=3600, monitor_interval=3600)
@@ -56,8 +56,7 @@ def test_requests_rows_classes_and_violations_are_counted(cancer_registry, cance
         client.post("/predict", json={"inputs": [odd]})
         client.post("/predict", json={"inputs": [{}]})
         client.post("/predict", json={"model": "dog", "inputs": rows})
-        metrics = client.app.state.gateway.metrics
-    found = samples(generate_latest(metrics.registry).decode())  # after shutdown drained the log queue
+    found = samples(child_metrics())  # after shutdown drained the log queue
     labels = {"model": "cancer", "version": "1", "arm": "champion"}
     assert value(found, "modelgate_requests_total", **labels, status="200") == 5
     assert value(found, "modelgate_requests_total", **labels, status="422") == 1

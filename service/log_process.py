@@ -1,0 +1,219 @@
+"""The prediction-log writer's own process, one beside each gateway worker.
+
+A worker's ``EventSink`` hands each batch of records to its ``LogShipper``,
+which pickles the batch into this process's stdin; here a ``LogWriter``
+encodes, checks, counts, commits and logs it, as the worker would have.
+Why a process: in the worker that work held the GIL for about a tenth of a
+core at a thousand requests a second, time the event loop answering
+requests then waited for; pickling a batch costs a fraction of it, and the
+pipe write releases the GIL.
+
+What is guaranteed: the pipe keeps what was handed over even when the
+worker dies; a writer that dies is started again by the next hand-off,
+which is resent whole; what a dead writer had read and not committed is
+lost (the crash case: normally one batch, 50 ms). The writer ignores
+SIGTERM and SIGINT, which reach the whole process group on a stop or a
+Ctrl-C: it stops when its stdin ends, after the worker drained its queue
+into it, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+import structlog
+
+from monitoring.records import Checker, RequestRecord
+from monitoring.sink import SHUTDOWN_ATTEMPTS
+from registry.onnx_model import Prediction
+from service.children import spawn
+from service.runtime import tune_garbage_collector
+from service.settings import Settings
+
+#: each message: its length, then a pickle of (final, frames)
+HEADER = struct.Struct("<Q")
+#: the environment variable naming the pipe on which a writer says it is ready
+READY_FD = "MODELGATE_LOG_WRITER_READY_FD"
+
+log = structlog.get_logger("modelgate.log_writer")
+
+Frame = tuple[Any, ...]
+
+
+def frame(r: RequestRecord) -> Frame:
+    """A record as plain values and arrays; the checker (not picklable, rebuilt there) as a yes/no."""
+    p = r.prediction
+    labels, probabilities, values = (None, None, None) if p is None else (p.labels, p.probabilities, p.values)
+    return (r.request_id, r.ts, r.route, r.status, r.latency_ms, r.model, r.version, r.arm, r.rows,
+            r.features, r.matrix, r.columns, labels, probabilities, values, r.error, r.flags, r.classes,
+            r.checker is not None)  # fmt: skip
+
+
+class LogShipper:
+    """The worker's side: hands batches to its writer process, starting it (again) when needed."""
+
+    def __init__(self, settings: Settings, retry_seconds: float = 0.5) -> None:
+        self.settings = settings
+        self.retry_seconds = retry_seconds
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the writer and wait until it can write: the gateway is not ready before its log is
+        (feedback that follows a first request at once must find that request's record)."""
+        ready, signal_ready = os.pipe()
+        try:
+            self.child = self._spawn(signal_ready)
+            os.close(signal_ready)
+            signal_ready = -1
+            answered, _, _ = select.select([ready], [], [], timeout)
+            if not answered or os.read(ready, 1) != b"1":
+                raise RuntimeError(
+                    f"the prediction-log writer (pid {self.child.pid}) did not start within {timeout:g} s "
+                    f"(exit code {self.child.poll()}); see its log lines above"
+                )
+        finally:
+            os.close(ready)
+            if signal_ready >= 0:
+                os.close(signal_ready)
+
+    def _spawn(self, ready_fd: int | None = None) -> subprocess.Popen[bytes]:
+        if ready_fd is None:
+            return spawn("service.log_process", self.settings, stdin=subprocess.PIPE)
+        return spawn(
+            "service.log_process",
+            self.settings,
+            {READY_FD: str(ready_fd)},
+            stdin=subprocess.PIPE,
+            pass_fds=(ready_fd,),
+        )
+
+    def write(self, batch: list[RequestRecord], final: bool) -> None:
+        message = pickle.dumps((final, [frame(r) for r in batch]), protocol=pickle.HIGHEST_PROTOCOL)
+        data = HEADER.pack(len(message)) + message
+        attempts = 0
+        while True:
+            child = self.child
+            if child is None:  # (again): it buffers what comes while it starts
+                child = self.child = self._spawn()
+            assert child.stdin is not None
+            try:
+                child.stdin.write(data)  # waits while the pipe is full: the queue backs up meanwhile
+                child.stdin.flush()
+                return
+            except OSError as exc:  # BrokenPipeError: the writer is gone
+                attempts += 1
+                log.error("log.writer_lost", pid=child.pid, returncode=child.poll(), error=str(exc))
+                self._end(child, timeout=1.0)
+                self.child = None
+                if final and attempts >= SHUTDOWN_ATTEMPTS:
+                    log.error("log.records_lost", records=len(batch))
+                    return
+                time.sleep(self.retry_seconds)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """End the writer's input; it commits what it has and exits."""
+        if self.child is not None:
+            self._end(self.child, timeout)
+            self.child = None
+
+    @staticmethod
+    def _end(child: subprocess.Popen[bytes], timeout: float) -> None:
+        assert child.stdin is not None
+        with contextlib.suppress(OSError):  # already gone: what its pipe held is lost either way
+            child.stdin.close()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("log.writer_kill", pid=child.pid, timeout_s=timeout)
+            child.kill()
+            child.wait()
+
+
+class Checkers:
+    """Each version's plausibility rules, read from the registry the first time a record needs them."""
+
+    def __init__(self, registry_root: str) -> None:
+        from registry.store import Registry
+
+        self.registry = Registry(registry_root)
+        self._known: dict[tuple[str, int], Checker | None] = {}
+
+    def get(self, model: str, version: int) -> Checker | None:
+        key = (model, version)
+        if key not in self._known:
+            from monitoring.plausibility import PlausibilityChecker
+
+            try:
+                manifest = self.registry.manifest(model, version)
+                self._known[key] = PlausibilityChecker(
+                    manifest.inputs, manifest.plausibility, manifest.output.classes
+                )
+            except Exception as exc:  # logged unchecked rather than not logged
+                log.error("log.rules_unavailable", model=model, version=version, error=str(exc))
+                self._known[key] = None
+        return self._known[key]
+
+
+def record(item: Frame, checkers: Checkers) -> RequestRecord:
+    (request_id, ts, route, status, latency_ms, model, version, arm, rows, features, matrix, columns,
+     labels, probabilities, values, error, flags, classes, checked) = item  # fmt: skip
+    answered = labels is not None or probabilities is not None or values is not None
+    checker = checkers.get(model, version) if checked and model and version is not None else None
+    return RequestRecord(
+        request_id=request_id, ts=ts, route=route, status=status, latency_ms=latency_ms, model=model,
+        version=version, arm=arm, rows=rows, features=features, matrix=matrix, columns=columns,
+        prediction=Prediction(labels, probabilities, values) if answered else None, error=error,
+        flags=flags, classes=classes, checker=checker,
+    )  # fmt: skip
+
+
+def main() -> int:
+    # a stop or Ctrl-C signals the whole group: keep writing until the worker ends our input
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.logs import configure_logging
+    from monitoring.metrics import GatewayMetrics
+    from monitoring.prediction_log import SQLitePredictionLog
+    from monitoring.sink import LogWriter
+
+    settings = Settings.from_env()
+    configure_logging()
+    store = SQLitePredictionLog(settings.prediction_log)
+    writer = LogWriter(
+        store, payload_rows=settings.log_payload_rows, metrics=GatewayMetrics(CollectorRegistry())
+    )
+    checkers = Checkers(str(settings.registry))
+    tune_garbage_collector()
+    ready_fd = os.environ.pop(READY_FD, None)
+    if ready_fd is not None:
+        os.write(int(ready_fd), b"1")
+        os.close(int(ready_fd))
+    source = sys.stdin.buffer
+    while len(header := source.read(HEADER.size)) == HEADER.size:
+        (size,) = HEADER.unpack(header)
+        message = source.read(size)
+        if len(message) < size:
+            log.error("log.truncated_message", expected=size, received=len(message))
+            break
+        final, frames = pickle.loads(message)
+        try:
+            writer.write([record(item, checkers) for item in frames], final)
+        except Exception:  # a record this writer cannot handle must not stop the log
+            log.exception("log.batch_failed", records=len(frames))
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
