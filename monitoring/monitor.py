@@ -9,9 +9,10 @@ log store, where every process reads them for ``GET /monitoring/drift``.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -84,10 +85,9 @@ class Window(Generic[T]):
 
 
 def column(requests: Iterable[LoggedRequest], name: str, numeric: bool) -> np.ndarray:
-    """One input feature over the requests, in one concatenation."""
-    dtype = np.float64 if numeric else object
-    parts = [np.asarray(r.inputs[name], dtype=dtype) for r in requests if r.inputs]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    """One input feature over the requests, in one conversion (a null is NaN for a number)."""
+    values = list(itertools.chain.from_iterable(r.inputs[name] for r in requests if r.inputs))
+    return np.array(values, dtype=np.float64 if numeric else object)
 
 
 def outputs(requests: Iterable[LoggedRequest], key: str) -> np.ndarray:
@@ -103,12 +103,17 @@ def flag_totals(requests: Iterable[LoggedRequest]) -> dict[str, int]:
     return totals
 
 
-def _as_one_row(record: LoggedRequest) -> LoggedRequest:
-    """Traffic windows count requests, not rows."""
-    return replace(record, rows=1, inputs=None, outputs=None)
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """A request as the traffic window keeps it: a window of requests, not rows."""
+
+    ts: float
+    status: int
+    latency_ms: float
+    rows: int = 1
 
 
-def traffic_summary(window: Window[LoggedRequest], now: float) -> dict[str, Any]:
+def traffic_summary(window: Window[Traffic], now: float) -> dict[str, Any]:
     """Requests, the share not answered 200, and the 99th percentile latency over the window."""
     window.trim(now)
     statuses = np.array([r.status for r in window.requests])
@@ -210,7 +215,7 @@ class Monitor:
         self.settings = settings
         self.windows: dict[tuple[str, int], Window[LoggedRequest]] = {}
         #: every request of each model, answered or not: error rate and latency
-        self.traffic: dict[str, Window[LoggedRequest]] = {}
+        self.traffic: dict[str, Window[Traffic]] = {}
         self.labelled: dict[tuple[str, int], Window[Labelled]] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
@@ -228,7 +233,7 @@ class Monitor:
             traffic = self.traffic.get(record.model)
             if traffic is None:
                 traffic = self.traffic[record.model] = Window(self.settings)
-            traffic.add(_as_one_row(record))
+            traffic.add(Traffic(record.ts, record.status, record.latency_ms))
             if record.status != 200 or record.version is None:
                 continue
             key = (record.model, record.version)

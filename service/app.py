@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import importlib.metadata
 import re
 import time
@@ -44,6 +43,7 @@ from service.errors import (
 )
 from service.observability import Observability
 from service.pool import ModelPool, ServedVersion
+from service.runtime import tune_garbage_collector
 from service.settings import Settings
 from service.validation import Batch, records_to_batch, tensors_to_batch
 
@@ -56,8 +56,6 @@ PREDICT_FIELDS = ("model", "version", "inputs")
 CATCH_ALL = "/{path:path}"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 VERSION = importlib.metadata.version("modelgate")
-#: allocations before a young collection, and collections before each older one is collected
-GC_THRESHOLDS = (20_000, 20, 50)
 
 
 class JSONResponse(Response):
@@ -437,21 +435,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def _tune_garbage_collector() -> None:
-    """Freeze what start-up allocated and collect the young generation less often.
-
-    A worker starts with over half a million objects (BentoML, OpenTelemetry,
-    scipy, the models); every full collection walked them all, for 100-200 ms
-    with the event loop stopped: that, not the model, was the p95 of a
-    single-row request. Frozen, they are never walked again. A request makes
-    short-lived objects only, freed by reference counting; a larger first
-    threshold just lets cycles wait a little longer.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def create_app(settings: Settings) -> Starlette:
     gateway = Gateway(settings)
 
@@ -474,7 +457,7 @@ def create_app(settings: Settings) -> Starlette:
             gateway.metrics = GatewayMetrics(CollectorRegistry())
             observability.start(gateway.metrics)
         poller = asyncio.create_task(gateway.poll_registry())
-        _tune_garbage_collector()
+        tune_garbage_collector()
         yield
         poller.cancel()
         if observability is not None:

@@ -24,11 +24,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import structlog
 
 from monitoring.prediction_log import PredictionLog
+from service.children import spawn
+from service.runtime import tune_garbage_collector
 from service.settings import Settings
 
 #: the child's exit code when another process already holds the lease
@@ -76,18 +77,8 @@ class MonitorSupervisor:
                 _forget_gauges(child.pid)
                 self.child = child = None
             if child is None and not self.store.monitor_lease_held():
-                self.child = self._spawn()
+                self.child = spawn("service.monitor_process", self.settings)
             self._stop.wait(self.interval)
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        import service
-
-        # the package's own directory first, wherever the worker runs from (a bento, a checkout)
-        package_root = str(Path(service.__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": path,
-               "MODELGATE_MONITOR_PARENT": str(os.getpid())}  # fmt: skip
-        return subprocess.Popen([sys.executable, "-m", "service.monitor_process"], env=env)
 
 
 def _forget_gauges(pid: int) -> None:
@@ -140,8 +131,9 @@ def main() -> int:
     alerting.metrics = metrics
     monitor.on_report = metrics.observe_report
     monitor.on_reports = alerting.step
-    parent = int(os.environ.get("MODELGATE_MONITOR_PARENT", os.getppid()))
+    parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     log.info("monitor.leading", pid=os.getpid(), log=str(settings.prediction_log))
+    tune_garbage_collector()
     while not stop.is_set() and os.getppid() == parent:
         try:
             monitor.step(time.time())
