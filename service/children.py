@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from service.settings import Settings
+
+log = structlog.get_logger("modelgate.children")
 
 
 def spawn(
@@ -26,3 +30,13 @@ def spawn(
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": path, "MODELGATE_PARENT": str(os.getpid()),
            **(env_extra or {})}  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", module], env=env, **popen)
+
+
+def wait_or_kill(child: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for a child told to stop (it finishes its work first); kill it after ``timeout`` s."""
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.error("child.killed", pid=child.pid, args=child.args, timeout_s=timeout)
+        child.kill()
+        child.wait()

@@ -35,7 +35,7 @@ import structlog
 from monitoring.records import Checker, RequestRecord
 from monitoring.sink import SHUTDOWN_ATTEMPTS
 from registry.onnx_model import Prediction
-from service.children import spawn
+from service.children import spawn, wait_or_kill
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
 
@@ -130,12 +130,7 @@ class LogShipper:
         assert child.stdin is not None
         with contextlib.suppress(OSError):  # already gone: what its pipe held is lost either way
             child.stdin.close()
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("log.writer_kill", pid=child.pid, timeout_s=timeout)
-            child.kill()
-            child.wait()
+        wait_or_kill(child, timeout)
 
 
 class Checkers:

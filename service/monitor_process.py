@@ -28,7 +28,7 @@ import time
 import structlog
 
 from monitoring.prediction_log import PredictionLog
-from service.children import spawn
+from service.children import spawn, wait_or_kill
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
 
@@ -61,12 +61,7 @@ class MonitorSupervisor:
         child = self.child
         if child is not None and child.poll() is None:
             child.terminate()  # the child finishes its pass and exits
-            try:
-                child.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.error("monitor.kill", pid=child.pid, timeout_s=timeout)
-                child.kill()
-                child.wait()
+            wait_or_kill(child, timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
