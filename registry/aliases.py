@@ -1,4 +1,4 @@
-"""Aliases (champion, challenger) as a fold over the append-only audit history."""
+"""Aliases (champion, challenger) and the routing policy as a fold over the append-only audit history."""
 
 from __future__ import annotations
 
@@ -9,6 +9,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Alias = Literal["champion", "challenger"]
 ALIASES: tuple[Alias, ...] = ("champion", "challenger")
+RoutingMode = Literal["off", "shadow", "ab", "canary"]
+ROUTING_MODES: tuple[RoutingMode, ...] = ("off", "shadow", "ab", "canary")
+
+
+class RoutingPolicy(BaseModel):
+    """How a model's requests are shared between champion and challenger.
+
+    ``off``: the champion answers everything. ``shadow``: the champion
+    answers, the challenger sees the same inputs off the response path.
+    ``ab``: the challenger answers ``challenger_weight`` of the requests.
+    ``canary``: as ``ab``, starting from ``challenger_weight``. A policy
+    other than ``off`` applies while the model has a challenger.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: RoutingMode = "off"
+    challenger_weight: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class AuditEntry(BaseModel):
@@ -19,11 +37,13 @@ class AuditEntry(BaseModel):
     seq: int
     at: datetime
     actor: str
-    action: Literal["push", "promote", "rollback"]
+    action: Literal["push", "promote", "rollback", "route"]
     alias: Alias | None = None
     from_version: int | None = Field(default=None, alias="from")
     to_version: int | None = Field(default=None, alias="to")
     reason: str = ""
+    #: the policy a ``route`` entry set
+    routing: RoutingPolicy | None = None
 
 
 class Aliases(BaseModel):
@@ -34,6 +54,7 @@ class Aliases(BaseModel):
     champion: int | None = None
     challenger: int | None = None
     champion_stack: tuple[int, ...] = ()
+    routing: RoutingPolicy = RoutingPolicy()
 
     def get(self, alias: Alias) -> int | None:
         return self.champion if alias == "champion" else self.challenger
@@ -43,6 +64,7 @@ def fold(entries: list[AuditEntry]) -> Aliases:
     """Replay the history. Promoting the current challenger to champion clears the challenger."""
     stack: list[int] = []
     challenger: int | None = None
+    routing = RoutingPolicy()
     for entry in entries:
         if entry.action == "promote" and entry.alias == "champion":
             assert entry.to_version is not None
@@ -53,4 +75,11 @@ def fold(entries: list[AuditEntry]) -> Aliases:
             challenger = entry.to_version
         elif entry.action == "rollback":
             stack.pop()
-    return Aliases(champion=stack[-1] if stack else None, challenger=challenger, champion_stack=tuple(stack))
+        elif entry.action == "route" and entry.routing is not None:
+            routing = entry.routing
+    return Aliases(
+        champion=stack[-1] if stack else None,
+        challenger=challenger,
+        champion_stack=tuple(stack),
+        routing=routing,
+    )

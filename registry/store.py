@@ -34,7 +34,7 @@ import onnx
 import pandas as pd
 from pydantic import ValidationError
 
-from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, fold
+from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, RoutingPolicy, fold
 from registry.errors import (
     AliasError,
     IntegrityError,
@@ -487,6 +487,25 @@ class Registry:
                 to=version,
                 reason=reason,
                 **{"from": current},
+            )
+
+    def set_routing(
+        self, name: str, policy: RoutingPolicy, *, reason: str = "", actor: str | None = None
+    ) -> AuditEntry:
+        """Store how ``name``'s requests are shared between champion and challenger (audited)."""
+        with self._locked(name) as model_dir:
+            aliases = fold(self._read_history(model_dir))
+            if policy.mode != "off" and aliases.challenger is None:
+                raise AliasError(
+                    f"model {name!r} has no challenger to route to: promote a version to challenger "
+                    f"first, or set the mode to off"
+                )
+            return self._append_history(
+                model_dir,
+                actor=actor or default_actor(),
+                action="route",
+                routing=policy,
+                reason=reason,
             )
 
     def rollback(self, name: str, *, reason: str = "", actor: str | None = None) -> AuditEntry:

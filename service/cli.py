@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from registry.aliases import ROUTING_MODES, RoutingPolicy
 from registry.errors import RegistryError
 from registry.store import ENV_VAR, Registry
 from service.settings import Settings
@@ -173,13 +174,50 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weight(text: str) -> float:
+    """A share of requests: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
+def cmd_routing_set(args: argparse.Namespace) -> int:
+    policy = RoutingPolicy(mode=args.mode, challenger_weight=args.challenger_weight)
+    _registry(args).set_routing(args.name, policy, reason=args.reason)
+    print(f"{args.name}: routing {_describe(policy)}")
+    return 0
+
+
+def cmd_routing_show(args: argparse.Namespace) -> int:
+    aliases = _registry(args).aliases(args.name)
+    if args.json:
+        _print_json(aliases.routing.model_dump(mode="json"))
+        return 0
+    active = aliases.routing.mode == "off" or aliases.challenger is not None
+    print(f"{args.name}: routing {_describe(aliases.routing)}" + ("" if active else " (no challenger: off)"))
+    return 0
+
+
+def _describe(policy: RoutingPolicy) -> str:
+    if policy.mode in ("off", "shadow"):
+        return policy.mode
+    return f"{policy.mode}, challenger weight {policy.challenger_weight:g}"
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     entries = _registry(args).history(args.name)
     if args.json:
         _print_json([e.model_dump(mode="json", by_alias=True) for e in entries])
         return 0
     for e in entries:
-        change = f"{e.alias or ''} {e.from_version or '-'} -> {e.to_version}".strip()
+        if e.routing is not None:
+            change = _describe(e.routing)
+        else:
+            change = f"{e.alias or ''} {e.from_version or '-'} -> {e.to_version}".strip()
         print(f"{e.seq:>4} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<24} {e.action:<8} {change:<22} {e.reason}")
     return 0
 
@@ -336,6 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("name")
     history.add_argument("--json", action="store_true")
     history.set_defaults(func=cmd_history)
+
+    routing = verbs.add_parser("routing", help="how requests are shared between champion and challenger")
+    route = routing.add_subparsers(dest="verb", required=True)
+    route_set = route.add_parser("set", parents=[common], help="store a model's routing policy (audited)")
+    route_set.add_argument("name")
+    route_set.add_argument("--mode", required=True, choices=ROUTING_MODES)
+    route_set.add_argument("--challenger-weight", type=_weight, default=0.0,
+                           help="the challenger's share of requests, 0 to 1 (ab, canary)")  # fmt: skip
+    route_set.add_argument("--reason", default="")
+    route_set.set_defaults(func=cmd_routing_set)
+    route_show = route.add_parser("show", parents=[common], help="a model's routing policy")
+    route_show.add_argument("name")
+    route_show.add_argument("--json", action="store_true")
+    route_show.set_defaults(func=cmd_routing_show)
 
     log_common = argparse.ArgumentParser(add_help=False, parents=[common])
     log_common.add_argument(
