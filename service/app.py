@@ -32,6 +32,7 @@ from monitoring.records import RequestRecord
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import responses
+from service.admin import Admin, promotion, reason, routing_policy
 from service.errors import (
     Implausible,
     MalformedRequest,
@@ -178,6 +179,7 @@ class Gateway:
         #: None when MODELGATE_MONITORING=false: no record, no plausibility check, no metrics
         self.observability = Observability(settings, self.pool) if settings.monitoring else None
         self.rejected_rules = settings.rejected_rules
+        self.admin = Admin(settings.admin_token, self.pool.registry)
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
         self.metrics: GatewayMetrics | None = None
 
@@ -306,6 +308,38 @@ class Gateway:
         }
         return JSONResponse(answer, headers={"x-request-id": rid})
 
+    async def set_routing(self, request: Request) -> Response:
+        actor = self.admin.actor(request)
+        name = request.path_params["name"]
+        body = await _json_body(request, self.settings.max_body_bytes)
+        policy, why = routing_policy(body), reason(body)
+        registry = self.pool.registry
+        entry = await self.admin.run(
+            name, lambda: registry.set_routing(name, policy, reason=why, actor=actor)
+        )
+        return JSONResponse(entry)
+
+    async def promote(self, request: Request) -> Response:
+        """Point an alias at a version; by default the challenger becomes champion."""
+        actor = self.admin.actor(request)
+        name = request.path_params["name"]
+        body = await _json_body(request, self.settings.max_body_bytes)
+        (version, alias), why = promotion(body), reason(body)
+        registry = self.pool.registry
+        entry = await self.admin.run(
+            name,
+            lambda: registry.promote(name, registry.resolve(name, version), alias, reason=why, actor=actor),
+        )
+        return JSONResponse(entry)
+
+    async def rollback(self, request: Request) -> Response:
+        actor = self.admin.actor(request)
+        name = request.path_params["name"]
+        why = reason(await _json_body(request, self.settings.max_body_bytes))
+        registry = self.pool.registry
+        entry = await self.admin.run(name, lambda: registry.rollback(name, reason=why, actor=actor))
+        return JSONResponse(entry)
+
     async def feedback(self, request: Request) -> Response:
         body = await _json_body(request, self.settings.max_body_bytes)
         status, answer = await self.observed.feedback.take(body)
@@ -358,6 +392,9 @@ class Gateway:
                     "GET /models",
                     "GET /monitoring/drift?model=NAME",
                     "GET /monitoring/alerts",
+                    "PUT /admin/models/{name}/routing (bearer token)",
+                    "POST /admin/models/{name}/promote (bearer token)",
+                    "POST /admin/models/{name}/rollback (bearer token)",
                     "GET /v2/health/live",
                     "GET /v2/health/ready",
                     "GET /v2/models/{name}[/versions/{version}]",
@@ -469,6 +506,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/models", gateway.models, methods=["GET"]),
         Route("/monitoring/drift", gateway.drift, methods=["GET"]),
         Route("/monitoring/alerts", gateway.alerts, methods=["GET"]),
+        Route("/admin/models/{name}/routing", gateway.set_routing, methods=["PUT"]),
+        Route("/admin/models/{name}/promote", gateway.promote, methods=["POST"]),
+        Route("/admin/models/{name}/rollback", gateway.rollback, methods=["POST"]),
         Route("/v2", gateway.server_metadata, methods=["GET"]),
         Route("/v2/health/live", gateway.live, methods=["GET"]),
         Route("/v2/health/ready", gateway.ready, methods=["GET"]),

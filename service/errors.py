@@ -57,6 +57,24 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class Unauthorized(ServiceError):
+    """An admin route without a bearer token."""
+
+    status = 401
+
+
+class Forbidden(ServiceError):
+    """An admin route with a wrong token, or while admin routes are disabled."""
+
+    status = 403
+
+
+class Conflict(ServiceError):
+    """An admin action the model's state does not allow (no challenger, nothing to roll back to)."""
+
+    status = 409
+
+
 class NotFound(ServiceError):
     """Unknown model, version or route."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -77,6 +78,8 @@ class Settings:
     alert_rules: str = ""
     #: this gateway's address as on-call reaches it, for links in notifications
     external_url: str = ""
+    #: the bearer token of the admin routes (promote, rollback, routing); empty disables them
+    admin_token: str = dataclasses.field(default="", repr=False)
 
     @property
     def rejected_rules(self) -> frozenset[str]:

@@ -1,0 +1,103 @@
+"""The control plane over HTTP: promote, roll back and set the routing policy, behind a bearer token.
+
+Each action is a registry write (and so in the model's audit history, with
+the actor); every gateway and worker picks it up from the registry within a
+poll interval. Without ``MODELGATE_ADMIN_TOKEN`` the routes are disabled
+(403), not open; a missing token is 401, a wrong one 403, and each refusal
+is logged (``admin.refused``) with the caller's address.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from registry.aliases import ALIASES, Alias, AuditEntry, RoutingPolicy
+from registry.errors import AliasError, ModelNotFound, RegistryError, VersionNotFound
+from registry.store import Registry
+from service.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    Unauthorized,
+)
+
+log = structlog.get_logger("modelgate.admin")
+
+
+class Admin:
+    def __init__(self, token: str, registry: Registry) -> None:
+        self._token = token.encode()
+        self.registry = registry
+
+    def actor(self, request: Request) -> str:
+        """Who is acting, once the bearer token checks out; refusals raise (and are logged)."""
+        client = request.client.host if request.client else "unknown"
+        try:
+            if not self._token:
+                raise Forbidden("admin routes are disabled: set MODELGATE_ADMIN_TOKEN to enable them")
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                raise Unauthorized("admin routes need an 'Authorization: Bearer <token>' header")
+            if not hmac.compare_digest(given.strip().encode(), self._token):
+                raise Forbidden("wrong admin token")
+        except (Forbidden, Unauthorized) as refused:
+            log.warning("admin.refused", path=request.url.path, client=client, status=refused.status,
+                        reason=refused.message)  # fmt: skip
+            raise
+        return request.headers.get("x-actor") or f"admin-api@{client}"
+
+    async def run(self, name: str, action: Callable[[], AuditEntry]) -> dict[str, Any]:
+        """A registry write on model ``name`` in a thread, its errors as answers a client can act on."""
+        try:
+            entry = await anyio.to_thread.run_sync(action)
+        except (ModelNotFound, VersionNotFound) as exc:
+            raise NotFound(str(exc)) from None
+        except AliasError as exc:
+            raise Conflict(str(exc)) from None
+        except RegistryError as exc:
+            raise MalformedRequest(str(exc)) from None
+        log.info("admin.action", action=entry.action, actor=entry.actor, model=name, seq=entry.seq)
+        return entry.model_dump(mode="json", by_alias=True)
+
+
+def routing_policy(body: dict[str, Any]) -> RoutingPolicy:
+    """The policy in a request body; 422 naming the field that is wrong."""
+    try:
+        return RoutingPolicy.model_validate({k: v for k, v in body.items() if k != "reason"})
+    except ValidationError as exc:
+        details = [
+            FieldError(".".join(str(p) for p in error["loc"]) or "body", error["msg"])
+            for error in exc.errors()
+        ]
+        raise InvalidInput(f"{details[0].field}: {details[0].message}", field=details[0].field,
+                           details=details) from None  # fmt: skip
+
+
+def reason(body: dict[str, Any]) -> str:
+    given = body.get("reason", "")
+    if not isinstance(given, str):
+        raise MalformedRequest("reason: expected a string", field="reason")
+    return given
+
+
+def promotion(body: dict[str, Any]) -> tuple[str | int, Alias]:
+    """(version, alias) of a promotion: by default the challenger to champion."""
+    version = body.get("version", "challenger")
+    if not (type(version) is int or version in ("challenger", "latest")):
+        raise MalformedRequest(
+            "version: expected a version number, 'challenger' or 'latest'", field="version"
+        )
+    alias = body.get("to", "champion")
+    if alias == "champion" or alias == "challenger":
+        return version, alias
+    raise MalformedRequest(f"to: expected one of {', '.join(ALIASES)}", field="to")
