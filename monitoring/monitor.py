@@ -217,6 +217,8 @@ class Monitor:
         #: every request of each model, answered or not: error rate and latency
         self.traffic: dict[str, Window[Traffic]] = {}
         self.labelled: dict[tuple[str, int], Window[Labelled]] = {}
+        #: the version the champion arm answered with last, per model: the one reported on
+        self.champions: dict[str, int] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
         #: called with each model's report after every pass (the metrics' gauges)
@@ -225,11 +227,13 @@ class Monitor:
         self.on_reports: Callable[[dict[str, dict[str, Any]], float], object] | None = None
 
     def ingest(self, records: list[LoggedRequest]) -> None:
-        """Every request of a served model into its traffic window; answered requests of the champion
-        or a pinned version into their version's window (refusals carry no inputs to test)."""
+        """Every answering request of a served model into its traffic window; its answered ones into
+        their version's window (refusals carry no inputs to test). Shadow predictions answered no one."""
         for record in records:
-            if record.model is None or record.arm == "challenger":
+            if record.model is None or record.arm == "shadow":
                 continue
+            if record.arm == "champion" and record.version is not None:
+                self.champions[record.model] = record.version
             traffic = self.traffic.get(record.model)
             if traffic is None:
                 traffic = self.traffic[record.model] = Window(self.settings)
@@ -259,7 +263,13 @@ class Monitor:
         latest: dict[str, tuple[int, Window[LoggedRequest]]] = {}
         for (model, version), window in self.windows.items():
             window.trim(now)
-            if window.requests and (model not in latest or window.last_seen > latest[model][1].last_seen):
+            if not window.requests or latest.get(model, (0,))[0] == self.champions.get(model):
+                continue  # the champion's window comes first; else the one seen last
+            if (
+                model not in latest
+                or version == self.champions.get(model)
+                or (window.last_seen > latest[model][1].last_seen)
+            ):
                 latest[model] = (version, window)
         reports = {
             model: {

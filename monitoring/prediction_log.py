@@ -275,7 +275,7 @@ class SQLitePredictionLog:
     def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
         rows = self._select_in(
             "SELECT request_id, model, version, rows FROM requests "
-            "WHERE status = 200 AND arm != 'challenger' AND request_id IN ({marks})",
+            "WHERE status = 200 AND arm != 'shadow' AND request_id IN ({marks})",
             request_ids,
         )
         return {
@@ -340,7 +340,7 @@ class SQLitePredictionLog:
 
     def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
         rows = self._select_in(
-            f"SELECT {_COLUMNS} FROM requests WHERE status = 200 AND arm != 'challenger' "
+            f"SELECT {_COLUMNS} FROM requests WHERE status = 200 AND arm != 'shadow' "
             "AND request_id IN ({marks})",
             request_ids,
         )

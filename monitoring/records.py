@@ -11,8 +11,9 @@ import orjson
 
 from registry.onnx_model import Prediction
 
-#: Arms a request can be answered (or mirrored) by.
-ARMS = ("champion", "challenger", "pinned")
+#: Who made a prediction: the answering champion, the challenger answering its share of a split,
+#: a version the request pinned, or the challenger mirroring the champion's traffic (not answering).
+ARMS = ("champion", "challenger", "pinned", "shadow")
 
 
 class Checker(Protocol):

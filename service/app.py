@@ -44,6 +44,7 @@ from service.errors import (
 )
 from service.observability import Observability
 from service.pool import ModelPool, ServedVersion
+from service.routing import to_challenger
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
 from service.validation import Batch, records_to_batch, tensors_to_batch
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("modelgate.app")
 
-PREDICT_FIELDS = ("model", "version", "inputs")
+PREDICT_FIELDS = ("model", "version", "inputs", "routing_key")
 CATCH_ALL = "/{path:path}"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 VERSION = importlib.metadata.version("modelgate")
@@ -110,6 +111,16 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+def _routing_key(request: Request, given: Any) -> str | None:
+    """The ``X-Routing-Key`` header, else the key in the body: the same key, the same arm."""
+    key = request.headers.get("x-routing-key")
+    if key is not None or given is None:
+        return key
+    if not isinstance(given, str) or not given:
+        raise MalformedRequest("routing_key: expected a non-empty string", field="routing_key")
+    return given
+
+
 def _model_and_version(request: Request) -> tuple[str, int | None]:
     """``{name}`` and the optional ``{version}`` of a v2 model route."""
     params = request.path_params
@@ -130,9 +141,9 @@ class Exchange:
     #: plausibility, when checked on the request path (a rule that refuses is configured)
     flags: dict[str, int] | None = None
 
-    def resolved(self, served: ServedVersion, pinned: bool) -> ServedVersion:
+    def resolved(self, served: ServedVersion, arm: str) -> ServedVersion:
         self.served = served
-        self.arm = "pinned" if pinned else "champion"
+        self.arm = arm
         return served
 
 
@@ -253,6 +264,22 @@ class Gateway:
             return cached
         return await anyio.to_thread.run_sync(self.pool.load_pinned, name, version)
 
+    def _answering(self, exchange: Exchange, name: str, key: str | None) -> ServedVersion:
+        """The champion, or the challenger when the model's routing policy sends this request there."""
+        slots = self.pool.slots(name)
+        champion = self.pool.champion(name)
+        if slots.challenger is not None and to_challenger(slots.routing, name, key):
+            return exchange.resolved(slots.challenger, "challenger")
+        return exchange.resolved(champion, "champion")
+
+    async def _resolve(
+        self, exchange: Exchange, name: str, version: int | None, key: str | None
+    ) -> ServedVersion:
+        """A pinned version answers as pinned, bypassing any split."""
+        if version is not None:
+            return exchange.resolved(await self._served(name, version), "pinned")
+        return self._answering(exchange, name, key)
+
     @recorded("predict")
     async def predict(self, request: Request, exchange: Exchange) -> Response:
         body = await _json_body(request, self.settings.max_body_bytes)
@@ -269,7 +296,7 @@ class Gateway:
         version = body.get("version")
         if version is not None and type(version) is not int:
             raise MalformedRequest("version: expected an integer version number", field="version")
-        served = exchange.resolved(await self._served(name, version), pinned=version is not None)
+        served = await self._resolve(exchange, name, version, _routing_key(request, body.get("routing_key")))
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of records", field="inputs")
         exchange.batch = records_to_batch(
@@ -282,16 +309,20 @@ class Gateway:
                 "request_id": rid,
                 "model": served.name,
                 "version": served.version,
+                "arm": exchange.arm,
                 "predictions": responses.predictions(served, prediction),
             },
-            headers={"x-request-id": rid},
+            headers={"x-request-id": rid, "x-modelgate-arm": exchange.arm},
         )
 
     @recorded("v2")
     async def infer(self, request: Request, exchange: Exchange) -> Response:
         name, version = _model_and_version(request)
-        served = exchange.resolved(await self._served(name, version), pinned=version is not None)
+        await self._served(name, version)  # an unknown model or version: 404 before the body is read
         body = await _json_body(request, self.settings.max_body_bytes)
+        parameters = body.get("parameters")
+        given_key = parameters.get("routing_key") if isinstance(parameters, dict) else None
+        served = await self._resolve(exchange, name, version, _routing_key(request, given_key))
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
         outputs = responses.requested_outputs(body, served)
@@ -305,8 +336,9 @@ class Gateway:
             "model_version": str(served.version),
             "id": str(body.get("id") or rid),
             "outputs": responses.infer_outputs(served, prediction, outputs),
+            "parameters": {"arm": exchange.arm},
         }
-        return JSONResponse(answer, headers={"x-request-id": rid})
+        return JSONResponse(answer, headers={"x-request-id": rid, "x-modelgate-arm": exchange.arm})
 
     async def set_routing(self, request: Request) -> Response:
         actor = self.admin.actor(request)

@@ -20,6 +20,7 @@ import numpy as np
 import structlog
 
 from monitoring.plausibility import PlausibilityChecker
+from registry.aliases import RoutingPolicy
 from registry.errors import RegistryError
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from registry.onnx_model import NUMPY_DTYPE, OnnxModel, Prediction, load_session
@@ -63,6 +64,8 @@ class ModelSlots:
     champion: ServedVersion | None
     challenger: ServedVersion | None
     stamp: tuple[int, int] | None
+    #: how requests are shared between the two, as the registry says
+    routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     #: the last load failure per alias, shown by the status route until a load succeeds
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -226,7 +229,11 @@ class ModelPool:
                     loaded[wanted] = new
                 served[alias] = new
         self._slots[name] = ModelSlots(
-            champion=served["champion"], challenger=served["challenger"], stamp=stamp, errors=errors
+            champion=served["champion"],
+            challenger=served["challenger"],
+            stamp=stamp,
+            routing=aliases.routing,
+            errors=errors,
         )
 
     def _load_for_alias(

@@ -72,7 +72,7 @@ def test_fetch_filters_by_model_and_time(store):
 
 
 def test_feedback_targets_are_answered_requests_only(store):
-    write(store, record("ok"), record("refused", status=422), record("shadow", arm="challenger"))
+    write(store, record("ok"), record("refused", status=422), record("shadow", arm="shadow"))
     targets = store.targets(["ok", "refused", "shadow", "unknown"])
     assert list(targets) == ["ok"] and targets["ok"].rows == 2 and targets["ok"].version == 1
 
