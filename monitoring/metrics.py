@@ -71,6 +71,9 @@ class GatewayMetrics:
             "Rows breaking a plausibility rule; feature is empty for output rules.",
             ("model", "version", "arm", "rule", "feature"),
         )
+        self.shadow_shed = counter(
+            "shadow_shed_total", "Shadow predictions shed: the shadow or the log queue was full.", ("model",)
+        )
         self.log_queue_depth = gauge("log_queue_depth", "Records waiting for the log writer.", (), "livesum")
         self.log_written = counter(
             "log_records_written_total", "Records committed to the prediction log.", ()

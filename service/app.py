@@ -47,6 +47,7 @@ from service.pool import ModelPool, ServedVersion
 from service.routing import to_challenger
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
+from service.shadow import ShadowJob
 from service.validation import Batch, records_to_batch, tensors_to_batch
 
 if TYPE_CHECKING:
@@ -280,6 +281,23 @@ class Gateway:
             return exchange.resolved(await self._served(name, version), "pinned")
         return self._answering(exchange, name, key)
 
+    def _mirror(
+        self, request: Request, exchange: Exchange, route: str, parse: Callable[[ServedVersion], Batch]
+    ) -> None:
+        """In shadow mode, offer the challenger the champion's inputs, off the response path."""
+        served = exchange.served
+        if self.observability is None or served is None or exchange.arm != "champion":
+            return
+        slots = self.pool.slots(served.name)
+        challenger = slots.challenger
+        if slots.routing.mode != "shadow" or challenger is None:
+            return
+        same_schema = challenger.manifest.inputs == served.manifest.inputs
+        self.observability.shadow.offer(
+            ShadowJob(request_id(request), time.time(), route, challenger,
+                      exchange.batch if same_schema else None, parse)
+        )  # fmt: skip
+
     @recorded("predict")
     async def predict(self, request: Request, exchange: Exchange) -> Response:
         body = await _json_body(request, self.settings.max_body_bytes)
@@ -303,6 +321,8 @@ class Gateway:
             body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
         )
         prediction = await self._run(exchange)
+        self._mirror(request, exchange, "predict", lambda challenger: records_to_batch(
+            body["inputs"], challenger.manifest.inputs, self.settings.max_batch_rows))  # fmt: skip
         rid = request_id(request)
         return JSONResponse(
             {
@@ -330,6 +350,8 @@ class Gateway:
             body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
         )
         prediction = await self._run(exchange)
+        self._mirror(request, exchange, "v2", lambda challenger: tensors_to_batch(
+            body["inputs"], challenger.manifest.inputs, self.settings.max_batch_rows))  # fmt: skip
         rid = request_id(request)
         answer = {
             "model_name": served.name,

@@ -19,6 +19,7 @@ from service.log_process import LogShipper
 from service.monitor_process import MonitorSupervisor
 from service.pool import ModelPool
 from service.settings import Settings
+from service.shadow import ShadowRunner
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
@@ -33,6 +34,7 @@ class Observability:
             capacity=settings.log_queue_size,
             overflow="drop" if settings.log_overflow == "drop" else "block",
         )
+        self.shadow = ShadowRunner(self.sink, settings.shadow_queue_size)
         # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
         AlertConfig.load(settings.alert_rules or None)
         self.monitor = MonitorSupervisor(settings, self.log)
@@ -41,11 +43,15 @@ class Observability:
     def start(self, metrics: GatewayMetrics) -> None:
         self.shipper.start()
         self.sink.metrics = metrics
+        self.shadow.metrics = metrics
         self.sink.start()
+        self.shadow.start()
         self.monitor.start()
 
     def stop(self) -> None:
-        """Stop the monitor, then drain the queue: on SIGTERM everything answered reaches the log."""
+        """Stop shadowing and the monitor, then drain the queue: on SIGTERM everything answered
+        reaches the log."""
+        self.shadow.stop()
         self.monitor.stop()
         self.sink.close()
         self.log.close()

@@ -57,6 +57,8 @@ class Settings:
     log_overflow: str = "block"
     #: requests of at most this many rows carry their inputs and outputs in the stdout log line
     log_payload_rows: int = 100
+    #: shadow-mode jobs waiting for the challenger per worker; more are shed (counted)
+    shadow_queue_size: int = 256
     #: feedback items one POST /feedback may carry
     max_feedback_items: int = 10_000
     #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:
