@@ -4,14 +4,16 @@ Each action is a registry write (and so in the model's audit history, with
 the actor); every gateway and worker picks it up from the registry within a
 poll interval. Without ``MODELGATE_ADMIN_TOKEN`` the routes are disabled
 (403), not open; a missing token is 401, a wrong one 403, and each refusal
-is logged (``admin.refused``) with the caller's address.
+is logged (``auth.refused``) with the caller's address. The prediction and
+feedback routes take a token of their own (``MODELGATE_PREDICT_TOKEN``)
+when one is set.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio.to_thread
 import structlog
@@ -41,20 +43,10 @@ class Admin:
 
     def actor(self, request: Request) -> str:
         """Who is acting, once the bearer token checks out; refusals raise (and are logged)."""
-        client = request.client.host if request.client else "unknown"
-        try:
-            if not self._token:
-                raise Forbidden("admin routes are disabled: set MODELGATE_ADMIN_TOKEN to enable them")
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not given:
-                raise Unauthorized("admin routes need an 'Authorization: Bearer <token>' header")
-            if not hmac.compare_digest(given.strip().encode(), self._token):
-                raise Forbidden("wrong admin token")
-        except (Forbidden, Unauthorized) as refused:
-            log.warning("admin.refused", path=request.url.path, client=client, status=refused.status,
-                        reason=refused.message)  # fmt: skip
-            raise
-        return request.headers.get("x-actor") or f"admin-api@{client}"
+        if not self._token:
+            refuse(request, Forbidden("admin routes are disabled: set MODELGATE_ADMIN_TOKEN to enable them"))
+        check_bearer(request, self._token, "admin routes")
+        return request.headers.get("x-actor") or f"admin-api@{_client(request)}"
 
     async def run(self, name: str, action: Callable[[], AuditEntry]) -> dict[str, Any]:
         """A registry write on model ``name`` in a thread, its errors as answers a client can act on."""
@@ -68,6 +60,25 @@ class Admin:
             raise MalformedRequest(str(exc)) from None
         log.info("admin.action", action=entry.action, actor=entry.actor, model=name, seq=entry.seq)
         return entry.model_dump(mode="json", by_alias=True)
+
+
+def check_bearer(request: Request, token: bytes, routes: str) -> None:
+    """401 without an ``Authorization: Bearer`` header, 403 with a wrong token; each refusal logged."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        refuse(request, Unauthorized(f"{routes} need an 'Authorization: Bearer <token>' header"))
+    if not hmac.compare_digest(given.strip().encode(), token):
+        refuse(request, Forbidden(f"wrong token for {routes}"))
+
+
+def refuse(request: Request, refused: Forbidden | Unauthorized) -> NoReturn:
+    log.warning("auth.refused", path=request.url.path, client=_client(request), status=refused.status,
+                reason=refused.message)  # fmt: skip
+    raise refused
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def routing_policy(body: dict[str, Any]) -> RoutingPolicy:

@@ -32,7 +32,7 @@ from monitoring.records import RequestRecord
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import responses
-from service.admin import Admin, promotion, reason, routing_policy
+from service.admin import Admin, check_bearer, promotion, reason, routing_policy
 from service.errors import (
     Implausible,
     MalformedRequest,
@@ -192,6 +192,7 @@ class Gateway:
         self.observability = Observability(settings, self.pool) if settings.monitoring else None
         self.rejected_rules = settings.rejected_rules
         self.admin = Admin(settings.admin_token, self.pool.registry)
+        self.predict_token = settings.predict_token.encode()
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
         self.metrics: GatewayMetrics | None = None
 
@@ -298,8 +299,14 @@ class Gateway:
                       exchange.batch if same_schema else None, parse)
         )  # fmt: skip
 
+    def _authorize(self, request: Request) -> None:
+        """The prediction and feedback routes' own token, when one is set."""
+        if self.predict_token:
+            check_bearer(request, self.predict_token, "prediction routes")
+
     @recorded("predict")
     async def predict(self, request: Request, exchange: Exchange) -> Response:
+        self._authorize(request)
         body = await _json_body(request, self.settings.max_body_bytes)
         unknown = [key for key in body if key not in PREDICT_FIELDS]
         if unknown:
@@ -337,6 +344,7 @@ class Gateway:
 
     @recorded("v2")
     async def infer(self, request: Request, exchange: Exchange) -> Response:
+        self._authorize(request)
         name, version = _model_and_version(request)
         await self._served(name, version)  # an unknown model or version: 404 before the body is read
         body = await _json_body(request, self.settings.max_body_bytes)
@@ -395,6 +403,7 @@ class Gateway:
         return JSONResponse(entry)
 
     async def feedback(self, request: Request) -> Response:
+        self._authorize(request)
         body = await _json_body(request, self.settings.max_body_bytes)
         status, answer = await self.observed.feedback.take(body)
         answer["request_id"] = request_id(request)

@@ -82,6 +82,8 @@ class Settings:
     external_url: str = ""
     #: the bearer token of the admin routes (promote, rollback, routing); empty disables them
     admin_token: str = dataclasses.field(default="", repr=False)
+    #: when set, the bearer token /predict, v2 infer and /feedback require
+    predict_token: str = dataclasses.field(default="", repr=False)
 
     @property
     def rejected_rules(self) -> frozenset[str]:

@@ -91,3 +91,27 @@ def test_bad_admin_requests_say_what_is_wrong(cancer_registry, method, path, bod
         answer = client.request(method, path, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == status, answer.json()
     assert answer.json()["error"] and answer.json().get("field") == field
+
+
+def test_prediction_routes_take_their_own_token_when_one_is_set(cancer_registry, cancer_model):
+    rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    tensor = {"name": "X", "shape": [1, 30], "datatype": "FP32", "data": list(rows[0].values())}
+    settings = Settings(registry=cancer_registry.root, poll_interval=3600, monitoring=False,
+                        predict_token="app-token", admin_token=TOKEN)  # fmt: skip
+    calls = [("/predict", {"inputs": rows}), ("/v2/models/cancer/infer", {"inputs": [tensor]})]
+    with TestClient(create_app(settings)) as client:
+        for path, body in calls:
+            assert client.post(path, json=body).status_code == 401
+            assert (
+                client.post(path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 403
+            )
+            assert (
+                client.post(path, json=body, headers={"Authorization": "Bearer app-token"}).status_code == 200
+            )
+        assert client.post("/feedback", json={"request_id": "x", "ground_truth": [1]}).status_code == 401
+        assert client.get("/v2/health/ready").status_code == 200  # probes stay open
+        # and the app token opens no admin route
+        refused = client.post(
+            "/admin/models/cancer/rollback", json={}, headers={"Authorization": "Bearer app-token"}
+        )
+        assert refused.status_code == 403
