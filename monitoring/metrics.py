@@ -122,6 +122,30 @@ class GatewayMetrics:
             ("alertname", "model", "severity"),
             "livemostrecent",
         )
+        self.agreement = gauge(
+            "compare_agreement",
+            "Shadow mode: share of rows both arms labelled alike.",
+            ("model",),
+            "livemostrecent",
+        )
+        self.mean_abs_diff = gauge(
+            "compare_mean_abs_diff",
+            "Shadow mode: mean absolute difference of probabilities (or values) between the arms.",
+            ("model",),
+            "livemostrecent",
+        )
+        self.arm_quality = gauge(
+            "compare_quality",
+            "Each arm's quality on the labelled window (accuracy, or MAE for regressors).",
+            ("model", "arm", "metric"),
+            "livemostrecent",
+        )
+        self.compare_p_value = gauge(
+            "compare_p_value",
+            "p-value of the test that the arms' quality differs.",
+            ("model", "metric"),
+            "livemostrecent",
+        )
         self.quality_samples = gauge(
             "quality_samples", "Rows with ground truth in the quality window.", monitor, "livemostrecent"
         )
@@ -190,6 +214,18 @@ class GatewayMetrics:
             self.violation_rate.labels(model, version, entry["rule"], entry["feature"] or "").set(
                 entry["rate"]
             )
+        comparison = report.get("comparison")
+        if comparison:
+            shadow = comparison.get("shadow") or {}
+            if shadow.get("agreement") is not None:
+                self.agreement.labels(model).set(shadow["agreement"])
+            if shadow.get("mean_abs_diff") is not None:
+                self.mean_abs_diff.labels(model).set(shadow["mean_abs_diff"])
+            tested = comparison.get("quality")
+            if tested and tested["p_value"] is not None:
+                self.compare_p_value.labels(model, tested["metric"]).set(tested["p_value"])
+                for arm in ("champion", "challenger"):
+                    self.arm_quality.labels(model, arm, tested["metric"]).set(tested[arm])
         for measured in report.get("quality", []):
             quality_version = str(measured["version"])
             self.quality_samples.labels(model, quality_version).set(measured["samples"])

@@ -10,7 +10,7 @@ log store, where every process reads them for ``GET /monitoring/drift``.
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -19,6 +19,16 @@ import numpy as np
 import orjson
 import structlog
 
+from monitoring.compare import (
+    Outcome,
+    Pair,
+    PairedOutcome,
+    Predicted,
+    correct,
+    pair,
+    pairs_summary,
+    quality_test,
+)
 from monitoring.drift import ALPHA, PSI_THRESHOLD, DriftStatistic, decide, drift_of
 from monitoring.plausibility import rule_parts
 from monitoring.prediction_log import PredictionLog
@@ -27,6 +37,10 @@ from monitoring.records import Feedback, LoggedRequest
 from registry.manifest import Manifest
 
 log = structlog.get_logger("modelgate.monitor")
+
+#: predictions of one arm kept waiting for the other arm's record of the same request (the
+#: champion's always: a shadow record can be logged before or after its champion's)
+UNPAIRED_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -114,13 +128,14 @@ class Traffic:
 
 
 def traffic_summary(window: Window[Traffic], now: float) -> dict[str, Any]:
-    """Requests, the share not answered 200, and the 99th percentile latency over the window."""
+    """Requests, the share not answered 200, and the median and 99th percentile latency."""
     window.trim(now)
     statuses = np.array([r.status for r in window.requests])
     latencies = np.array([r.latency_ms for r in window.requests])
     return {
         "requests": int(statuses.size),
         "error_rate": float(np.mean(statuses != 200)) if statuses.size else 0.0,
+        "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
         "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies.size else None,
     }
 
@@ -219,6 +234,17 @@ class Monitor:
         self.labelled: dict[tuple[str, int], Window[Labelled]] = {}
         #: the version the champion arm answered with last, per model: the one reported on
         self.champions: dict[str, int] = {}
+        #: champion against challenger, per model: each arm's traffic (answered or mirrored) ...
+        self.arm_traffic: dict[tuple[str, str], Window[Traffic]] = {}
+        #: ... shadow mode: one arm's prediction waiting for the other's, by request id ...
+        self.unpaired: dict[str, OrderedDict[str, Predicted]] = {
+            "champion": OrderedDict(),
+            "shadow": OrderedDict(),
+        }
+        self.pairs: dict[str, Window[Pair]] = {}
+        #: ... and with ground truth: outcomes per (model, answering arm), and paired ones (shadow)
+        self.outcomes: dict[tuple[str, str], Window[Outcome]] = {}
+        self.paired_outcomes: dict[str, Window[PairedOutcome]] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
         #: called with each model's report after every pass (the metrics' gauges)
@@ -230,7 +256,15 @@ class Monitor:
         """Every answering request of a served model into its traffic window; its answered ones into
         their version's window (refusals carry no inputs to test). Shadow predictions answered no one."""
         for record in records:
-            if record.model is None or record.arm == "shadow":
+            if record.model is None:
+                continue
+            if record.arm != "pinned":
+                self._window(self.arm_traffic, (record.model, record.arm)).add(
+                    Traffic(record.ts, record.status, record.latency_ms)
+                )
+            if record.arm in self.unpaired and record.status == 200:
+                self._pair(record)
+            if record.arm == "shadow":
                 continue
             if record.arm == "champion" and record.version is not None:
                 self.champions[record.model] = record.version
@@ -246,18 +280,97 @@ class Monitor:
                 window = self.windows[key] = Window(self.settings)
             window.add(record)
 
+    def _window(self, windows: dict[Any, Window[Any]], key: Any) -> Window[Any]:
+        window = windows.get(key)
+        if window is None:
+            window = windows[key] = Window(self.settings)
+        return window
+
+    def _pair(self, record: LoggedRequest) -> None:
+        """Shadow mode: a champion prediction meets the challenger's of the same request, in
+        whichever order they were logged."""
+        model = record.model
+        assert model is not None
+        predicted = Predicted.of(record)
+        if predicted is None:
+            return
+        other = self.unpaired["champion" if record.arm == "shadow" else "shadow"].pop(record.request_id, None)
+        if other is None:
+            waiting = self.unpaired[record.arm]
+            waiting[record.request_id] = predicted
+            if len(waiting) > UNPAIRED_MAX:
+                waiting.popitem(last=False)
+            return
+        champion, shadow = (other, predicted) if record.arm == "shadow" else (predicted, other)
+        paired = pair(champion, shadow)
+        if paired is not None:
+            self._window(self.pairs, model).add(paired)
+
     def label(self, feedback: list[Feedback]) -> None:
         """Join ground truth to the requests it names, into each version's labelled window."""
         requests = {r.request_id: r for r in self.store.answered(f.request_id for f in feedback)}
+        shadows = {r.request_id: r for r in self.store.shadowed(f.request_id for f in feedback)}
         for item in feedback:
             request = requests.get(item.request_id)
             if request is None or request.model is None or request.version is None or not request.outputs:
                 continue
+            self._compare_outcomes(request, shadows.get(item.request_id), item)
             key = (request.model, request.version)
             window = self.labelled.get(key)
             if window is None:
                 window = self.labelled[key] = Window(self.settings)
             window.add(Labelled(ts=item.ts, rows=request.rows, request=request, truth=item.ground_truth))
+
+    def _compare_outcomes(self, request: LoggedRequest, shadow: LoggedRequest | None, item: Feedback) -> None:
+        assert request.model is not None and request.outputs
+        if request.arm in ("champion", "challenger"):
+            outcome = Outcome(item.ts, request.rows, correct(request.outputs, item.ground_truth))
+            self._window(self.outcomes, (request.model, request.arm)).add(outcome)
+        if (
+            shadow is not None
+            and shadow.outputs
+            and shadow.rows == request.rows
+            and request.arm == "champion"
+        ):
+            both = PairedOutcome(item.ts, request.rows, correct(request.outputs, item.ground_truth),
+                                 correct(shadow.outputs, item.ground_truth))  # fmt: skip
+            self._window(self.paired_outcomes, request.model).add(both)
+
+    def comparison(self, model: str, now: float) -> dict[str, Any] | None:
+        """Champion against challenger over the windows; None while the challenger has no traffic."""
+        arms = {
+            arm: traffic_summary(w, now) for (m, arm), w in sorted(self.arm_traffic.items()) if m == model
+        }
+        arms = {arm: summary for arm, summary in arms.items() if summary["requests"]}
+        if not set(arms) - {"champion"}:
+            return None
+        pairs = self.pairs.get(model)
+        if pairs is not None:
+            pairs.trim(now)
+        shadow = pairs_summary(list(pairs.requests)) if pairs is not None and pairs.requests else None
+        paired = self.paired_outcomes.get(model)
+        if paired is not None:
+            paired.trim(now)
+        if paired is not None and paired.requests:
+            outcomes = {
+                "champion": np.concatenate([o.champion for o in paired.requests]),
+                "challenger": np.concatenate([o.challenger for o in paired.requests]),
+            }
+        else:
+            outcomes = {}
+            for arm in ("champion", "challenger"):
+                window = self.outcomes.get((model, arm))
+                if window is not None:
+                    window.trim(now)
+                if window is not None and window.requests:
+                    outcomes[arm] = np.concatenate([o.values for o in window.requests])
+        quality = None
+        if len(outcomes) == 2:
+            is_paired = bool(paired and paired.requests)
+            quality = quality_test(
+                outcomes["champion"], outcomes["challenger"], is_paired, self.settings.alpha
+            )
+        return {"arms": arms, "shadow": shadow, "quality": quality}
 
     def reports(self, now: float) -> dict[str, dict[str, Any]]:
         latest: dict[str, tuple[int, Window[LoggedRequest]]] = {}
@@ -275,6 +388,7 @@ class Monitor:
             model: {
                 **report(self.manifests(model, version), window, self.settings, now),
                 "traffic": traffic_summary(self.traffic[model], now),
+                "comparison": self.comparison(model, now),
                 "quality": [],
             }
             for model, (version, window) in latest.items()

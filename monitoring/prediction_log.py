@@ -121,6 +121,9 @@ class PredictionLog(Protocol):
     def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
         """The answered (status 200, not shadow) records of these request ids."""
 
+    def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        """The challenger's shadow predictions (status 200) of these request ids."""
+
     def save_report(self, model: str, ts: float, report: bytes) -> None:
         """Store the monitor's latest report on ``model`` (JSON), replacing the previous one."""
 
@@ -341,6 +344,14 @@ class SQLitePredictionLog:
     def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
         rows = self._select_in(
             f"SELECT {_COLUMNS} FROM requests WHERE status = 200 AND arm != 'shadow' "
+            "AND request_id IN ({marks})",
+            request_ids,
+        )
+        return [_loaded(row) for row in rows]
+
+    def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        rows = self._select_in(
+            f"SELECT {_COLUMNS} FROM requests WHERE status = 200 AND arm = 'shadow' "
             "AND request_id IN ({marks})",
             request_ids,
         )

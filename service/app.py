@@ -418,6 +418,16 @@ class Gateway:
             return JSONResponse({"model": name, "status": "no_traffic", "features": [], "plausibility": []})
         return Response(saved[1], media_type="application/json")
 
+    async def compare(self, request: Request) -> Response:
+        """Champion against challenger, from the monitor's latest report on the model."""
+        name = request.query_params.get("model") or self._only_model()
+        self.pool.slots(name)  # 404 for a model this gateway does not serve
+        saved = await anyio.to_thread.run_sync(self.observed.log.report, name)
+        comparison = orjson.loads(saved[1]).get("comparison") if saved is not None else None
+        if saved is None or comparison is None:
+            return JSONResponse({"model": name, "status": "no_challenger_traffic"})
+        return JSONResponse({"model": name, "status": "ok", "computed_at": saved[0], **comparison})
+
     async def alerts(self, request: Request) -> Response:
         """Alerts firing and pending now, and those resolved in the last day."""
         alerts = await anyio.to_thread.run_sync(self.observed.log.alerts, time.time() - RECENT_SECONDS)
@@ -455,6 +465,7 @@ class Gateway:
                     "GET /models",
                     "GET /monitoring/drift?model=NAME",
                     "GET /monitoring/alerts",
+                    "GET /monitoring/compare?model=NAME",
                     "PUT /admin/models/{name}/routing (bearer token)",
                     "POST /admin/models/{name}/promote (bearer token)",
                     "POST /admin/models/{name}/rollback (bearer token)",
@@ -569,6 +580,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/models", gateway.models, methods=["GET"]),
         Route("/monitoring/drift", gateway.drift, methods=["GET"]),
         Route("/monitoring/alerts", gateway.alerts, methods=["GET"]),
+        Route("/monitoring/compare", gateway.compare, methods=["GET"]),
         Route("/admin/models/{name}/routing", gateway.set_routing, methods=["PUT"]),
         Route("/admin/models/{name}/promote", gateway.promote, methods=["POST"]),
         Route("/admin/models/{name}/rollback", gateway.rollback, methods=["POST"]),

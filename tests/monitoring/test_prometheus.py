@@ -12,6 +12,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from registry.aliases import RoutingPolicy
 from registry.demo import breast_cancer
 from service.app import create_app
 from service.settings import Settings
@@ -51,6 +52,7 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
 ):
     rules = tmp_path / "gateway-alerts.yml"
     rules.write_text(DRIFT_NOW)
+    cancer_registry.set_routing("cancer", RoutingPolicy(mode="shadow"))  # the comparison panels
     gateway = gateway_factory(cancer_registry, workers=2, MODELGATE_MONITOR_INTERVAL="0.2",
                               MODELGATE_WINDOW_ROWS="140", MODELGATE_ALERT_RULES=str(rules))  # fmt: skip
     config = tmp_path / "prometheus.yml"

@@ -1,0 +1,156 @@
+"""Champion against challenger: how often they agree, how far apart they are, and which is better.
+
+Pure functions over logged requests. In shadow mode both arms predicted the
+same requests, so their predictions pair up row by row: the agreement rate
+(same label) and the mean absolute difference of the probabilities (or of
+the values); with ground truth, the difference in quality is tested on the
+pairs (McNemar's exact test on the rows only one arm got right; Wilcoxon's
+signed-rank test on the absolute errors of regressors). Under an A/B or
+canary split each arm answered different requests: the arms' quality is
+tested as two independent samples (Fisher's exact test on right/wrong
+counts; Mann-Whitney U on the absolute errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from monitoring.records import LoggedRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One request both arms predicted (shadow mode), reduced to what comparing needs."""
+
+    ts: float
+    rows: int
+    #: rows with the same label (None for regressors)
+    agreed: int | None
+    #: summed over rows: the mean absolute difference of the class probabilities, or of the values
+    abs_diff: float
+
+
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """What pairing keeps of one arm's record while it waits for the other arm's."""
+
+    ts: float
+    rows: int
+    outputs: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: LoggedRequest) -> Predicted | None:
+        return cls(record.ts, record.rows, record.outputs) if record.outputs else None
+
+
+def pair(champion: Predicted, shadow: Predicted) -> Pair | None:
+    """The two predictions of one request side by side; None when they cannot be compared."""
+    a, b = champion.outputs, shadow.outputs
+    if champion.rows != shadow.rows:
+        return None
+    ts = max(champion.ts, shadow.ts)
+    if "label" in a and "label" in b:
+        agreed = int(np.sum(_text(a["label"]) == _text(b["label"])))
+        pa = np.asarray(a["probabilities"], dtype=np.float64)
+        pb = np.asarray(b["probabilities"], dtype=np.float64)
+        diff = float(np.abs(pa - pb).mean(axis=1).sum()) if pa.shape == pb.shape else float("nan")
+        return Pair(ts, champion.rows, agreed, diff)
+    if "value" in a and "value" in b:
+        va, vb = np.asarray(a["value"], dtype=np.float64), np.asarray(b["value"], dtype=np.float64)
+        return Pair(ts, champion.rows, None, float(np.abs(va.ravel() - vb.ravel()).sum()))
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Per row of one labelled request: right or wrong (classifiers) or the absolute error."""
+
+    ts: float
+    rows: int
+    values: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class PairedOutcome:
+    """Both arms' outcomes on the same labelled request (shadow mode)."""
+
+    ts: float
+    rows: int
+    champion: np.ndarray
+    challenger: np.ndarray
+
+
+def pairs_summary(pairs: Sequence[Pair]) -> dict[str, Any]:
+    rows = sum(p.rows for p in pairs)
+    agreed = [p.agreed for p in pairs if p.agreed is not None]
+    return {
+        "requests": len(pairs),
+        "rows": rows,
+        "agreement": sum(agreed) / rows if agreed and rows else None,
+        "mean_abs_diff": sum(p.abs_diff for p in pairs) / rows if rows else None,
+    }
+
+
+def _text(labels: Any) -> np.ndarray:
+    return np.asarray(labels, dtype=object).astype(str)
+
+
+def correct(outputs: dict[str, Any], truth: Sequence[Any]) -> np.ndarray:
+    """Per row: right (classifiers, as booleans) or the absolute error (regressors)."""
+    if "label" in outputs:
+        return _text(outputs["label"]) == _text(truth)
+    values = np.asarray(outputs["value"], dtype=np.float64).ravel()
+    return np.abs(values - np.asarray(truth, dtype=np.float64))
+
+
+def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alpha: float) -> dict[str, Any]:
+    """Whether the challenger's quality differs from the champion's, and which is better.
+
+    ``champion`` and ``challenger`` are per-row outcomes from ``correct``:
+    booleans (accuracy) or absolute errors (MAE); row ``i`` of each is the
+    same row when ``paired``.
+    """
+    classifier = champion.dtype == bool
+    metric = "accuracy" if classifier else "mae"
+    result: dict[str, Any] = {
+        "metric": metric,
+        "paired": paired,
+        "samples": {"champion": int(champion.size), "challenger": int(challenger.size)},
+        "champion": float(champion.mean()) if champion.size else None,
+        "challenger": float(challenger.mean()) if challenger.size else None,
+        "test": None,
+        "p_value": None,
+        "significant": False,
+        "better": None,
+    }
+    if not champion.size or not challenger.size:
+        return result
+    if classifier and paired:
+        only_challenger = int(np.sum(~champion & challenger))
+        only_champion = int(np.sum(champion & ~challenger))
+        discordant = only_challenger + only_champion
+        test, p = "mcnemar-exact", stats.binomtest(only_challenger, discordant).pvalue if discordant else 1.0
+    elif classifier:
+        table = [[int(arm.sum()), int((~arm).sum())] for arm in (champion, challenger)]
+        test, p = "fisher-exact", stats.fisher_exact(table).pvalue
+    elif paired:
+        differences = champion - challenger
+        test = "wilcoxon"
+        p = stats.wilcoxon(differences).pvalue if np.any(differences != 0) else 1.0
+    else:
+        test, p = "mann-whitney-u", stats.mannwhitneyu(champion, challenger).pvalue
+    higher_is_better = classifier
+    challenger_ahead = (result["challenger"] > result["champion"]) == higher_is_better
+    significant = bool(p < alpha) and result["challenger"] != result["champion"]
+    result.update(
+        test=test,
+        p_value=float(p),
+        significant=significant,
+        better=("challenger" if challenger_ahead else "champion") if significant else None,
+    )
+    return result
