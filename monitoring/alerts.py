@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
-Kind = Literal["drift", "plausibility", "error_rate", "latency_p99", "quality"]
-KINDS: tuple[Kind, ...] = ("drift", "plausibility", "error_rate", "latency_p99", "quality")
+Kind = Literal["drift", "plausibility", "error_rate", "latency_p99", "quality", "canary"]
+KINDS: tuple[Kind, ...] = ("drift", "plausibility", "error_rate", "latency_p99", "quality", "canary")
 #: quality metrics where lower is better; for the others an alert fires below the threshold
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
 DEFAULT_RULES = Path(__file__).with_name("alerts.yml")
@@ -76,7 +76,7 @@ class AlertConfig:
             }
             if unknown:
                 raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
-            if "name" not in raw or "threshold" not in raw:
+            if "name" not in raw or ("threshold" not in raw and raw["kind"] != "canary"):
                 raise ValueError(f"{where}: name and threshold are required")
             if raw["kind"] == "quality" and raw.get("metric") not in (
                 "accuracy",
@@ -90,7 +90,7 @@ class AlertConfig:
                 AlertRule(
                     name=str(raw["name"]),
                     kind=raw["kind"],
-                    threshold=float(raw["threshold"]),
+                    threshold=float(raw.get("threshold", 0)),
                     for_seconds=_seconds(raw.get("for", "5m"), where),
                     severity=str(raw.get("severity", "warning")),
                     metric=raw.get("metric"),
@@ -165,6 +165,8 @@ def conditions(rules: tuple[AlertRule, ...], report: dict[str, Any]) -> list[Con
         elif rule.kind == "latency_p99" and traffic.get("latency_p99_ms") is not None:
             if traffic["latency_p99_ms"] > rule.threshold:
                 hold(rule, traffic["latency_p99_ms"], f"p99 latency {traffic['latency_p99_ms']:.0f} ms")
+        elif rule.kind == "canary" and (report.get("canary") or {}).get("stepped_down"):
+            hold(rule, report["canary"]["weight"], report["canary"]["reason"])
         elif rule.kind == "quality":
             assert rule.metric is not None
             for measured in report.get("quality", []):

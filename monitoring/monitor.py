@@ -125,15 +125,22 @@ class Traffic:
     status: int
     latency_ms: float
     rows: int = 1
+    #: rows it predicted, and the plausibility violations found in them
+    predicted: int = 0
+    violations: int = 0
 
 
-def traffic_summary(window: Window[Traffic], now: float) -> dict[str, Any]:
-    """Requests, the share not answered 200, and the median and 99th percentile latency."""
+def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> dict[str, Any]:
+    """Requests (at or after ``since``), the share not answered 200, the median and 99th percentile
+    latency, and plausibility violations per predicted row."""
     window.trim(now)
-    statuses = np.array([r.status for r in window.requests])
-    latencies = np.array([r.latency_ms for r in window.requests])
+    entries = [r for r in window.requests if r.ts >= since] if since else window.requests
+    statuses = np.array([r.status for r in entries])
+    latencies = np.array([r.latency_ms for r in entries])
+    predicted = sum(r.predicted for r in entries)
     return {
         "requests": int(statuses.size),
+        "violation_rate": sum(r.violations for r in entries) / predicted if predicted else 0.0,
         "error_rate": float(np.mean(statuses != 200)) if statuses.size else 0.0,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
         "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies.size else None,
@@ -249,6 +256,9 @@ class Monitor:
         self.feedback_seq: int | None = None
         #: called with each model's report after every pass (the metrics' gauges)
         self.on_report: Callable[[dict[str, Any]], None] | None = None
+        #: called with every pass's reports before they are saved, to act on them and add to them
+        #: (the canary controller)
+        self.controller: Callable[[dict[str, dict[str, Any]], float], None] | None = None
         #: called with every pass's reports (the alert stage)
         self.on_reports: Callable[[dict[str, dict[str, Any]], float], object] | None = None
 
@@ -259,8 +269,11 @@ class Monitor:
             if record.model is None:
                 continue
             if record.arm != "pinned":
+                predicted = record.rows if record.status == 200 else 0
                 self._window(self.arm_traffic, (record.model, record.arm)).add(
-                    Traffic(record.ts, record.status, record.latency_ms)
+                    Traffic(
+                        record.ts, record.status, record.latency_ms, 1, predicted, sum(record.flags.values())
+                    )
                 )
             if record.arm in self.unpaired and record.status == 200:
                 self._pair(record)
@@ -335,6 +348,11 @@ class Monitor:
             both = PairedOutcome(item.ts, request.rows, correct(request.outputs, item.ground_truth),
                                  correct(shadow.outputs, item.ground_truth))  # fmt: skip
             self._window(self.paired_outcomes, request.model).add(both)
+
+    def arm_summary(self, model: str, arm: str, since: float, now: float) -> dict[str, Any] | None:
+        """One arm's traffic since a time (the canary judges a weight on what came after it was set)."""
+        window = self.arm_traffic.get((model, arm))
+        return traffic_summary(window, now, since) if window is not None else None
 
     def comparison(self, model: str, now: float) -> dict[str, Any] | None:
         """Champion against challenger over the windows; None while the challenger has no traffic."""
@@ -422,6 +440,8 @@ class Monitor:
             if len(feedback) < batch:
                 break
         reports = self.reports(now)
+        if self.controller is not None:
+            self.controller(reports, now)
         for model, body in reports.items():
             self.store.save_report(model, now, orjson.dumps(body))
             if self.on_report is not None:

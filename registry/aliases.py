@@ -19,7 +19,10 @@ class RoutingPolicy(BaseModel):
     ``off``: the champion answers everything. ``shadow``: the champion
     answers, the challenger sees the same inputs off the response path.
     ``ab``: the challenger answers ``challenger_weight`` of the requests.
-    ``canary``: as ``ab``, starting from ``challenger_weight``. A policy
+    ``canary``: as ``ab``, starting from ``challenger_weight``; the monitor
+    adds ``canary_step`` every ``canary_interval_seconds`` while the
+    challenger stays healthy, up to ``canary_max_weight``, and sets the
+    weight to 0 (and fires an alert) as soon as it breaks a limit. A policy
     other than ``off`` applies while the model has a challenger.
     """
 
@@ -27,6 +30,17 @@ class RoutingPolicy(BaseModel):
 
     mode: RoutingMode = "off"
     challenger_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    canary_step: float = Field(default=0.1, gt=0.0, le=1.0)
+    canary_interval_seconds: float = Field(default=300.0, gt=0.0)
+    canary_max_weight: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: the challenger is judged once it answered this many requests in the monitor's window ...
+    canary_min_requests: int = Field(default=50, ge=1)
+    #: ... and is unhealthy past any of these: its share of requests not answered 200, ...
+    canary_max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: ... its plausibility violations per predicted row, ...
+    canary_max_violation_rate: float = Field(default=0.05, ge=0.0)
+    #: ... and its p99 latency over the champion's
+    canary_max_latency_ratio: float = Field(default=1.5, gt=0.0)
 
 
 class AuditEntry(BaseModel):

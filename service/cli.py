@@ -185,8 +185,33 @@ def _weight(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    from monitoring.export import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+CANARY_OPTIONS = {
+    "step": "canary_step",
+    "every": "canary_interval_seconds",
+    "max_weight": "canary_max_weight",
+    "min_requests": "canary_min_requests",
+    "max_error_rate": "canary_max_error_rate",
+    "max_violation_rate": "canary_max_violation_rate",
+    "max_latency_ratio": "canary_max_latency_ratio",
+}
+
+
 def cmd_routing_set(args: argparse.Namespace) -> int:
-    policy = RoutingPolicy(mode=args.mode, challenger_weight=args.challenger_weight)
+    canary = {field: getattr(args, option) for option, field in CANARY_OPTIONS.items()}
+    policy = RoutingPolicy(
+        mode=args.mode,
+        challenger_weight=args.challenger_weight,
+        **{field: value for field, value in canary.items() if value is not None},
+    )
     _registry(args).set_routing(args.name, policy, reason=args.reason)
     print(f"{args.name}: routing {_describe(policy)}")
     return 0
@@ -383,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     route_set.add_argument("--challenger-weight", type=_weight, default=0.0,
                            help="the challenger's share of requests, 0 to 1 (ab, canary)")  # fmt: skip
     route_set.add_argument("--reason", default="")
+    canary = route_set.add_argument_group("canary", "stepping and its limits (defaults: RoutingPolicy)")
+    canary.add_argument("--step", type=_weight, help="weight added per healthy interval (0.1)")
+    canary.add_argument("--every", type=_duration, help="interval between steps, e.g. 5m (5m)")
+    canary.add_argument("--max-weight", type=_weight, help="the weight stepping stops at (0.5)")
+    canary.add_argument("--min-requests", type=int, help="challenger requests before judging (50)")
+    canary.add_argument("--max-error-rate", type=_weight, help="share not answered 200 (0.05)")
+    canary.add_argument("--max-violation-rate", type=float, help="plausibility violations a row (0.05)")
+    canary.add_argument("--max-latency-ratio", type=float, help="challenger p99 over champion p99 (1.5)")
     route_set.set_defaults(func=cmd_routing_set)
     route_show = route.add_parser("show", parents=[common], help="a model's routing policy")
     route_show.add_argument("name")

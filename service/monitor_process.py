@@ -103,6 +103,7 @@ def main() -> int:
     from prometheus_client import CollectorRegistry
 
     from monitoring.alerts import AlertConfig
+    from monitoring.canary import CanaryController
     from monitoring.logs import configure_logging
     from monitoring.metrics import GatewayMetrics
     from monitoring.monitor import Monitor, WindowSettings
@@ -110,9 +111,10 @@ def main() -> int:
     from registry.store import Registry
 
     configure_logging()
+    registry = Registry(settings.registry)
     monitor = Monitor(
         store,
-        functools.lru_cache(maxsize=64)(Registry(settings.registry).manifest),
+        functools.lru_cache(maxsize=64)(registry.manifest),
         WindowSettings(
             max_rows=settings.window_rows,
             max_age_seconds=settings.window_seconds,
@@ -125,6 +127,7 @@ def main() -> int:
     alerting = Alerting(store, AlertConfig.load(settings.alert_rules or None), settings.external_url)
     alerting.metrics = metrics
     monitor.on_report = metrics.observe_report
+    monitor.controller = CanaryController(registry, monitor).step
     monitor.on_reports = alerting.step
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     log.info("monitor.leading", pid=os.getpid(), log=str(settings.prediction_log))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -107,6 +108,37 @@ def columns_model(models_dir: Path) -> TrainedModel:
     reference = frame.copy()
     reference.loc[::25, "size"] = np.nan  # the reference carries missing sizes: nulls are accepted
     return _save(models_dir, "columns", proto.SerializeToString(), reference)
+
+
+@pytest.fixture
+def centred_model(tmp_path: Path) -> Callable[[bool], tuple[Path, Path]]:
+    """``centred_model(reciprocal)``: a one-feature regressor in plain ONNX, ``x - 0.5`` or
+    ``1 / (x - 0.5)`` (infinite at 0.5), and reference data that stays away from 0.5."""
+    return functools.partial(_centred_model, tmp_path)
+
+
+def _centred_model(directory: Path, reciprocal: bool) -> tuple[Path, Path]:
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Sub", ["X", "half"], ["centred" if reciprocal else "variable"])]
+    if reciprocal:
+        nodes.append(helper.make_node("Reciprocal", ["centred"], ["variable"]))
+    graph = helper.make_graph(
+        nodes,
+        "reciprocal" if reciprocal else "centred",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5])],
+    )
+    model = directory / f"{graph.name}.onnx"
+    model.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
+    reference = directory / "reference.csv"
+    reference.write_text(
+        "x\n" + "\n".join(str(v) for v in [*np.linspace(0, 0.4, 100), *np.linspace(0.6, 1, 100)])
+    )
+    return model, reference
 
 
 @pytest.fixture

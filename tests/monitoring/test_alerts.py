@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.alerts import AlertConfig, AlertEngine, AlertRule, conditions, fingerprint
+from monitoring.alerts import KINDS, AlertConfig, AlertEngine, AlertRule, conditions, fingerprint
 from monitoring.notify import webhook_payload
 from registry.demo import breast_cancer
 from service.app import create_app
@@ -29,7 +29,7 @@ def report(drifted=0, rate=0.0, errors=0.0, p99=10.0, accuracy=None):
 
 def test_the_shipped_rules_load_and_bad_rules_are_refused(tmp_path):
     config = AlertConfig.load()
-    assert {r.kind for r in config.rules} == {"drift", "plausibility", "error_rate", "latency_p99", "quality"}
+    assert {r.kind for r in config.rules} == set(KINDS)
     bad = tmp_path / "rules.yml"
     bad.write_text("rules:\n  - {name: X, kind: quality, threshold: 1}\n")
     with pytest.raises(ValueError, match="needs metric"):

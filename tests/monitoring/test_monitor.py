@@ -168,28 +168,9 @@ def test_quality_metrics_by_kind():
     assert measured == {"samples": 3, "mae": pytest.approx(1.0), "rmse": pytest.approx(np.sqrt(5 / 3))}
 
 
-def test_a_model_whose_outputs_break_the_rules_is_counted(registry, tmp_path, child_metrics):
+def test_a_model_whose_outputs_break_the_rules_is_counted(registry, centred_model, child_metrics):
     """1 / (x - 0.5): its reference rows stay away from 0.5, live traffic does not."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("Sub", ["X", "half"], ["centred"]),
-            helper.make_node("Reciprocal", ["centred"], ["variable"]),
-        ],
-        "unstable",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5])],
-    )
-    model = tmp_path / "unstable.onnx"
-    model.write_bytes(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-    )
-    reference = tmp_path / "reference.csv"
-    reference.write_text(
-        "x\n" + "\n".join(str(v) for v in [*np.linspace(0, 0.4, 100), *np.linspace(0.6, 1, 100)])
-    )
+    model, reference = centred_model(True)
     registry.push(model, "unstable", reference, actor="tests")
     registry.promote("unstable", 1, "champion", actor="tests")
 

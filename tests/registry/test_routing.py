@@ -53,9 +53,23 @@ def test_routing_from_the_command_line(capsys, cancer_registry):
                  "--reason", "split test", "--registry", root])  # fmt: skip
     assert code == 0 and "cancer: routing ab, challenger weight 0.2" in capsys.readouterr().out
     assert main(["routing", "show", "cancer", "--json", "--registry", root]) == 0
-    assert json.loads(capsys.readouterr().out) == {"mode": "ab", "challenger_weight": 0.2}
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["mode"], shown["challenger_weight"]) == ("ab", 0.2)
     assert main(["registry", "history", "cancer", "--registry", root]) == 0
     assert "route    ab, challenger weight 0.2" in capsys.readouterr().out
+
+    canary = ["--mode", "canary", "--challenger-weight", "0.05", "--step", "0.05", "--every", "10m",
+              "--max-weight", "0.3", "--max-error-rate", "0.01"]  # fmt: skip
+    assert main(["routing", "set", "cancer", *canary, "--registry", root]) == 0
+    policy = cancer_registry.aliases("cancer").routing
+    assert (policy.canary_step, policy.canary_interval_seconds, policy.canary_max_weight) == (
+        0.05,
+        600.0,
+        0.3,
+    )
+    assert (
+        policy.canary_max_error_rate == 0.01 and "canary, challenger weight 0.05" in capsys.readouterr().out
+    )
 
     with pytest.raises(SystemExit) as refused:
         main(["routing", "set", "cancer", "--mode", "ab", "--challenger-weight", "1.5", "--registry", root])

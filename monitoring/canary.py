@@ -1,0 +1,120 @@
+"""The canary controller: a healthy challenger's weight goes up on a schedule; a broken one's to 0.
+
+It runs in the monitor process after each pass. For a model whose routing
+policy is ``canary`` (and that has a challenger with a weight above 0), it
+judges the challenger on the requests it answered since the policy last
+changed: once it has answered ``canary_min_requests`` of them, a share of
+errors, plausibility violations per row or a p99 latency over the
+champion's past the policy's limits sets the weight to 0 at once; otherwise,
+every ``canary_interval_seconds``, the weight grows by ``canary_step`` up to
+``canary_max_weight``. Each change is a registry write (audited, actor
+``modelgate-canary``) that every gateway picks up; a step down also shows
+in the report, where the ``canary`` alert rule sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from registry.aliases import RoutingPolicy
+from registry.store import Registry
+
+log = structlog.get_logger("modelgate.canary")
+
+ACTOR = "modelgate-canary"
+STEPPED_DOWN = "canary stepped down"
+
+
+@dataclass(frozen=True)
+class Decision:
+    weight: float
+    reason: str
+
+
+def judge(
+    policy: RoutingPolicy,
+    challenger: dict[str, Any] | None,
+    champion: dict[str, Any] | None,
+    since: float,
+    now: float,
+) -> Decision | None:
+    """The new weight, or None to keep it; ``challenger`` and ``champion`` are traffic summaries
+    (``monitoring.monitor.traffic_summary``) of the requests since the policy was set."""
+    if policy.mode != "canary" or policy.challenger_weight <= 0.0:
+        return None
+    if challenger is None or challenger["requests"] < policy.canary_min_requests:
+        return None  # too little evidence either way
+    broken = []
+    if challenger["error_rate"] > policy.canary_max_error_rate:
+        broken.append(f"error rate {challenger['error_rate']:.1%} > {policy.canary_max_error_rate:.1%}")
+    if challenger["violation_rate"] > policy.canary_max_violation_rate:
+        broken.append(
+            f"plausibility violations {challenger['violation_rate']:.3f} a row > "
+            f"{policy.canary_max_violation_rate:g}"
+        )
+    base = champion["latency_p99_ms"] if champion else None
+    if base and challenger["latency_p99_ms"] > policy.canary_max_latency_ratio * base:
+        broken.append(
+            f"p99 latency {challenger['latency_p99_ms']:.1f} ms > {policy.canary_max_latency_ratio:g}x "
+            f"the champion's {base:.1f} ms"
+        )
+    if broken:
+        return Decision(0.0, f"{STEPPED_DOWN}: " + "; ".join(broken))
+    weight = policy.challenger_weight
+    if weight < policy.canary_max_weight and now - since >= policy.canary_interval_seconds:
+        stepped = round(min(policy.canary_max_weight, weight + policy.canary_step), 6)
+        return Decision(
+            stepped, f"canary healthy over {challenger['requests']} requests: {weight:g} -> {stepped:g}"
+        )
+    return None
+
+
+class ArmTraffic(Protocol):
+    def arm_summary(self, model: str, arm: str, since: float, now: float) -> dict[str, Any] | None: ...
+
+
+class CanaryController:
+    def __init__(self, registry: Registry, traffic: ArmTraffic) -> None:
+        self.registry = registry
+        self.traffic = traffic
+
+    def step(self, reports: dict[str, dict[str, Any]], now: float) -> None:
+        """Judge each model's canary and add its state to the model's report."""
+        for model, report in reports.items():
+            try:
+                report["canary"] = self._model(model, now)
+            except Exception as exc:  # one model's registry trouble must not stop the others
+                log.error("canary.failed", model=model, error=str(exc))
+
+    def _model(self, model: str, now: float) -> dict[str, Any] | None:
+        history = self.registry.history(model)
+        aliases = self.registry.aliases(model)
+        policy = aliases.routing
+        if policy.mode != "canary" or aliases.challenger is None:
+            return None
+        since = history[-1].at.timestamp()  # a route, a promotion or a rollback: judge what came after
+        decision = judge(
+            policy,
+            self.traffic.arm_summary(model, "challenger", since, now),
+            self.traffic.arm_summary(model, "champion", since, now),
+            since,
+            now,
+        )
+        last = history[-1]
+        if decision is not None:
+            policy = policy.model_copy(update={"challenger_weight": decision.weight})
+            last = self.registry.set_routing(model, policy, reason=decision.reason, actor=ACTOR)
+            log.warning("canary.changed", model=model, weight=decision.weight, reason=decision.reason)
+        stepped_down = (
+            policy.challenger_weight == 0.0 and last.actor == ACTOR and last.reason.startswith(STEPPED_DOWN)
+        )
+        return {
+            "weight": policy.challenger_weight,
+            "max_weight": policy.canary_max_weight,
+            "stepped_down": stepped_down,
+            "reason": last.reason if last.action == "route" else "",
+            "since": last.at.timestamp(),
+        }

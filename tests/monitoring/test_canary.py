@@ -1,0 +1,109 @@
+"""Canary: a healthy challenger's weight steps up on its schedule; one that breaks a limit is set
+to weight 0 at once, audited, and an alert reaches on-call."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from monitoring.canary import judge
+from registry.aliases import RoutingPolicy
+from service.app import create_app
+from service.settings import Settings
+
+POLICY = RoutingPolicy(mode="canary", challenger_weight=0.1, canary_step=0.1, canary_interval_seconds=60,
+                       canary_max_weight=0.3, canary_min_requests=20)  # fmt: skip
+
+
+def summary(requests=100, error_rate=0.0, violation_rate=0.0, p99=10.0):
+    return {"requests": requests, "error_rate": error_rate, "violation_rate": violation_rate,
+            "latency_p50_ms": p99 / 2, "latency_p99_ms": p99}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("challenger", "since", "weight", "reason"),
+    [
+        (summary(), 0, 0.2, "canary healthy over 100 requests: 0.1 -> 0.2"),
+        (summary(), 30, None, None),  # healthy, but the interval has not passed
+        (summary(requests=19, error_rate=1.0), 0, None, None),  # too little to judge
+        (summary(error_rate=0.2), 30, 0.0, "canary stepped down: error rate 20.0% > 5.0%"),
+        (summary(violation_rate=0.5), 30, 0.0, "canary stepped down: plausibility violations 0.500"),
+        (
+            summary(p99=16.0),
+            30,
+            0.0,
+            "canary stepped down: p99 latency 16.0 ms > 1.5x the champion's 10.0 ms",
+        ),
+        (summary(p99=14.0), 0, 0.2, "canary healthy"),
+    ],
+)
+def test_the_canary_steps_up_when_healthy_and_down_on_any_broken_limit(challenger, since, weight, reason):
+    decision = judge(POLICY, challenger, summary(p99=10.0), since=since, now=60)
+    assert (decision.weight if decision else None) == weight
+    assert decision is None or decision.reason.startswith(reason)
+
+
+def test_the_canary_stops_at_its_maximum_weight_and_ignores_other_modes():
+    at_max = POLICY.model_copy(update={"challenger_weight": 0.3})
+    assert judge(at_max, summary(), summary(), since=0, now=600) is None
+    assert judge(POLICY.model_copy(update={"mode": "ab"}), summary(error_rate=1.0), None, 0, 600) is None
+
+
+def settings(registry, rules):
+    return Settings(registry=registry.root, poll_interval=0.1, monitor_interval=0.05, alert_rules=str(rules))
+
+
+def send_until(client, done, rows, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        for _ in range(10):
+            assert client.post("/predict", json={"inputs": rows}).status_code == 200
+    assert done(), "the canary never got there"
+
+
+def test_a_healthy_canary_is_stepped_up_to_its_maximum(cancer_registry, cancer_model, tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text("rules: []\n")
+    quick = POLICY.model_copy(update={"canary_interval_seconds": 0.3, "canary_min_requests": 5})
+    cancer_registry.set_routing("cancer", quick, actor="tests")
+    rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    with TestClient(create_app(settings(cancer_registry, rules))) as client:
+        send_until(client, lambda: cancer_registry.aliases("cancer").routing.challenger_weight == 0.3, rows)
+    steps = [(e.actor, e.routing.challenger_weight) for e in cancer_registry.history("cancer") if e.routing]
+    assert steps == [("tests", 0.1), ("modelgate-canary", 0.2), ("modelgate-canary", 0.3)]
+
+
+def test_a_broken_canary_is_stepped_down_and_on_call_is_told(registry, centred_model, receivers, tmp_path):
+    healthy, reference = centred_model(False)
+    broken, _ = centred_model(True)  # infinite at 0.5: every row a value_finite violation
+    for model in (healthy, broken):
+        registry.push(model, "centred", reference, actor="tests")
+    registry.promote("centred", 1, "champion", actor="tests")
+    registry.promote("centred", 2, "challenger", actor="tests")
+    registry.set_routing(
+        "centred", POLICY.model_copy(update={"challenger_weight": 0.5, "canary_min_requests": 5})
+    )
+    receiver = receivers()
+    rules = tmp_path / "rules.yml"
+    rules.write_text("rules:\n  - {name: CanaryRolledBack, kind: canary, for: 0s, severity: critical}\n"
+                     f"webhooks: ['{receiver.start()}']\n")  # fmt: skip
+    with TestClient(create_app(settings(registry, rules))) as client:
+        send_until(client, lambda: registry.aliases("centred").routing.challenger_weight == 0.0, [{"x": 0.5}])
+        deadline = time.monotonic() + 15
+        while not receiver.bodies and time.monotonic() < deadline:
+            time.sleep(0.1)
+        firing = client.get("/monitoring/alerts").json()["firing"]
+        time.sleep(0.5)  # the gateway's poll picks the new weight up: only the champion answers now
+        assert {client.post("/predict", json={"inputs": [{"x": 0.5}]}).json()["arm"] for _ in range(20)} == {
+            "champion"
+        }
+    last = registry.history("centred")[-1]
+    assert (last.actor, last.routing.challenger_weight) == ("modelgate-canary", 0.0)
+    assert "plausibility violations" in last.reason
+    assert [a["labels"]["alertname"] for a in firing] == ["CanaryRolledBack"]
+    (notification, *_) = receiver.bodies
+    assert (
+        notification["status"] == "firing" and notification["commonLabels"]["alertname"] == "CanaryRolledBack"
+    )
