@@ -20,7 +20,7 @@ import httpx
 import orjson
 import structlog
 
-from monitoring.alerts import Alert, AlertConfig, AlertEngine, conditions
+from monitoring.alerts import Alert, AlertConfig, AlertEngine, conditions, fingerprint
 from monitoring.prediction_log import PredictionLog
 
 if TYPE_CHECKING:
@@ -103,6 +103,19 @@ class Alerting:
         self.store.enqueue(self._notifications(changed, now), now)
         self.deliver(now)
         return changed
+
+    def announce(self, name: str, model: str, summary: str, description: str, now: float) -> None:
+        """An automatic action (a canary step, a promotion) to the webhooks, as a firing ``info``
+        alert (receivers that take Alertmanager webhooks take it too); nothing resolves it."""
+        labels = {"alertname": name, "model": model, "severity": "info"}
+        annotations = {"summary": summary, "description": description}
+        event = Alert(fingerprint(labels), labels, annotations, now, 1.0, firing_since=now)
+        payload = webhook_payload(event, external_url=self.external_url)
+        key = f"{event.fingerprint}:event:{now}"
+        self.store.enqueue(
+            [(key, f"webhook {url}", orjson.dumps(payload)) for url in self.config.webhooks], now
+        )
+        log.warning("automatic_action", **labels, description=description)
 
     def _notifications(self, changed: Sequence[Alert], now: float) -> list[tuple[str, str, bytes]]:
         entries: list[tuple[str, str, bytes]] = []

@@ -41,6 +41,12 @@ class RoutingPolicy(BaseModel):
     canary_max_violation_rate: float = Field(default=0.05, ge=0.0)
     #: ... and its p99 latency over the champion's
     canary_max_latency_ratio: float = Field(default=1.5, gt=0.0)
+    #: the promotion gate: promote the challenger by itself once, over at least
+    #: ``auto_promote_min_samples`` labelled rows a arm, it is significantly better on quality and no
+    #: worse on errors and plausibility (within a point) nor on p99 latency (within this ratio)
+    auto_promote: bool = False
+    auto_promote_min_samples: int = Field(default=200, ge=1)
+    auto_promote_max_latency_ratio: float = Field(default=1.2, gt=0.0)
 
 
 class AuditEntry(BaseModel):

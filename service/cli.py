@@ -202,6 +202,9 @@ CANARY_OPTIONS = {
     "max_error_rate": "canary_max_error_rate",
     "max_violation_rate": "canary_max_violation_rate",
     "max_latency_ratio": "canary_max_latency_ratio",
+    "auto_promote": "auto_promote",
+    "gate_min_samples": "auto_promote_min_samples",
+    "gate_max_latency_ratio": "auto_promote_max_latency_ratio",
 }
 
 
@@ -416,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--max-error-rate", type=_weight, help="share not answered 200 (0.05)")
     canary.add_argument("--max-violation-rate", type=float, help="plausibility violations a row (0.05)")
     canary.add_argument("--max-latency-ratio", type=float, help="challenger p99 over champion p99 (1.5)")
+    gate = route_set.add_argument_group("promotion gate", "promote a better challenger by itself (off)")
+    gate.add_argument("--auto-promote", action="store_true", default=None,
+                      help="promote once significantly better and no worse elsewhere")  # fmt: skip
+    gate.add_argument("--gate-min-samples", type=int, help="labelled rows an arm first needs (200)")
+    gate.add_argument("--gate-max-latency-ratio", type=float, help="challenger p99 over champion p99 (1.2)")
     route_set.set_defaults(func=cmd_routing_set)
     route_show = route.add_parser("show", parents=[common], help="a model's routing policy")
     route_show.add_argument("name")

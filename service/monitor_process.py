@@ -103,7 +103,7 @@ def main() -> int:
     from prometheus_client import CollectorRegistry
 
     from monitoring.alerts import AlertConfig
-    from monitoring.canary import CanaryController
+    from monitoring.controller import RoutingController
     from monitoring.logs import configure_logging
     from monitoring.metrics import GatewayMetrics
     from monitoring.monitor import Monitor, WindowSettings
@@ -127,7 +127,7 @@ def main() -> int:
     alerting = Alerting(store, AlertConfig.load(settings.alert_rules or None), settings.external_url)
     alerting.metrics = metrics
     monitor.on_report = metrics.observe_report
-    monitor.controller = CanaryController(registry, monitor).step
+    monitor.controller = RoutingController(registry, monitor, alerting).step
     monitor.on_reports = alerting.step
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     log.info("monitor.leading", pid=os.getpid(), log=str(settings.prediction_log))

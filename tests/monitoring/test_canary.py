@@ -8,7 +8,7 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.canary import judge
+from monitoring.controller import judge
 from registry.aliases import RoutingPolicy
 from service.app import create_app
 from service.settings import Settings
@@ -66,7 +66,10 @@ def send_until(client, done, rows, timeout=30.0):
 def test_a_healthy_canary_is_stepped_up_to_its_maximum(cancer_registry, cancer_model, tmp_path):
     rules = tmp_path / "rules.yml"
     rules.write_text("rules: []\n")
-    quick = POLICY.model_copy(update={"canary_interval_seconds": 0.3, "canary_min_requests": 5})
+    # latency is judged in its own test: here the two arms differ by model and the machine is shared
+    quick = POLICY.model_copy(
+        update={"canary_interval_seconds": 0.3, "canary_min_requests": 5, "canary_max_latency_ratio": 100}
+    )
     cancer_registry.set_routing("cancer", quick, actor="tests")
     rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
     with TestClient(create_app(settings(cancer_registry, rules))) as client:
@@ -92,7 +95,7 @@ def test_a_broken_canary_is_stepped_down_and_on_call_is_told(registry, centred_m
     with TestClient(create_app(settings(registry, rules))) as client:
         send_until(client, lambda: registry.aliases("centred").routing.challenger_weight == 0.0, [{"x": 0.5}])
         deadline = time.monotonic() + 15
-        while not receiver.bodies and time.monotonic() < deadline:
+        while len(receiver.bodies) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         firing = client.get("/monitoring/alerts").json()["firing"]
         time.sleep(0.5)  # the gateway's poll picks the new weight up: only the champion answers now
@@ -103,7 +106,7 @@ def test_a_broken_canary_is_stepped_down_and_on_call_is_told(registry, centred_m
     assert (last.actor, last.routing.challenger_weight) == ("modelgate-canary", 0.0)
     assert "plausibility violations" in last.reason
     assert [a["labels"]["alertname"] for a in firing] == ["CanaryRolledBack"]
-    (notification, *_) = receiver.bodies
-    assert (
-        notification["status"] == "firing" and notification["commonLabels"]["alertname"] == "CanaryRolledBack"
-    )
+    told = {body["commonLabels"]["alertname"]: body for body in receiver.bodies}
+    assert set(told) == {"CanaryRolledBack", "CanaryWeightChanged"}  # the alert, and the action itself
+    assert told["CanaryRolledBack"]["status"] == "firing" and told["CanaryRolledBack"]["version"] == "4"
+    assert "plausibility violations" in told["CanaryWeightChanged"]["alerts"][0]["annotations"]["description"]

@@ -59,7 +59,8 @@ def test_routing_from_the_command_line(capsys, cancer_registry):
     assert "route    ab, challenger weight 0.2" in capsys.readouterr().out
 
     canary = ["--mode", "canary", "--challenger-weight", "0.05", "--step", "0.05", "--every", "10m",
-              "--max-weight", "0.3", "--max-error-rate", "0.01"]  # fmt: skip
+              "--max-weight", "0.3", "--max-error-rate", "0.01",
+              "--auto-promote", "--gate-min-samples", "500"]  # fmt: skip
     assert main(["routing", "set", "cancer", *canary, "--registry", root]) == 0
     policy = cancer_registry.aliases("cancer").routing
     assert (policy.canary_step, policy.canary_interval_seconds, policy.canary_max_weight) == (

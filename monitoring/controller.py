@@ -1,6 +1,6 @@
-"""The canary controller: a healthy challenger's weight goes up on a schedule; a broken one's to 0.
+"""The routing controller: the canary's steps, and the promotion gate.
 
-It runs in the monitor process after each pass. For a model whose routing
+It runs in the monitor process after each pass. **Canary.** For a model whose routing
 policy is ``canary`` (and that has a challenger with a weight above 0), it
 judges the challenger on the requests it answered since the policy last
 changed: once it has answered ``canary_min_requests`` of them, a share of
@@ -10,6 +10,15 @@ every ``canary_interval_seconds``, the weight grows by ``canary_step`` up to
 ``canary_max_weight``. Each change is a registry write (audited, actor
 ``modelgate-canary``) that every gateway picks up; a step down also shows
 in the report, where the ``canary`` alert rule sees it.
+
+**Promotion gate** (``auto_promote``, off by default). Once each arm has
+``auto_promote_min_samples`` labelled rows in the window, the challenger is
+promoted to champion when its quality is significantly better (the
+comparison's test) and it is no worse on errors and plausibility
+violations (at most one point above the champion's) nor on p99 latency
+(at most ``auto_promote_max_latency_ratio`` times the champion's). The
+promotion is a registry write (actor ``modelgate-gate``). Every automatic
+change, step or promotion, is also announced to the alert webhooks.
 """
 
 from __future__ import annotations
@@ -25,7 +34,10 @@ from registry.store import Registry
 log = structlog.get_logger("modelgate.canary")
 
 ACTOR = "modelgate-canary"
+GATE_ACTOR = "modelgate-gate"
 STEPPED_DOWN = "canary stepped down"
+#: "no worse" on error rate and violations a row: at most this far above the champion
+NO_WORSE_SLACK = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,24 +84,71 @@ def judge(
     return None
 
 
+def gate(policy: RoutingPolicy, comparison: dict[str, Any] | None) -> str | None:
+    """Why the challenger should be promoted now, or None (see the module's docstring)."""
+    if not policy.auto_promote or not comparison or not comparison.get("quality"):
+        return None
+    quality, arms = comparison["quality"], comparison["arms"]
+    challenger = arms.get("shadow" if policy.mode == "shadow" else "challenger")
+    champion = arms.get("champion")
+    samples = quality["samples"]
+    if min(samples.values()) < policy.auto_promote_min_samples or quality["better"] != "challenger":
+        return None
+    if challenger is None or champion is None:
+        return None
+    if challenger["error_rate"] > champion["error_rate"] + NO_WORSE_SLACK:
+        return None
+    if challenger["violation_rate"] > champion["violation_rate"] + NO_WORSE_SLACK:
+        return None
+    base = champion["latency_p99_ms"]
+    if base and challenger["latency_p99_ms"] > policy.auto_promote_max_latency_ratio * base:
+        return None
+    return (
+        f"promotion gate: {quality['metric']} {quality['challenger']:.4g} against {quality['champion']:.4g} "
+        f"({quality['test']}, p={quality['p_value']:.2g}, {samples['challenger']} and "
+        f"{samples['champion']} labelled rows); errors, plausibility and latency no worse"
+    )
+
+
 class ArmTraffic(Protocol):
     def arm_summary(self, model: str, arm: str, since: float, now: float) -> dict[str, Any] | None: ...
 
 
-class CanaryController:
-    def __init__(self, registry: Registry, traffic: ArmTraffic) -> None:
+class Announcer(Protocol):
+    def announce(self, name: str, model: str, summary: str, description: str, now: float) -> None: ...
+
+
+class RoutingController:
+    def __init__(self, registry: Registry, traffic: ArmTraffic, announcer: Announcer | None = None) -> None:
         self.registry = registry
         self.traffic = traffic
+        self.announcer = announcer
 
     def step(self, reports: dict[str, dict[str, Any]], now: float) -> None:
-        """Judge each model's canary and add its state to the model's report."""
+        """Judge each model's canary and gate; add the canary's state to the model's report."""
         for model, report in reports.items():
             try:
-                report["canary"] = self._model(model, now)
+                self._gate(model, report, now)
+                report["canary"] = self._canary(model, now)
             except Exception as exc:  # one model's registry trouble must not stop the others
-                log.error("canary.failed", model=model, error=str(exc))
+                log.error("routing_control.failed", model=model, error=str(exc))
 
-    def _model(self, model: str, now: float) -> dict[str, Any] | None:
+    def _announce(self, name: str, model: str, summary: str, description: str, now: float) -> None:
+        if self.announcer is not None:
+            self.announcer.announce(name, model, summary, description, now)
+
+    def _gate(self, model: str, report: dict[str, Any], now: float) -> None:
+        aliases = self.registry.aliases(model)
+        reason = gate(aliases.routing, report.get("comparison"))
+        if reason is None or aliases.challenger is None:
+            return
+        entry = self.registry.promote(model, aliases.challenger, "champion", reason=reason, actor=GATE_ACTOR)
+        log.warning("gate.promoted", model=model, version=entry.to_version, reason=reason)
+        self._announce(
+            "ModelPromoted", model, f"{model}: v{entry.to_version} promoted to champion", reason, now
+        )
+
+    def _canary(self, model: str, now: float) -> dict[str, Any] | None:
         history = self.registry.history(model)
         aliases = self.registry.aliases(model)
         policy = aliases.routing
@@ -108,6 +167,8 @@ class CanaryController:
             policy = policy.model_copy(update={"challenger_weight": decision.weight})
             last = self.registry.set_routing(model, policy, reason=decision.reason, actor=ACTOR)
             log.warning("canary.changed", model=model, weight=decision.weight, reason=decision.reason)
+            summary = f"{model}: canary challenger weight set to {decision.weight:g}"
+            self._announce("CanaryWeightChanged", model, summary, decision.reason, now)
         stepped_down = (
             policy.challenger_weight == 0.0 and last.actor == ACTOR and last.reason.startswith(STEPPED_DOWN)
         )

@@ -1,0 +1,80 @@
+"""The promotion gate: off by default; on, it promotes a challenger that is significantly better and
+no worse on errors, plausibility and latency, writes it to the audit history and tells on-call."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from starlette.testclient import TestClient
+
+from monitoring.controller import gate
+from registry.aliases import RoutingPolicy
+from service.app import create_app
+from service.settings import Settings
+
+GATED = RoutingPolicy(mode="shadow", auto_promote=True, auto_promote_min_samples=100)
+
+
+def arm(error_rate=0.0, violation_rate=0.0, p99=10.0):
+    return {
+        "requests": 300,
+        "error_rate": error_rate,
+        "violation_rate": violation_rate,
+        "latency_p99_ms": p99,
+    }
+
+
+def comparison(better="challenger", samples=300, **challenger):
+    quality = {"metric": "accuracy", "champion": 0.90, "challenger": 0.95, "test": "mcnemar-exact",
+               "p_value": 0.001, "better": better}  # fmt: skip
+    quality["samples"] = {"champion": samples, "challenger": samples}
+    return {"arms": {"champion": arm(), "shadow": arm(**challenger)}, "quality": quality}
+
+
+def test_the_gate_promotes_only_a_significantly_better_challenger_that_is_no_worse_elsewhere():
+    reason = gate(GATED, comparison())
+    assert reason is not None and "accuracy 0.95 against 0.9 (mcnemar-exact, p=0.001" in reason
+    assert gate(GATED.model_copy(update={"auto_promote": False}), comparison()) is None  # off by default
+    assert gate(GATED, comparison(better=None)) is None  # not significantly better
+    assert gate(GATED, comparison(samples=99)) is None  # too few labelled rows
+    assert gate(GATED, comparison(error_rate=0.02)) is None
+    assert gate(GATED, comparison(violation_rate=0.05)) is None
+    assert gate(GATED, comparison(p99=12.5)) is None  # over 1.2x the champion's p99
+    assert gate(GATED, comparison(error_rate=0.005, p99=11.9)) is not None  # within the slack
+
+
+def test_a_better_shadow_challenger_is_promoted_by_itself(registry, centred_model, receivers, tmp_path):
+    wrong, reference = centred_model(True)  # 1 / (x - 0.5): far from the truth, x - 0.5
+    right, _ = centred_model(False)
+    for model in (wrong, right):
+        registry.push(model, "centred", reference, actor="tests")
+    registry.promote("centred", 1, "champion", actor="tests")
+    registry.promote("centred", 2, "challenger", actor="tests")
+    registry.set_routing("centred", GATED.model_copy(update={"auto_promote_min_samples": 30}), actor="tests")
+    receiver = receivers()
+    rules = tmp_path / "rules.yml"
+    rules.write_text(f"rules: []\nwebhooks: ['{receiver.start()}']\n")
+    settings = Settings(
+        registry=registry.root, poll_interval=0.1, monitor_interval=0.05, alert_rules=str(rules)
+    )
+    xs = [*np.linspace(0.0, 0.4, 20), *np.linspace(0.6, 1.0, 20)]
+    with TestClient(create_app(settings)) as client:
+        answers = [client.post("/predict", json={"inputs": [{"x": x}]}).json() for x in xs]
+        assert {a["version"] for a in answers} == {1}
+        time.sleep(0.5)  # the shadow predictions reach the log
+        truth = [
+            {"request_id": a["request_id"], "ground_truth": [x - 0.5]}
+            for a, x in zip(answers, xs, strict=True)
+        ]
+        assert client.post("/feedback", json={"feedback": truth}).status_code == 200
+        deadline = time.monotonic() + 15
+        while registry.aliases("centred").champion != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while not receiver.bodies and time.monotonic() < deadline:
+            time.sleep(0.1)
+    promoted = registry.history("centred")[-1]
+    assert (promoted.action, promoted.actor, promoted.to_version) == ("promote", "modelgate-gate", 2)
+    assert "mae" in promoted.reason and "wilcoxon" in promoted.reason
+    (told,) = [b for b in receiver.bodies if b["commonLabels"]["alertname"] == "ModelPromoted"]
+    assert told["version"] == "4" and told["commonLabels"]["model"] == "centred"
