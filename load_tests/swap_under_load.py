@@ -6,9 +6,10 @@
 Sends ``--requests`` /predict requests (``--concurrency`` at a time, rows taken
 from the version's reference sample) while another process runs ``modelgate
 registry promote MODEL TO --to champion`` and ``rollback`` in turn, ``--swaps``
-times. Prints one JSON object: requests, failures (status or exception, first
-five kept), requests/s, and how many answers each version gave. Exits 1 when
-any request failed. Loopback only, bounded in count.
+times (with ``--admin-token``, the gateway's admin API instead). Prints one
+JSON object: requests, failures (status or exception, first five kept),
+requests/s, and how many answers each version gave. Exits 1 when any request
+failed. Loopback only, bounded in count.
 """
 
 from __future__ import annotations
@@ -62,22 +63,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 failures.append(f"{response.status_code} {response.text[:200]}")
 
-    async def swap_loop() -> int:
-        done = 0
+    async def swap(client: httpx.AsyncClient, promote: bool) -> None:
+        if args.admin_token:  # through the gateway's admin API
+            path = f"/admin/models/{args.model}/{'promote' if promote else 'rollback'}"
+            answer = await client.post(
+                path,
+                json={"version": args.to, "reason": "swap_under_load"}
+                if promote
+                else {"reason": "swap_under_load"},
+                headers={"Authorization": f"Bearer {args.admin_token}"},
+            )
+            answer.raise_for_status()
+            return
+        verb = (
+            ("promote", args.model, str(args.to), "--to", "champion") if promote else ("rollback", args.model)
+        )
+        await asyncio.to_thread(modelgate, "registry", *verb, "--registry", args.registry,
+                                "--reason", "swap_under_load")  # fmt: skip
+
+    async def swap_loop(client: httpx.AsyncClient) -> int:
         for step in range(args.swaps):
             await asyncio.sleep(args.swap_every)
-            if step % 2 == 0:
-                verb = ("promote", args.model, str(args.to), "--to", "champion")
-            else:
-                verb = ("rollback", args.model)
-            await asyncio.to_thread(modelgate, "registry", *verb, "--registry", args.registry,
-                                    "--reason", "swap_under_load")  # fmt: skip
-            done += 1
-        return done
+            await swap(client, promote=step % 2 == 0)
+        return args.swaps
 
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
-        swapper = asyncio.create_task(swap_loop())
+        swapper = asyncio.create_task(swap_loop(client))
         await asyncio.gather(*(client_loop(client) for _ in range(args.concurrency)))
         swaps = await swapper
     elapsed = time.perf_counter() - started
@@ -106,6 +118,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=4, help="rows a request")
     parser.add_argument("--swaps", type=int, default=6, help="promotions plus rollbacks")
     parser.add_argument("--swap-every", type=float, default=0.4, help="seconds between swaps")
+    parser.add_argument("--admin-token", help="swap through the gateway's admin API (else the CLI)")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     print(json.dumps(report))

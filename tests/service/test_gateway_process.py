@@ -82,12 +82,14 @@ def test_bad_input_through_the_real_stack_is_4xx_never_500(gateway, cancer_model
         assert client.get("/readyz").status_code == 200
 
 
-def test_promote_and_rollback_under_load_fail_no_request(gateway_factory, cancer_registry, cancer_model):
-    gateway = gateway_factory(cancer_registry, workers=2)
+@pytest.mark.parametrize("via", ["cli", "admin-api"])
+def test_promote_and_rollback_under_load_fail_no_request(gateway_factory, cancer_registry, cancer_model, via):
+    gateway = gateway_factory(cancer_registry, workers=2, MODELGATE_ADMIN_TOKEN="t0ken")
     script = Path(__file__).resolve().parents[2] / "load_tests/swap_under_load.py"
     run = subprocess.run(
         [sys.executable, str(script), "--url", gateway.url, "--registry", str(cancer_registry.root),
-         "--model", "cancer", "--to", "2", "--requests", "3000", "--swaps", "6"],
+         "--model", "cancer", "--to", "2", "--requests", "3000", "--swaps", "6",
+         *(["--admin-token", "t0ken"] if via == "admin-api" else [])],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     report = json.loads(run.stdout)
@@ -95,6 +97,8 @@ def test_promote_and_rollback_under_load_fail_no_request(gateway_factory, cancer
     assert report["statuses"] == {"200": 3000} and report["swaps"] == 6
     assert set(report["versions"]) == {"1", "2"}, "both versions answered during the swaps"
     assert cancer_registry.aliases("cancer").champion == 1
+    actors = {e.actor for e in cancer_registry.history("cancer") if e.reason == "swap_under_load"}
+    assert len(actors) == 1 and (next(iter(actors)).startswith("admin-api@")) == (via == "admin-api")
     time.sleep(1.5)  # both workers settle on the final champion
     body = {"inputs": cancer_model.frame.iloc[:4].to_dict(orient="records")}
     assert {httpx.post(f"{gateway.url}/predict", json=body).json()["version"] for _ in range(40)} == {1}
