@@ -59,6 +59,8 @@ class Settings:
     log_payload_rows: int = 100
     #: shadow-mode jobs waiting for the challenger per worker; more are shed (counted)
     shadow_queue_size: int = 256
+    #: the share of time the shadow thread may spend running the challenger; the rest is shed
+    shadow_budget: float = 0.25
     #: feedback items one POST /feedback may carry
     max_feedback_items: int = 10_000
     #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:

@@ -8,6 +8,11 @@ computes) and queues one prediction-log record per job under the request's
 id, with arm ``shadow``: its prediction, or the error it raised. So a
 challenger that fails, is slow or hangs changes nothing the client sees; a
 slow one only sheds more of its shadow traffic, a hung one all of it.
+
+The thread also keeps to a budget: after a job that took ``t`` seconds it
+rests ``t * (1 - budget) / budget``, so the challenger never takes more
+than ``budget`` of the time (a quarter by default) from the cores the
+champion answers on; jobs that arrive meanwhile queue, then are shed.
 """
 
 from __future__ import annotations
@@ -46,8 +51,11 @@ class ShadowJob:
 
 
 class ShadowRunner:
-    def __init__(self, sink: EventSink, capacity: int = 256) -> None:
+    def __init__(self, sink: EventSink, capacity: int = 256, budget: float = 0.25) -> None:
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"shadow budget {budget}: a share of the time, above 0 and at most 1")
         self.sink = sink
+        self.budget = budget
         self._jobs: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
         self.shed = 0
@@ -81,8 +89,13 @@ class ShadowRunner:
             log.error("shadow.stop_timed_out", timeout_s=timeout)
 
     def _run(self) -> None:
+        rest = (1.0 - self.budget) / self.budget
         while (job := self._jobs.get()) is not None:
-            if not self.sink.offer(self.mirror(job)):  # the log's queue is full: shed, not waited for
+            started = time.perf_counter()
+            record = self.mirror(job)
+            if rest:
+                time.sleep((time.perf_counter() - started) * rest)
+            if not self.sink.offer(record):  # the log's queue is full: shed, not waited for
                 self.shed += 1
                 if self.metrics is not None:
                     self.metrics.shadow_shed.labels(job.challenger.name).inc()

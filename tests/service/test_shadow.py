@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from starlette.testclient import TestClient
 
 from monitoring.prediction_log import SQLitePredictionLog
@@ -91,3 +92,35 @@ def test_a_slow_challenger_sheds_shadow_jobs_and_never_holds_the_caller(cancer_r
     mirrored = [r for r in store.read_after(0, 100) if r.arm == "shadow"]
     store.close()
     assert len(mirrored) == 10 - runner.shed and all(r.status == 200 for r in mirrored)
+
+
+def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
+    cancer_registry, tmp_path, monkeypatch
+):
+    import service.shadow
+
+    rests = []
+    monkeypatch.setattr(service.shadow.time, "sleep", rests.append)  # the rests asked for, not taken
+    real = served(cancer_registry, 2)
+    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store))
+    runner = ShadowRunner(sink, capacity=10, budget=0.2)
+    runner.start()
+    batch = warmup_batch(real.manifest, 64)
+    for i in range(5):
+        runner.offer(job(real, batch, request_id=f"r{i}"))
+    waited = threading.Event()
+    for _ in range(1000):  # at most 10 s (time.sleep is patched: wait on an event)
+        if len(rests) == 5:
+            break
+        waited.wait(0.01)
+    runner.stop(timeout=10)
+    sink.start()
+    sink.close()
+    took = [r.latency_ms / 1000 for r in store.read_after(0, 10)]
+    store.close()
+    assert len(took) == 5 and runner.shed == 0
+    # rest = time taken * (1 - 0.2) / 0.2: at least four times the prediction it followed
+    assert all(rest >= 4 * t > 0 for rest, t in zip(rests, took, strict=True))
+    with pytest.raises(ValueError, match="budget"):
+        ShadowRunner(sink, budget=0.0)
