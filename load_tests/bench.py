@@ -2,6 +2,8 @@
 
     python load_tests/bench.py                          # monitoring off vs on, demo model
     python load_tests/bench.py --rounds 5 --duration 20 --out load_tests/results/monitoring.md
+    python load_tests/bench.py --targets shadow-off,shadow-slow,shadow-stalled,shadow-failing \
+        --out load_tests/results/shadow.md               # shadow mode against bad challengers
 
 Starts every target (``gateway-off``: ``MODELGATE_MONITORING=false``;
 ``gateway-on``: everything on, the default) as its own ``modelgate serve``
@@ -18,7 +20,11 @@ the rounds. The load generator's own CPU use is reported too: it must stay
 far from a full core, or wrk, not the server, is the bottleneck. For
 ``gateway-on``, the prediction log is counted after a graceful stop and must
 hold every request wrk counted as answered. Any non-2xx answer or lost record exits 1.
-Loopback only, bounded in time.
+The ``shadow-*`` targets serve a copy of the demo registry whose challenger
+(``challengers.py``: ~10x slower, ~500x slower, or failing every request)
+mirrors the champion's traffic; the table's p99 column pairs their champion
+latency with ``shadow-off``'s, and a line per target says what the
+challenger did. Loopback only, bounded in time.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
@@ -38,11 +45,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+import challengers
 import httpx
 
 from registry.demo import DEMO_MODEL, build_demo, demo_request
@@ -52,6 +60,20 @@ from registry.store import Registry
 TARGETS: dict[str, dict[str, str]] = {
     "gateway-off": {"MODELGATE_MONITORING": "false"},
     "gateway-on": {"MODELGATE_MONITORING": "true"},
+    # shadow mode against bad challengers (see challengers.py), beside no shadow at all
+    "shadow-off": {"MODELGATE_MONITORING": "true"},
+    "shadow-slow": {"MODELGATE_MONITORING": "true"},
+    "shadow-stalled": {"MODELGATE_MONITORING": "true"},
+    "shadow-failing": {"MODELGATE_MONITORING": "true"},
+}
+#: widths of the dense branch that slow the champion down ~10x and ~500x on this machine (measured:
+#: each run reports the challenger's inference time against the champion's)
+SLOW_WIDTH, STALLED_WIDTH = 1024, 8192
+#: name -> what is done to a copy of the demo registry before that target starts
+SETUPS: dict[str, Callable[[Registry], None]] = {
+    "shadow-slow": lambda registry: challengers.slowed(registry, SLOW_WIDTH),
+    "shadow-stalled": lambda registry: challengers.slowed(registry, STALLED_WIDTH),
+    "shadow-failing": challengers.failing,
 }
 
 #: wrk posts one body and, when done, prints one JSON line of its counts and latency percentiles
@@ -220,21 +242,24 @@ def table(targets: list[Target], rows: int) -> list[str]:
     base = targets[0]
     lines = [
         f"| target | requests/s | rows/s | p50 ms | p95 ms | p99 ms | server CPU s / 1k req "
-        f"| peak RSS MiB | requests/s vs {base.name} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| peak RSS MiB | requests/s vs {base.name} | p99 vs {base.name} | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for target in targets:
         runs = target.rounds
         rate = statistics.median(m.rate for m in runs)
         ratios = [m.rate / b.rate for m, b in zip(runs, base.rounds, strict=True)]
         cpu = statistics.median(1000 * m.server_cpu_s / m.requests for m in runs)
+        p99 = [m.p99_us / b.p99_us for m, b in zip(runs, base.rounds, strict=True)]
+        failed = sum(m.non_2xx + m.socket_errors for m in runs)
         lines.append(
             f"| {target.name} | {rate:.0f} | {rate * rows:.0f} "
             f"| {statistics.median(m.p50_us for m in runs) / 1000:.2f} "
             f"| {statistics.median(m.p95_us for m in runs) / 1000:.2f} "
             f"| {statistics.median(m.p99_us for m in runs) / 1000:.2f} "
             f"| {cpu:.2f} | {target.peak_rss_mib():.0f} "
-            f"| {statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-{max(ratios):.2f}) |"
+            f"| {statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-{max(ratios):.2f}) "
+            f"| {statistics.median(p99):.2f}x (rounds: {min(p99):.2f}-{max(p99):.2f}) | {failed} |"
         )
     return lines
 
@@ -247,6 +272,43 @@ def demo_registry(given: str | None) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as tmp:
         build_demo(Registry(tmp))
         yield Path(tmp)
+
+
+def prepared(name: str, registry: Path, workdir: Path) -> Path:
+    """The registry a target serves: the demo, or a copy made ready by the target's setup."""
+    setup = SETUPS.get(name)
+    if setup is None:
+        return registry
+    copy = workdir / f"{name}-registry"
+    shutil.copytree(registry, copy)
+    setup(Registry(copy))
+    return copy
+
+
+def shadow_lines(targets: list[Target]) -> list[str]:
+    """What the challenger did in each shadow target: mirrored requests by status, and its speed."""
+    lines = []
+    for target in targets:
+        if target.name not in SETUPS:
+            continue
+        registry = Registry(target.log_path.parent / f"{target.name}-registry")
+        challenger = registry.aliases(DEMO_MODEL).challenger
+        assert challenger is not None
+        with contextlib.closing(sqlite3.connect(target.log_path)) as connection:
+            query = "SELECT status, count(*) FROM requests WHERE arm = 'shadow' GROUP BY status"
+            statuses = dict(connection.execute(query).fetchall())
+        speed = ""
+        if 200 in statuses:  # it predicted: how much slower than the champion, in this process
+            champion, slow = (
+                challengers.inference_ms(registry, 1),
+                challengers.inference_ms(registry, challenger),
+            )
+            speed = f"challenger inference {slow:.3f} ms a row, {slow / champion:.0f}x the champion's; "
+        lines.append(
+            f"{target.name}: {speed}{sum(statuses.values())} requests mirrored (by status: {statuses}), "
+            f"{target.sent} answered by the champion within wrk's windows; the rest of the mirroring shed"
+        )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
         targets: list[Target] = []
         try:
             for name in names:
-                targets.append(start(name, registry, workdir, args.workers))
+                targets.append(start(name, prepared(name, registry, workdir), workdir, args.workers))
             for target in targets:  # warm-up, not counted
                 wrk(target, script, body, args.warmup, args.connections)
             for round_ in range(args.rounds):
@@ -292,6 +354,9 @@ def run(args: argparse.Namespace) -> int:
                 )
                 if logged < target.sent:
                     failures.append(f"{target.name}: {target.sent - logged} requests missing from the log")
+        shadows = shadow_lines(targets)
+        if shadows:
+            report.extend(["", *shadows])
         wrk_cpu = max(m.wrk_cpu_s / m.seconds for t in targets for m in t.rounds)
         header = [
             f"# modelgate benchmark, {datetime.date.today().isoformat()}",
@@ -315,7 +380,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, ratios to the first")
+    known = ", ".join(TARGETS)
+    parser.add_argument("--targets", default="gateway-off,gateway-on",
+                        help=f"comma-separated, ratios to the first; known: {known}")  # fmt: skip
     parser.add_argument("--registry", help="a registry holding the demo model; default: build one")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=15, help="seconds a measurement")

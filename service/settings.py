@@ -60,7 +60,7 @@ class Settings:
     #: shadow-mode jobs waiting for the challenger per worker; more are shed (counted)
     shadow_queue_size: int = 256
     #: the share of time the shadow thread may spend running the challenger; the rest is shed
-    shadow_budget: float = 0.25
+    shadow_budget: float = 0.1
     #: feedback items one POST /feedback may carry
     max_feedback_items: int = 10_000
     #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:

@@ -11,7 +11,7 @@ slow one only sheds more of its shadow traffic, a hung one all of it.
 
 The thread also keeps to a budget: after a job that took ``t`` seconds it
 rests ``t * (1 - budget) / budget``, so the challenger never takes more
-than ``budget`` of the time (a quarter by default) from the cores the
+than ``budget`` of the time (a tenth by default) from the cores the
 champion answers on; jobs that arrive meanwhile queue, then are shed.
 """
 
@@ -51,7 +51,7 @@ class ShadowJob:
 
 
 class ShadowRunner:
-    def __init__(self, sink: EventSink, capacity: int = 256, budget: float = 0.25) -> None:
+    def __init__(self, sink: EventSink, capacity: int = 256, budget: float = 0.1) -> None:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"shadow budget {budget}: a share of the time, above 0 and at most 1")
         self.sink = sink
@@ -64,6 +64,11 @@ class ShadowRunner:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued and not yet taken (the one in hand not counted)."""
+        return self._jobs.qsize()
 
     def offer(self, job: ShadowJob) -> None:
         """Queue the job, or shed it when the queue is full; never waits."""

@@ -26,3 +26,20 @@ def test_bench_compares_monitoring_off_and_on(tool, tmp_path):
     assert set(rows) == {"gateway-off", "gateway-on"}
     assert "1.00x" in rows["gateway-off"] and "x (rounds:" in rows["gateway-on"]
     assert "requests in the prediction log" in table and "Load generator: at most" in table
+
+
+@pytest.mark.slow
+def test_bench_runs_shadow_mode_against_a_bad_challenger(tool, tmp_path):
+    tool("wrk")
+    out = tmp_path / "shadow.md"
+    completed = subprocess.run(
+        [sys.executable, str(BENCH), "--targets", "shadow-off,shadow-failing", "--rounds", "1",
+         "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    table = out.read_text()
+    failing = next(line for line in table.splitlines() if line.startswith("| shadow-failing"))
+    assert failing.rstrip().endswith("| 0 |")  # no champion answer failed
+    assert "p99 vs shadow-off" in table
+    assert "shadow-failing: " in table and "by status: {422:" in table  # every mirror refused, logged

@@ -75,7 +75,8 @@ def traffic_with_truth(client, rows=40):
 
 
 def settings(registry):
-    return Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05)
+    # no shadow budget: every request is mirrored, so the counts below are exact
+    return Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05, shadow_budget=1.0)
 
 
 def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, child_metrics):

@@ -24,8 +24,15 @@ from service.shadow import ShadowJob, ShadowRunner
 def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cancer_registry, cancer_model):
     cancer_registry.set_routing("cancer", RoutingPolicy(mode="shadow"))
     rows = cancer_model.frame.iloc[:3].to_dict(orient="records")
-    with TestClient(create_app(Settings(registry=cancer_registry.root, poll_interval=3600))) as client:
+    settings = Settings(registry=cancer_registry.root, poll_interval=3600, shadow_budget=1.0)
+    with TestClient(create_app(settings)) as client:
         answers = [client.post("/predict", json={"inputs": rows}).json() for _ in range(10)]
+        shadow = client.app.state.gateway.observability.shadow
+        for _ in range(100):  # a stop drops what is still queued: let the thread take it all first
+            if shadow.pending == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)  # and finish the one in hand
     assert {(a["arm"], a["version"]) for a in answers} == {("champion", 1)}
     log = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
     logged = log.read_after(0, 100)
