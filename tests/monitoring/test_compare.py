@@ -62,13 +62,19 @@ def compared(client, timeout=15.0, **wanted):
     raise AssertionError(f"no comparison with {wanted}: {body}")
 
 
-def traffic_with_truth(client, rows=40):
-    """Held-out rows, one a request, each with its ground truth."""
+def traffic_with_truth(client, rows=40, mirrored=False):
+    """Held-out rows, one a request, each with its ground truth (after the monitor saw the shadow
+    predictions, when ``mirrored``: feedback pairs with the ones in the log)."""
     _, x_test, _, y_test = breast_cancer()
     answers = [
         client.post("/predict", json={"inputs": x_test.iloc[i : i + 1].to_dict(orient="records")}).json()
         for i in range(rows)
     ]
+    deadline = time.monotonic() + 15
+    while mirrored and time.monotonic() < deadline:
+        if client.get("/monitoring/compare").json().get("arms", {}).get("shadow", {}).get("requests") == rows:
+            break
+        time.sleep(0.05)
     truth = [{"request_id": a["request_id"], "ground_truth": [y_test.iloc[i]]} for i, a in enumerate(answers)]
     assert client.post("/feedback", json={"feedback": truth}).status_code == 200
     return answers
@@ -83,7 +89,7 @@ def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, chi
     cancer_registry.set_routing("cancer", RoutingPolicy(mode="shadow"))
     with TestClient(create_app(settings(cancer_registry))) as client:
         assert client.get("/monitoring/compare").json()["status"] == "no_challenger_traffic"
-        traffic_with_truth(client)
+        traffic_with_truth(client, mirrored=True)
         body = compared(client, champion=40, challenger=40)
         exported = child_metrics()
     for gauge in ("compare_agreement", "compare_mean_abs_diff", "compare_p_value", "compare_quality"):

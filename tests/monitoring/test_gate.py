@@ -62,7 +62,12 @@ def test_a_better_shadow_challenger_is_promoted_by_itself(registry, centred_mode
     with TestClient(create_app(settings)) as client:
         answers = [client.post("/predict", json={"inputs": [{"x": x}]}).json() for x in xs]
         assert {a["version"] for a in answers} == {1}
-        time.sleep(0.5)  # the shadow predictions reach the log
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # feedback pairs with shadow predictions the monitor has seen
+            arms = client.get("/monitoring/compare", params={"model": "centred"}).json().get("arms", {})
+            if arms.get("shadow", {}).get("requests") == len(xs):
+                break
+            time.sleep(0.1)
         truth = [
             {"request_id": a["request_id"], "ground_truth": [x - 0.5]}
             for a, x in zip(answers, xs, strict=True)
