@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from registry.aliases import RoutingPolicy
+from registry.aliases import Aliases, AuditEntry, RoutingPolicy, fold
 from registry.store import Registry
 
 log = structlog.get_logger("modelgate.canary")
@@ -128,8 +128,10 @@ class RoutingController:
         """Judge each model's canary and gate; add the canary's state to the model's report."""
         for model, report in reports.items():
             try:
-                self._gate(model, report, now)
-                report["canary"] = self._canary(model, now)
+                history = self.registry.history(model)  # read once a pass; again after a promotion
+                if self._gate(model, fold(history), report, now):
+                    history = self.registry.history(model)
+                report["canary"] = self._canary(model, history, now)
             except Exception as exc:  # one model's registry trouble must not stop the others
                 log.error("routing_control.failed", model=model, error=str(exc))
 
@@ -137,20 +139,20 @@ class RoutingController:
         if self.announcer is not None:
             self.announcer.announce(name, model, summary, description, now)
 
-    def _gate(self, model: str, report: dict[str, Any], now: float) -> None:
-        aliases = self.registry.aliases(model)
+    def _gate(self, model: str, aliases: Aliases, report: dict[str, Any], now: float) -> bool:
+        """Promote the challenger when the gate says so; whether it did."""
         reason = gate(aliases.routing, report.get("comparison"))
         if reason is None or aliases.challenger is None:
-            return
+            return False
         entry = self.registry.promote(model, aliases.challenger, "champion", reason=reason, actor=GATE_ACTOR)
         log.warning("gate.promoted", model=model, version=entry.to_version, reason=reason)
         self._announce(
             "ModelPromoted", model, f"{model}: v{entry.to_version} promoted to champion", reason, now
         )
+        return True
 
-    def _canary(self, model: str, now: float) -> dict[str, Any] | None:
-        history = self.registry.history(model)
-        aliases = self.registry.aliases(model)
+    def _canary(self, model: str, history: list[AuditEntry], now: float) -> dict[str, Any] | None:
+        aliases = fold(history)
         policy = aliases.routing
         if policy.mode != "canary" or aliases.challenger is None:
             return None

@@ -281,17 +281,10 @@ class Monitor:
                 continue
             if record.arm == "champion" and record.version is not None:
                 self.champions[record.model] = record.version
-            traffic = self.traffic.get(record.model)
-            if traffic is None:
-                traffic = self.traffic[record.model] = Window(self.settings)
-            traffic.add(Traffic(record.ts, record.status, record.latency_ms))
+            self._window(self.traffic, record.model).add(Traffic(record.ts, record.status, record.latency_ms))
             if record.status != 200 or record.version is None:
                 continue
-            key = (record.model, record.version)
-            window = self.windows.get(key)
-            if window is None:
-                window = self.windows[key] = Window(self.settings)
-            window.add(record)
+            self._window(self.windows, (record.model, record.version)).add(record)
 
     def _window(self, windows: dict[Any, Window[Any]], key: Any) -> Window[Any]:
         window = windows.get(key)
@@ -328,25 +321,23 @@ class Monitor:
             if request is None or request.model is None or request.version is None or not request.outputs:
                 continue
             self._compare_outcomes(request, shadows.get(item.request_id), item)
-            key = (request.model, request.version)
-            window = self.labelled.get(key)
-            if window is None:
-                window = self.labelled[key] = Window(self.settings)
-            window.add(Labelled(ts=item.ts, rows=request.rows, request=request, truth=item.ground_truth))
+            labelled = Labelled(ts=item.ts, rows=request.rows, request=request, truth=item.ground_truth)
+            self._window(self.labelled, (request.model, request.version)).add(labelled)
 
     def _compare_outcomes(self, request: LoggedRequest, shadow: LoggedRequest | None, item: Feedback) -> None:
         assert request.model is not None and request.outputs
+        answered = correct(request.outputs, item.ground_truth)
         if request.arm in ("champion", "challenger"):
-            outcome = Outcome(item.ts, request.rows, correct(request.outputs, item.ground_truth))
-            self._window(self.outcomes, (request.model, request.arm)).add(outcome)
+            self._window(self.outcomes, (request.model, request.arm)).add(
+                Outcome(item.ts, request.rows, answered)
+            )
         if (
             shadow is not None
             and shadow.outputs
             and shadow.rows == request.rows
             and request.arm == "champion"
         ):
-            both = PairedOutcome(item.ts, request.rows, correct(request.outputs, item.ground_truth),
-                                 correct(shadow.outputs, item.ground_truth))  # fmt: skip
+            both = PairedOutcome(item.ts, request.rows, answered, correct(shadow.outputs, item.ground_truth))
             self._window(self.paired_outcomes, request.model).add(both)
 
     def arm_summary(self, model: str, arm: str, since: float, now: float) -> dict[str, Any] | None:
@@ -391,17 +382,14 @@ class Monitor:
         return {"arms": arms, "shadow": shadow, "quality": quality}
 
     def reports(self, now: float) -> dict[str, dict[str, Any]]:
-        latest: dict[str, tuple[int, Window[LoggedRequest]]] = {}
+        # per model, the window of the version the champion arm answered with last; else the one seen last
+        ranked: dict[str, tuple[tuple[bool, float], int, Window[LoggedRequest]]] = {}
         for (model, version), window in self.windows.items():
             window.trim(now)
-            if not window.requests or latest.get(model, (0,))[0] == self.champions.get(model):
-                continue  # the champion's window comes first; else the one seen last
-            if (
-                model not in latest
-                or version == self.champions.get(model)
-                or (window.last_seen > latest[model][1].last_seen)
-            ):
-                latest[model] = (version, window)
+            rank = (version == self.champions.get(model), window.last_seen)
+            if window.requests and (model not in ranked or rank > ranked[model][0]):
+                ranked[model] = (rank, version, window)
+        latest = {model: (version, window) for model, (_, version, window) in ranked.items()}
         reports = {
             model: {
                 **report(self.manifests(model, version), window, self.settings, now),
