@@ -2,7 +2,7 @@
 
     python load_tests/bench.py                          # monitoring off vs on, demo model
     python load_tests/bench.py --rounds 5 --duration 20 --out load_tests/results/monitoring.md
-    python load_tests/bench.py --targets shadow-off,shadow-slow,shadow-stalled,shadow-failing \
+    python load_tests/bench.py --targets shadow-off,shadow-slow,shadow-hung,shadow-raising,shadow-failing \
         --out load_tests/results/shadow.md               # shadow mode against bad challengers
 
 Starts every target (``gateway-off``: ``MODELGATE_MONITORING=false``;
@@ -21,8 +21,8 @@ far from a full core, or wrk, not the server, is the bottleneck. For
 ``gateway-on``, the prediction log is counted after a graceful stop and must
 hold every request wrk counted as answered. Any non-2xx answer or lost record exits 1.
 The ``shadow-*`` targets serve a copy of the demo registry whose challenger
-(``challengers.py``: ~10x slower, ~500x slower, or failing every request)
-mirrors the champion's traffic; the table's p99 column pairs their champion
+(``challengers.py``: ~10x slower, hung, raising in ONNX Runtime, or refusing
+every request in validation) mirrors the champion's traffic; the table's p99 column pairs their champion
 latency with ``shadow-off``'s, and a line per target says what the
 challenger did. Loopback only, bounded in time.
 """
@@ -63,16 +63,18 @@ TARGETS: dict[str, dict[str, str]] = {
     # shadow mode against bad challengers (see challengers.py), beside no shadow at all
     "shadow-off": {"MODELGATE_MONITORING": "true"},
     "shadow-slow": {"MODELGATE_MONITORING": "true"},
-    "shadow-stalled": {"MODELGATE_MONITORING": "true"},
+    "shadow-hung": {"MODELGATE_MONITORING": "true"},
+    "shadow-raising": {"MODELGATE_MONITORING": "true"},
     "shadow-failing": {"MODELGATE_MONITORING": "true"},
 }
-#: widths of the dense branch that slow the champion down ~10x and ~500x on this machine (measured:
-#: each run reports the challenger's inference time against the champion's)
-SLOW_WIDTH, STALLED_WIDTH = 1024, 8192
+#: the width of the dense branch that slows the champion down ~10x on this machine (measured: each
+#: run reports the challenger's inference time against the champion's)
+SLOW_WIDTH = 1200
 #: name -> what is done to a copy of the demo registry before that target starts
 SETUPS: dict[str, Callable[[Registry], None]] = {
     "shadow-slow": lambda registry: challengers.slowed(registry, SLOW_WIDTH),
-    "shadow-stalled": lambda registry: challengers.slowed(registry, STALLED_WIDTH),
+    "shadow-hung": challengers.hung,
+    "shadow-raising": challengers.raising,
     "shadow-failing": challengers.failing,
 }
 

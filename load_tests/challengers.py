@@ -3,6 +3,11 @@
 - ``slowed(registry, width)``: the demo champion with an input-dependent dense
   branch added (two ``width``-wide layers whose result, times zero, is added
   to the probabilities): the same answers, as slow as ``width`` makes it.
+- ``hung(registry)``: the champion after a loop of ~1e12 steps on any row
+  outside its training data, so it pushes and warms up as usual and hangs
+  on every mirrored request (held-out rows) until the shadow timeout.
+- ``raising(registry)``: the champion plus a lookup that ONNX Runtime
+  refuses (index out of bounds) on any row outside its training data.
 - ``failing(registry)``: a model trained without one of the features, so
   every request the gateway mirrors to it fails validation against its
   schema, in the shadow thread.
@@ -32,29 +37,106 @@ from registry.store import Registry
 
 def slowed(registry: Registry, width: int) -> None:
     """The champion plus a dense branch of ``width`` units that changes no answer."""
+    features = breast_cancer()[0].shape[1]
+    rng = np.random.default_rng(0)
+    _with_branch(
+        registry,
+        [numpy_helper.from_array(rng.normal(size=(features, width)).astype(np.float32), "slow_w1"),
+         numpy_helper.from_array(rng.normal(size=(width, width)).astype(np.float32) / width, "slow_w2")],
+        [helper.make_node("MatMul", [INPUT, "slow_w1"], ["slow_h1"]),
+         helper.make_node("Relu", ["slow_h1"], ["slow_r1"]),
+         helper.make_node("MatMul", ["slow_r1", "slow_w2"], ["slow_h2"]),
+         helper.make_node("ReduceMax", ["slow_h2"], ["slow_top"], axes=[1], keepdims=1),  # opset 17
+         helper.make_node("Mul", ["slow_top", "branch_zero"], [NOTHING])],
+        f"the champion slowed by a {width}-wide dense branch",
+    )  # fmt: skip
+
+
+def hung(registry: Registry) -> None:
+    """The champion, after a loop of about 1e12 empty steps on any row outside its training data:
+    it pushes and warms up (on training rows) at the champion's speed, and hangs on live traffic."""
+    initializers, nodes = _unseen()
+    _with_branch(
+        registry,
+        [*initializers, numpy_helper.from_array(np.array(1e12, dtype=np.float32), "hang_scale")],
+        [*nodes,
+         helper.make_node("Mul", ["unseen", "hang_scale"], ["hang_steps_float"]),
+         helper.make_node("Cast", ["hang_steps_float"], ["hang_steps"], to=onnx.TensorProto.INT64),
+         helper.make_node("Loop", ["hang_steps", "", "branch_zero"], [NOTHING], body=_EMPTY_STEP)],
+        "the champion, hung on rows outside its training data",
+    )  # fmt: skip
+
+
+def raising(registry: Registry) -> None:
+    """The champion plus a lookup out of bounds on any row outside its training data: ONNX Runtime
+    raises on live traffic, after the model pushed and warmed up (on training rows) as usual."""
+    initializers, nodes = _unseen()
+    _with_branch(
+        registry,
+        [*initializers, numpy_helper.from_array(np.array(1e6, dtype=np.float32), "raise_scale")],
+        [*nodes,
+         helper.make_node("Mul", ["unseen", "raise_scale"], ["raise_index_float"]),
+         helper.make_node("Cast", ["raise_index_float"], ["raise_index"], to=onnx.TensorProto.INT64),
+         helper.make_node("Gather", ["branch_zero", "raise_index"], [NOTHING], axis=0)],
+        "the champion, raising on rows outside its training data",
+    )  # fmt: skip
+
+
+#: the champion's input, and what a branch computes: a zero added to the probabilities, so the
+#: answers stay the champion's
+INPUT, NOTHING = "X", "branch_nothing"
+
+#: a Loop body that carries its one value through unchanged
+_EMPTY_STEP = helper.make_graph(
+    [helper.make_node("Identity", ["going"], ["still_going"]),
+     helper.make_node("Identity", ["carried"], ["carried_on"])],
+    "empty_step",
+    [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+     helper.make_tensor_value_info("going", onnx.TensorProto.BOOL, []),
+     helper.make_tensor_value_info("carried", onnx.TensorProto.FLOAT, [1])],
+    [helper.make_tensor_value_info("still_going", onnx.TensorProto.BOOL, []),
+     helper.make_tensor_value_info("carried_on", onnx.TensorProto.FLOAT, [1])],
+)  # fmt: skip
+
+
+def _unseen() -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """``unseen``: how far (L1, less a tolerance of 1e-3, at least 0) the batch's farthest row lies
+    from the nearest training row; 0 when all its rows are training rows (the reference, the
+    warm-up sample), positive on held-out rows."""
+    x_train = breast_cancer()[0].to_numpy(dtype=np.float32)
+    return (
+        [numpy_helper.from_array(np.array([1], dtype=np.int64), "unseen_axis"),
+         numpy_helper.from_array(x_train, "unseen_training"),
+         numpy_helper.from_array(np.array(1e-3, dtype=np.float32), "unseen_tolerance")],
+        [helper.make_node("Unsqueeze", [INPUT, "unseen_axis"], ["unseen_rows"]),
+         helper.make_node("Sub", ["unseen_rows", "unseen_training"], ["unseen_offsets"]),
+         helper.make_node("ReduceL1", ["unseen_offsets"], ["unseen_distances"], axes=[2], keepdims=0),
+         helper.make_node("ReduceMin", ["unseen_distances"], ["unseen_nearest"], axes=[1], keepdims=0),
+         helper.make_node("ReduceMax", ["unseen_nearest"], ["unseen_farthest"], keepdims=0),
+         helper.make_node("Sub", ["unseen_farthest", "unseen_tolerance"], ["unseen_beyond"]),
+         helper.make_node("Relu", ["unseen_beyond"], ["unseen"])],
+    )  # fmt: skip
+
+
+def _with_branch(
+    registry: Registry, initializers: list[onnx.TensorProto], nodes: list[onnx.NodeProto], description: str
+) -> None:
+    """Push the champion with a branch added (it reads ``INPUT``, writes ``NOTHING``) as the challenger."""
     manifest, data = registry.read_model(DEMO_MODEL, registry.resolve(DEMO_MODEL))
     model = onnx.load_from_string(data)
     graph = model.graph
+    assert graph.input[0].name == INPUT
     probabilities = manifest.output.probability_output
     assert probabilities is not None
     for node in graph.node:  # the champion's probabilities now come out under another name
-        node.output[:] = [f"{o}_unslowed" if o == probabilities else o for o in node.output]
-    features = graph.input[0].type.tensor_type.shape.dim[1].dim_value
-    rng = np.random.default_rng(0)
-    graph.initializer.extend([
-        numpy_helper.from_array(rng.normal(size=(features, width)).astype(np.float32), "slow_w1"),
-        numpy_helper.from_array(rng.normal(size=(width, width)).astype(np.float32) / width, "slow_w2"),
-        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "slow_zero"),
-    ])  # fmt: skip
-    graph.node.extend([
-        helper.make_node("MatMul", [graph.input[0].name, "slow_w1"], ["slow_h1"]),
-        helper.make_node("Relu", ["slow_h1"], ["slow_r1"]),
-        helper.make_node("MatMul", ["slow_r1", "slow_w2"], ["slow_h2"]),
-        helper.make_node("ReduceMax", ["slow_h2"], ["slow_sum"], axes=[1], keepdims=1),  # opset 17
-        helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_nothing"]),
-        helper.make_node("Add", [f"{probabilities}_unslowed", "slow_nothing"], [probabilities]),
-    ])  # fmt: skip
-    _push(registry, model.SerializeToString(), f"the champion slowed by a {width}-wide dense branch")
+        node.output[:] = [f"{o}_unchanged" if o == probabilities else o for o in node.output]
+    graph.initializer.extend(
+        [*initializers, numpy_helper.from_array(np.zeros(1, dtype=np.float32), "branch_zero")]
+    )
+    graph.node.extend(
+        [*nodes, helper.make_node("Add", [f"{probabilities}_unchanged", NOTHING], [probabilities])]
+    )
+    _push(registry, model.SerializeToString(), description)
 
 
 def failing(registry: Registry) -> None:

@@ -59,7 +59,7 @@ def bin_counts(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
 
 def category_counts(values: np.ndarray, categories: tuple[str, ...]) -> np.ndarray:
     """Counts per reference category, and a last entry for every other value."""
-    codes = pd.Categorical(values, categories=categories).codes.astype(np.int64)
+    codes = pd.Index(categories).get_indexer(values).astype(np.int64)
     codes[codes < 0] = len(categories)  # not a reference category (or missing): "other"
     return np.bincount(codes, minlength=len(categories) + 1)
 

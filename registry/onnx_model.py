@@ -177,8 +177,10 @@ class OnnxModel:
             feeds[name] = column.reshape(-1, 1) if rank == 2 else column
         return feeds
 
-    def predict(self, feeds: dict[str, Any]) -> Prediction:
-        raw = dict(zip(self._output_names, self.session.run(self._output_names, feeds), strict=True))
+    def predict(self, feeds: dict[str, Any], options: ort.RunOptions | None = None) -> Prediction:
+        """``options``: ONNX Runtime's run options, e.g. one whose terminate flag another thread may set."""
+        outputs = self.session.run(self._output_names, feeds, options)
+        raw = dict(zip(self._output_names, outputs, strict=True))
         output = self.output
         if output.kind == "regression":
             assert output.value_output is not None

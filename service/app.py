@@ -186,6 +186,7 @@ class Gateway:
             Registry(settings.registry),
             threads=threads_per_worker(settings.workers),
             warmup_rows=settings.warmup_rows,
+            warmup_timeout=settings.warmup_timeout,
             pinned_cached=settings.pinned_versions_cached,
         )
         #: None when MODELGATE_MONITORING=false: no record, no plausibility check, no metrics

@@ -34,7 +34,13 @@ class Observability:
             capacity=settings.log_queue_size,
             overflow="drop" if settings.log_overflow == "drop" else "block",
         )
-        self.shadow = ShadowRunner(self.sink, settings.shadow_queue_size, settings.shadow_budget)
+        self.shadow = ShadowRunner(
+            self.sink,
+            settings.shadow_queue_size,
+            settings.shadow_budget,
+            settings.shadow_timeout,
+            background=pool.single_threaded,
+        )
         # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
         AlertConfig.load(settings.alert_rules or None)
         self.monitor = MonitorSupervisor(settings, self.log)

@@ -14,9 +14,10 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import onnxruntime as ort
 import structlog
 
 from monitoring.plausibility import PlausibilityChecker
@@ -53,8 +54,8 @@ class ServedVersion:
     def version(self) -> int:
         return self.manifest.version
 
-    def predict(self, batch: Batch) -> Prediction:
-        return self.model.predict(self.model.feeds(batch.columns, batch.matrix))
+    def predict(self, batch: Batch, options: ort.RunOptions | None = None) -> Prediction:
+        return self.model.predict(self.model.feeds(batch.columns, batch.matrix), options)
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,18 @@ def warmup_batch(manifest: Manifest, rows: int) -> Batch:
 
 
 def load_version(
-    registry: Registry, name: str, version: int, warmup_rows: int, threads: int
+    registry: Registry,
+    name: str,
+    version: int,
+    warmup_rows: int,
+    threads: int,
+    warmup_timeout: float = 30.0,
 ) -> ServedVersion:
-    """Read, hash-check, open (``threads`` intra-op threads) and warm up one version; raises on failure."""
+    """Read, hash-check, open (``threads`` intra-op threads) and warm up one version; raises on failure.
+
+    A warm-up still running after ``warmup_timeout`` seconds is stopped and the version refused:
+    a model that hangs must not hold the thread that keeps every model in step with the registry.
+    """
     manifest, data = registry.read_model(name, version)
     session = load_session(data, threads)
     model = OnnxModel(session, manifest.inputs, manifest.output)
@@ -103,10 +113,25 @@ def load_version(
     checker = PlausibilityChecker(manifest.inputs, manifest.plausibility, manifest.output.classes)
     served = ServedVersion(manifest=manifest, model=model, label_datatype=label_datatype, checker=checker)
     batch = warmup_batch(manifest, warmup_rows)
-    for warm in (batch.head(1), batch):
-        prediction = served.predict(warm)
-        if prediction.rows != warm.rows:
-            raise RegistryError(f"{name}:{version}: warm-up gave {prediction.rows} rows for {warm.rows}")
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # a stopped warm-up is reported by the error below
+    deadline = threading.Timer(warmup_timeout, setattr, (options, "terminate", True))
+    deadline.start()
+    try:
+        for warm in (batch.head(1), batch):
+            try:
+                prediction = served.predict(warm, options)
+            except Exception:
+                if options.terminate:
+                    raise RegistryError(
+                        f"{name}:{version}: the warm-up on {warm.rows} reference row(s) did not finish "
+                        f"within {warmup_timeout:g} s (MODELGATE_WARMUP_TIMEOUT)"
+                    ) from None
+                raise
+            if prediction.rows != warm.rows:
+                raise RegistryError(f"{name}:{version}: warm-up gave {prediction.rows} rows for {warm.rows}")
+    finally:
+        deadline.cancel()
     return served
 
 
@@ -114,11 +139,20 @@ class ModelPool:
     """The served models of one process. ``refresh`` runs in a thread; readers never block on it."""
 
     def __init__(
-        self, registry: Registry, *, threads: int, warmup_rows: int = 16, pinned_cached: int = 4
+        self,
+        registry: Registry,
+        *,
+        threads: int,
+        warmup_rows: int = 16,
+        warmup_timeout: float = 30.0,
+        pinned_cached: int = 4,
     ) -> None:
+        if warmup_timeout <= 0:
+            raise ValueError(f"warm-up timeout {warmup_timeout}: seconds, above 0")
         self.registry = registry
         self.threads = threads
         self.warmup_rows = warmup_rows
+        self.warmup_timeout = warmup_timeout
         self.pinned_cached = pinned_cached
         self._slots: dict[str, ModelSlots] = {}
         self._pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
@@ -174,7 +208,7 @@ class ModelPool:
                 field="version",
             ) from None
         try:
-            served = load_version(self.registry, name, version, self.warmup_rows, self.threads)
+            served = self._load(name, version)
         except Exception as exc:
             log.error("model.load_failed", model=name, version=version, error=str(exc))
             raise Unavailable(f"version {version} of {name!r} cannot be served: {exc}") from exc
@@ -183,6 +217,21 @@ class ModelPool:
             while len(self._pinned) > self.pinned_cached:
                 self._pinned.popitem(last=False)
         return served
+
+    def _load(self, name: str, version: int) -> ServedVersion:
+        return load_version(self.registry, name, version, self.warmup_rows, self.threads, self.warmup_timeout)
+
+    def single_threaded(self, served: ServedVersion) -> ServedVersion:
+        """``served`` on a session with one intra-op thread: itself when the pool's sessions have one,
+        else a session of its own, read (hash-checked) and warmed up again. For work that must not
+        spread over the cores requests are answered on (shadow predictions)."""
+        if self.threads == 1:
+            return served
+        _, data = self.registry.read_model(served.name, served.version)
+        model = OnnxModel(load_session(data, 1), served.manifest.inputs, served.manifest.output)
+        twin = replace(served, model=model)
+        twin.predict(warmup_batch(served.manifest, 1))
+        return twin
 
     # -- keeping in step with the registry, off the request path -------------------
 
@@ -241,7 +290,7 @@ class ModelPool:
     ) -> ServedVersion | None:
         started = time.perf_counter()
         try:
-            new = load_version(self.registry, name, version, self.warmup_rows, self.threads)
+            new = self._load(name, version)
         except Exception as exc:
             errors[alias] = f"version {version} not swapped in: {exc}"
             log.error(

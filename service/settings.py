@@ -43,6 +43,8 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     #: rows run through a freshly loaded session before it takes traffic
     warmup_rows: int = 16
+    #: seconds a version's warm-up may take; a model still running then is refused, not served
+    warmup_timeout: float = 30.0
     #: versions outside champion/challenger kept loaded for pinned (versions/{v}) requests
     pinned_versions_cached: int = 4
     #: batches with more rows than this run in a thread, so one big request does not stall the loop
@@ -61,6 +63,8 @@ class Settings:
     shadow_queue_size: int = 256
     #: the share of time the shadow thread may spend running the challenger; the rest is shed
     shadow_budget: float = 0.1
+    #: seconds a challenger's shadow prediction may run; a longer one is stopped and logged as 504
+    shadow_timeout: float = 1.0
     #: feedback items one POST /feedback may carry
     max_feedback_items: int = 10_000
     #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:

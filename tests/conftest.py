@@ -141,6 +141,66 @@ def _centred_model(directory: Path, reciprocal: bool) -> tuple[Path, Path]:
     return model, reference
 
 
+def _looping_model(directory: Path, on_single_row: bool) -> tuple[Path, Path]:
+    """``x - 0.5``, after a loop of ``1e12 * max(0, trigger)`` empty steps (hours when positive).
+    The trigger is ``max(x) - 1.5`` (hung on any input of 2 or more; its reference is in [0, 1]), or
+    with ``on_single_row`` ``1.5 - rows`` (hung on a one-row batch, instant on the whole reference)."""
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["going"], ["still_going"]),
+         helper.make_node("Identity", ["carried"], ["carried_on"])],
+        "step",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("going", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("carried", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("still_going", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("carried_on", TensorProto.FLOAT, [None, 1])],
+    )  # fmt: skip
+    if on_single_row:
+        trigger = [helper.make_node("Shape", ["X"], ["shape"]),
+                   helper.make_node("Gather", ["shape", "first"], ["rows"], axis=0),
+                   helper.make_node("Cast", ["rows"], ["size"], to=TensorProto.FLOAT),
+                   helper.make_node("Sub", ["threshold", "size"], ["over"])]  # fmt: skip
+    else:
+        trigger = [helper.make_node("ReduceMax", ["X"], ["top"], keepdims=0),
+                   helper.make_node("Sub", ["top", "threshold"], ["over"])]  # fmt: skip
+    graph = helper.make_graph(
+        [*trigger,
+         helper.make_node("Relu", ["over"], ["excess"]),
+         helper.make_node("Mul", ["excess", "scale"], ["steps_float"]),
+         helper.make_node("Cast", ["steps_float"], ["steps"], to=TensorProto.INT64),
+         helper.make_node("Loop", ["steps", "", "X"], ["looped"], body=body),
+         helper.make_node("Sub", ["looped", "half"], ["variable"])],
+        "looping",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5]),
+         helper.make_tensor("first", TensorProto.INT64, [], [0]),
+         helper.make_tensor("threshold", TensorProto.FLOAT, [], [1.5]),
+         helper.make_tensor("scale", TensorProto.FLOAT, [], [1e12])],
+    )  # fmt: skip
+    model = directory / "looping.onnx"
+    model.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
+    reference = directory / "reference.csv"
+    reference.write_text("x\n" + "\n".join(str(v) for v in np.linspace(0, 1, 200)))
+    return model, reference
+
+
+@pytest.fixture
+def looping_model(tmp_path: Path) -> tuple[Path, Path]:
+    """Hung on any input of 2 or more, instant on its reference data."""
+    return _looping_model(tmp_path, on_single_row=False)
+
+
+@pytest.fixture
+def single_row_looping_model(tmp_path: Path) -> tuple[Path, Path]:
+    """Hung on a one-row batch (the first warm-up), instant on its whole reference at once."""
+    return _looping_model(tmp_path, on_single_row=True)
+
+
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     return Registry(tmp_path / "registry")

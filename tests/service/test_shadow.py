@@ -4,8 +4,10 @@ the same request id; a slow challenger sheds its shadow traffic (counted) instea
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +16,13 @@ from starlette.testclient import TestClient
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.sink import EventSink, LogWriter
 from registry.aliases import RoutingPolicy
+from registry.errors import RegistryError
 from service.app import create_app
 from service.errors import InvalidInput
-from service.pool import ServedVersion, load_version, warmup_batch
+from service.pool import ModelPool, ServedVersion, load_version, warmup_batch
 from service.settings import Settings
 from service.shadow import ShadowJob, ShadowRunner
+from service.validation import Batch
 
 
 def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cancer_registry, cancer_model):
@@ -52,17 +56,18 @@ def job(challenger, batch, parse=None, request_id="r1"):
     return ShadowJob(request_id, time.time(), "predict", challenger, batch, parse or (lambda s: batch))
 
 
-def test_a_failing_or_refusing_challenger_is_a_logged_error_not_an_answer(cancer_registry):
+def test_a_failing_or_refusing_challenger_is_a_logged_error_not_an_answer(cancer_registry, tmp_path):
     challenger = served(cancer_registry, 2)
     batch = warmup_batch(challenger.manifest, 2)
     narrow = dataclasses.replace(batch, matrix=np.ascontiguousarray(batch.matrix[:, :29]))
-    failed = ShadowRunner.mirror(job(challenger, narrow))  # ONNX Runtime refuses 29 columns
+    runner = ShadowRunner(EventSink(LogWriter(SQLitePredictionLog(tmp_path / "log.sqlite3"))))
+    failed = runner.mirror(job(challenger, narrow))  # ONNX Runtime refuses 29 columns
     assert failed.status == 500 and failed.prediction is None and "29" in failed.error
 
     def refuse(_):
         raise InvalidInput("inputs[0].mean_radius: missing", field="inputs[0].mean_radius")
 
-    refused = ShadowRunner.mirror(job(challenger, None, refuse))
+    refused = runner.mirror(job(challenger, None, refuse))
     assert (refused.status, refused.error, refused.arm) == (422, "inputs[0].mean_radius: missing", "shadow")
 
 
@@ -71,9 +76,9 @@ class Slow(ServedVersion):
 
     gate = threading.Event()
 
-    def predict(self, batch):
+    def predict(self, batch, options=None):
         self.gate.wait(10)
-        return super().predict(batch)
+        return super().predict(batch, options)
 
 
 def test_a_slow_challenger_sheds_shadow_jobs_and_never_holds_the_caller(cancer_registry, tmp_path):
@@ -104,23 +109,19 @@ def test_a_slow_challenger_sheds_shadow_jobs_and_never_holds_the_caller(cancer_r
 def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
     cancer_registry, tmp_path, monkeypatch
 ):
-    import service.shadow
-
-    rests = []
-    monkeypatch.setattr(service.shadow.time, "sleep", rests.append)  # the rests asked for, not taken
+    rests: list[float] = []
     real = served(cancer_registry, 2)
     store = SQLitePredictionLog(tmp_path / "log.sqlite3")
     sink = EventSink(LogWriter(store))
     runner = ShadowRunner(sink, capacity=10, budget=0.2)
+    monkeypatch.setattr(runner, "_rest", rests.append)  # the rests asked for, not taken
     runner.start()
     batch = warmup_batch(real.manifest, 64)
     for i in range(5):
         runner.offer(job(real, batch, request_id=f"r{i}"))
-    waited = threading.Event()
-    for _ in range(1000):  # at most 10 s (time.sleep is patched: wait on an event)
-        if len(rests) == 5:
-            break
-        waited.wait(0.01)
+    deadline = time.monotonic() + 10
+    while len(rests) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
     runner.stop(timeout=10)
     sink.start()
     sink.close()
@@ -131,3 +132,116 @@ def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
     assert all(rest >= 4 * t > 0 for rest, t in zip(rests, took, strict=True))
     with pytest.raises(ValueError, match="budget"):
         ShadowRunner(sink, budget=0.0)
+
+
+@pytest.fixture
+def looping(registry, looping_model):
+    """The looping model (hung on inputs of 2 and more) as version 1, loaded."""
+    model, reference = looping_model
+    registry.push(model, "looping", reference, actor="tests")
+    return load_version(registry, "looping", 1, warmup_rows=4, threads=1)
+
+
+def one_row(x: float) -> Batch:
+    return Batch(rows=1, matrix=np.array([[x]], dtype=np.float32))
+
+
+def test_a_hung_challenger_is_stopped_at_the_shadow_timeout_and_logged_as_504(looping, tmp_path):
+    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store))
+    runner = ShadowRunner(sink, budget=1.0, timeout=0.2)
+    sink.start()
+    runner.start()
+    runner.offer(job(looping, one_row(3.0), request_id="hung"))
+    runner.offer(job(looping, one_row(0.7), request_id="after"))
+    deadline = time.monotonic() + 10
+    while len(store.read_after(0, 10)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.stop()
+    sink.close()
+    hung, after = sorted(store.read_after(0, 10), key=lambda r: r.request_id != "hung")
+    store.close()
+    assert (hung.request_id, hung.status, hung.error) == (
+        "hung",
+        504,
+        "stopped after the shadow timeout of 0.2 s",
+    )
+    assert 200 <= hung.latency_ms < 2000  # stopped within a few watchdog ticks of the deadline
+    # the next job runs as usual
+    assert (after.status, after.outputs) == (200, {"value": [pytest.approx(0.2)]})
+
+
+def test_a_record_is_logged_before_the_rest_and_a_stop_cuts_the_rest_short(looping, tmp_path):
+    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store))
+    runner = ShadowRunner(sink, budget=0.01, timeout=0.5)  # after the 0.5 s run, a 50 s rest
+    sink.start()
+    runner.start()
+    runner.offer(job(looping, one_row(3.0), request_id="hung"))
+    deadline = time.monotonic() + 10
+    while not store.read_after(0, 10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (record,) = store.read_after(0, 10)  # logged while the thread rests
+    assert record.status == 504
+    started = time.monotonic()
+    runner.stop(timeout=10)
+    assert time.monotonic() - started < 2
+    sink.close()
+    store.close()
+
+
+def test_a_stop_does_not_wait_out_a_hung_challenger(looping, tmp_path):
+    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store))
+    runner = ShadowRunner(sink, timeout=3600)
+    sink.start()
+    runner.start()
+    runner.offer(job(looping, one_row(3.0), request_id="hung"))
+    while runner.pending:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the thread is in the run
+    started = time.monotonic()
+    runner.stop(timeout=10)
+    assert time.monotonic() - started < 5
+    sink.close()
+    (record,) = store.read_after(0, 10)
+    store.close()
+    assert (record.status, record.error) == (503, "stopped: the gateway is shutting down")
+
+
+def test_the_challenger_runs_niced_on_a_one_thread_session_of_its_own(cancer_registry, tmp_path):
+    pool = ModelPool(cancer_registry, threads=2)
+    pool.refresh()
+    challenger = pool.slots("cancer").challenger
+    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store))
+    runner = ShadowRunner(sink, budget=1.0, background=pool.single_threaded)
+    sink.start()
+    runner.start()
+    runner.offer(job(challenger, warmup_batch(challenger.manifest, 2)))
+    deadline = time.monotonic() + 10
+    while not store.read_after(0, 10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (record,) = store.read_after(0, 10)
+    stat = Path(f"/proc/self/task/{runner._thread.native_id}/stat").read_text()
+    nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of stat(5), counted after the name
+    runner.stop()
+    sink.close()
+    store.close()
+    assert (record.status, record.version, record.rows) == (200, 2, 2)
+    assert nice == 19 and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
+    twin = runner._twin[1]
+    assert twin.model.session is not challenger.model.session
+    assert twin.model.session.get_session_options().intra_op_num_threads == 1
+    assert challenger.model.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_a_version_whose_warm_up_hangs_is_refused_within_the_warm_up_timeout(
+    registry, single_row_looping_model
+):
+    model, reference = single_row_looping_model
+    registry.push(model, "looping", reference, actor="tests")
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=r"warm-up on 1 reference row\(s\) did not finish within 0.3 s"):
+        load_version(registry, "looping", 1, warmup_rows=4, threads=1, warmup_timeout=0.3)
+    assert time.monotonic() - started < 5
