@@ -1,30 +1,38 @@
-"""Throughput and latency of gateway set-ups side by side, measured in one run on one machine.
+"""Throughput and latency of serving set-ups side by side, measured in one run on one machine.
 
-    python load_tests/bench.py                          # monitoring off vs on, demo model
-    python load_tests/bench.py --rounds 5 --duration 20 --out load_tests/results/monitoring.md
+    python load_tests/bench.py --rounds 5 --out load_tests/results/baseline.md   # bare vs gateway
     python load_tests/bench.py --targets shadow-off,shadow-slow,shadow-hung,shadow-raising,shadow-failing \
         --out load_tests/results/shadow.md               # shadow mode against bad challengers
 
-Starts every target (``gateway-off``: ``MODELGATE_MONITORING=false``;
-``gateway-on``: everything on, the default) as its own ``modelgate serve``
-process on the same registry and worker count, then loads them in turn with
-wrk (Debian package ``wrk``), ``--rounds`` times in alternating order, so a
-noisy neighbour on a shared machine hits every target alike. Each
-measurement is ``--duration`` seconds of single-row ``/predict`` requests
-from ``--connections`` connections, after a warm-up.
+Targets (``--targets``, ratios are to the first):
+
+- ``bare``: a bare BentoML service on the demo champion's ONNX file
+  (``bare_service.py``), the baseline a team would otherwise write;
+- ``gateway-off``: the gateway with ``MODELGATE_MONITORING=false``;
+- ``gateway-on``: the gateway with monitoring on (the default);
+- ``gateway-all``: everything on: monitoring, and shadow mode to the demo's
+  challenger;
+- ``shadow-*``: a copy of the demo registry whose challenger
+  (``challengers.py``: none, ~10x slower, hung, raising in ONNX Runtime, or
+  refusing every request in validation) mirrors the champion's traffic.
+
+Each target is its own server process on the same model and worker count
+(the bare service's session gets the gateway's intra-op threads). wrk
+(Debian package ``wrk``) loads them in turn, ``--rounds`` times in
+alternating order, so a noisy neighbour on a shared machine hits every
+target alike. Each measurement is ``--duration`` seconds of ``/predict``
+requests of ``--rows`` records from ``--connections`` connections, as fast
+as answered or, with ``--rate``, at about that many requests a second.
 
 For each target: requests/s, rows/s, p50/p95/p99 latency (medians over the
 rounds), the server's CPU seconds per 1,000 requests, the peak RSS of its
-processes, and the ratio of its requests/s to the first target's, pairing
-the rounds. The load generator's own CPU use is reported too: it must stay
-far from a full core, or wrk, not the server, is the bottleneck. For
-``gateway-on``, the prediction log is counted after a graceful stop and must
-hold every request wrk counted as answered. Any non-2xx answer or lost record exits 1.
-The ``shadow-*`` targets serve a copy of the demo registry whose challenger
-(``challengers.py``: ~10x slower, hung, raising in ONNX Runtime, or refusing
-every request in validation) mirrors the champion's traffic; the table's p99 column pairs their champion
-latency with ``shadow-off``'s, and a line per target says what the
-challenger did. Loopback only, bounded in time.
+processes, and its requests/s and p99 over the first target's, paired by
+round; monitored gateways also against ``gateway-off``. The load
+generator's own CPU use is reported: it must stay far from a full core, or
+wrk, not the server, is the bottleneck. A monitored gateway's prediction log
+is counted after a graceful stop and must hold every request wrk counted as
+answered; for shadow targets a line says what the challenger did. Any
+non-2xx answer or lost record exits 1. Loopback only, bounded in time.
 """
 
 from __future__ import annotations
@@ -54,12 +62,19 @@ import challengers
 import httpx
 
 from registry.demo import DEMO_MODEL, build_demo, demo_request
+from registry.onnx_model import threads_per_worker
 from registry.store import Registry
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: name -> the environment that makes a gateway that target
 TARGETS: dict[str, dict[str, str]] = {
+    # the baseline: a bare BentoML service on the champion's ONNX file (bare_service.py)
+    "bare": {},
     "gateway-off": {"MODELGATE_MONITORING": "false"},
     "gateway-on": {"MODELGATE_MONITORING": "true"},
+    # everything on: monitoring, and shadow mode to the demo's challenger
+    "gateway-all": {"MODELGATE_MONITORING": "true"},
     # shadow mode against bad challengers (see challengers.py), beside no shadow at all
     "shadow-off": {"MODELGATE_MONITORING": "true"},
     "shadow-slow": {"MODELGATE_MONITORING": "true"},
@@ -72,6 +87,7 @@ TARGETS: dict[str, dict[str, str]] = {
 SLOW_WIDTH = 1200
 #: name -> what is done to a copy of the demo registry before that target starts
 SETUPS: dict[str, Callable[[Registry], None]] = {
+    "gateway-all": challengers.shadowing,
     "shadow-slow": lambda registry: challengers.slowed(registry, SLOW_WIDTH),
     "shadow-hung": challengers.hung,
     "shadow-raising": challengers.raising,
@@ -83,6 +99,13 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
+-- with --rate: each connection pauses an exponential time of this mean before each request, so
+-- requests arrive about as a Poisson stream of that rate (the pause is not in the latency)
+local pause_ms = tonumber(os.getenv("BENCH_PAUSE_MS"))
+if pause_ms > 0 then
+  math.randomseed(os.time())
+  function delay() return -math.log(1 - math.random()) * pause_ms end
+end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -170,14 +193,22 @@ def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
     port = free_port()
     log_path = workdir / f"{name}.sqlite3"
     output = workdir / f"{name}.out"
-    env = {
-        **os.environ,
-        **TARGETS[name],
-        "MODELGATE_LOG_PATH": str(log_path),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    command = [sys.executable, "-m", "service", "serve", "--registry", str(registry),
-               "--port", str(port), "--workers", str(workers)]  # fmt: skip
+    env = {**os.environ, **TARGETS[name], "BENTOML_DO_NOT_TRACK": "true"}
+    if name == "bare":
+        store = Registry(registry)
+        manifest, data = store.read_model(DEMO_MODEL, store.resolve(DEMO_MODEL))
+        model = workdir / "bare.onnx"
+        model.write_bytes(data)
+        env |= {"BARE_MODEL": str(model), "BARE_FEATURES": ",".join(manifest.inputs.names),
+                "BARE_WORKERS": str(workers), "BARE_THREADS": str(threads_per_worker(workers))}  # fmt: skip
+        command = [sys.executable, "-m", "bentoml", "serve", "load_tests.bare_service:Bare",
+                   "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
+        ready = "/readyz"
+    else:
+        env["MODELGATE_LOG_PATH"] = str(log_path)
+        command = [sys.executable, "-m", "service", "serve", "--registry", str(registry),
+                   "--port", str(port), "--workers", str(workers)]  # fmt: skip
+        ready = "/v2/health/ready"
     with open(output, "wb") as handle:
         process = subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -188,21 +219,26 @@ def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{output.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{target.url}/v2/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{target.url}{ready}", timeout=1).status_code == 200:
                 return target
         time.sleep(0.25)
     target.stop()
     raise RuntimeError(f"{name} not ready after 120 s:\n{output.read_text()[-3000:]}")
 
 
-def wrk(target: Target, script: Path, body: Path, seconds: int, connections: int) -> Measurement:
-    """One wrk run against ``target``, with the server's and wrk's CPU time over it."""
+def wrk(
+    target: Target, script: Path, body: Path, seconds: int, connections: int, rate: float = 0.0
+) -> Measurement:
+    """One wrk run against ``target``, with the server's and wrk's CPU time over it. ``rate``: about
+    this many requests a second in all (0: as many as the connections can get answered)."""
+    pause_ms = connections * 1000 / rate if rate else 0.0
     before_server = target.cpu_seconds()
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
          f"{target.url}/predict"],
-        capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body)},
+        capture_output=True, text=True,
+        env={**os.environ, "BENCH_BODY": str(body), "BENCH_PAUSE_MS": str(pause_ms)},
         timeout=seconds + 60,
     )  # fmt: skip
     if completed.returncode:
@@ -250,9 +286,7 @@ def table(targets: list[Target], rows: int) -> list[str]:
     for target in targets:
         runs = target.rounds
         rate = statistics.median(m.rate for m in runs)
-        ratios = [m.rate / b.rate for m, b in zip(runs, base.rounds, strict=True)]
         cpu = statistics.median(1000 * m.server_cpu_s / m.requests for m in runs)
-        p99 = [m.p99_us / b.p99_us for m, b in zip(runs, base.rounds, strict=True)]
         failed = sum(m.non_2xx + m.socket_errors for m in runs)
         lines.append(
             f"| {target.name} | {rate:.0f} | {rate * rows:.0f} "
@@ -260,10 +294,29 @@ def table(targets: list[Target], rows: int) -> list[str]:
             f"| {statistics.median(m.p95_us for m in runs) / 1000:.2f} "
             f"| {statistics.median(m.p99_us for m in runs) / 1000:.2f} "
             f"| {cpu:.2f} | {target.peak_rss_mib():.0f} "
-            f"| {statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-{max(ratios):.2f}) "
-            f"| {statistics.median(p99):.2f}x (rounds: {min(p99):.2f}-{max(p99):.2f}) | {failed} |"
+            f"| {paired(target, base, 'rate')} | {paired(target, base, 'p99_us')} | {failed} |"
         )
     return lines
+
+
+def paired(target: Target, base: Target, measure: str) -> str:
+    """The median over the rounds of ``target``'s measure over ``base``'s in the same round."""
+    ratios = [
+        getattr(m, measure) / getattr(b, measure) for m, b in zip(target.rounds, base.rounds, strict=True)
+    ]
+    return f"{statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def monitoring_lines(targets: list[Target]) -> list[str]:
+    """Monitoring's own cost: each monitored gateway against ``gateway-off``, when both ran."""
+    off = next((t for t in targets if t.name == "gateway-off"), None)
+    if off is None:
+        return []
+    return [
+        f"{t.name} vs gateway-off: requests/s {paired(t, off, 'rate')}, p99 {paired(t, off, 'p99_us')}"
+        for t in targets
+        if t.name in ("gateway-on", "gateway-all")
+    ]
 
 
 @contextlib.contextmanager
@@ -329,12 +382,14 @@ def run(args: argparse.Namespace) -> int:
             for name in names:
                 targets.append(start(name, prepared(name, registry, workdir), workdir, args.workers))
             for target in targets:  # warm-up, not counted
-                wrk(target, script, body, args.warmup, args.connections)
+                wrk(target, script, body, args.warmup, args.connections, args.rate)
             for round_ in range(args.rounds):
                 order = targets if round_ % 2 == 0 else targets[::-1]
                 for target in order:
                     time.sleep(args.rest)
-                    target.rounds.append(wrk(target, script, body, args.duration, args.connections))
+                    target.rounds.append(
+                        wrk(target, script, body, args.duration, args.connections, args.rate)
+                    )
                     print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
                           file=sys.stderr)  # fmt: skip
             report = table(targets, args.rows)
@@ -356,16 +411,17 @@ def run(args: argparse.Namespace) -> int:
                 )
                 if logged < target.sent:
                     failures.append(f"{target.name}: {target.sent - logged} requests missing from the log")
-        shadows = shadow_lines(targets)
-        if shadows:
-            report.extend(["", *shadows])
+        for extra in (monitoring_lines(targets), shadow_lines(targets)):
+            if extra:
+                report.extend(["", *extra])
         wrk_cpu = max(m.wrk_cpu_s / m.seconds for t in targets for m in t.rounds)
         header = [
             f"# modelgate benchmark, {datetime.date.today().isoformat()}",
             "",
             f"Machine: {machine()}.",
             f"Model: {DEMO_MODEL} (demo champion), {args.rows} row(s) a request to /predict; "
-            f"{args.workers} worker(s) each; wrk -t1 -c{args.connections}, {args.rounds} alternating "
+            f"{args.workers} worker(s) each; wrk -t1 -c{args.connections}"
+            f"{f' at about {args.rate:g} requests/s' if args.rate else ''}, {args.rounds} alternating "
             f"rounds of {args.duration:g} s after {args.warmup:g} s of warm-up; medians over the rounds.",
             f"Load generator: at most {100 * wrk_cpu:.0f}% of one core (wrk's own CPU time over a round).",
             "",
@@ -383,7 +439,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     known = ", ".join(TARGETS)
-    parser.add_argument("--targets", default="gateway-off,gateway-on",
+    parser.add_argument("--targets", default="bare,gateway-off,gateway-all",
                         help=f"comma-separated, ratios to the first; known: {known}")  # fmt: skip
     parser.add_argument("--registry", help="a registry holding the demo model; default: build one")
     parser.add_argument("--rounds", type=int, default=3)
@@ -391,6 +447,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before the rounds")
     parser.add_argument("--rest", type=float, default=5, help="idle seconds before each measured run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="requests/s in all, about a Poisson stream; 0: as fast as answered")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", type=int, default=1, help="rows a request")
     parser.add_argument("--out", help="also write the markdown report here")

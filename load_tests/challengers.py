@@ -1,5 +1,7 @@
-"""Bad challengers for the shadow-mode benchmark, pushed to a copy of the demo registry.
+"""Challengers for the benchmark's shadow-mode targets, set up in a copy of the demo registry.
 
+- ``shadowing(registry)``: the demo's own challenger, mirrored (the "everything
+  on" target).
 - ``slowed(registry, width)``: the demo champion with an input-dependent dense
   branch added (two ``width``-wide layers whose result, times zero, is added
   to the probabilities): the same answers, as slow as ``width`` makes it.
@@ -12,8 +14,8 @@
   every request the gateway mirrors to it fails validation against its
   schema, in the shadow thread.
 
-Each is pushed as version 3 and made the challenger; the routing is set to
-shadow. ``inference_ms`` times a version on one row in-process, to report
+The bad ones are pushed as version 3 and made the challenger; the routing is
+set to shadow. ``inference_ms`` times a version on one row in-process, to report
 how much slower a challenger really is.
 """
 
@@ -33,6 +35,11 @@ from sklearn.linear_model import LogisticRegression
 from registry.aliases import RoutingPolicy
 from registry.demo import DEMO_MODEL, breast_cancer, to_onnx
 from registry.store import Registry
+
+
+def shadowing(registry: Registry) -> None:
+    """Not a bad one: the demo's own challenger (gradient boosting), mirrored in shadow mode."""
+    registry.set_routing(DEMO_MODEL, RoutingPolicy(mode="shadow"), reason="bench", actor="bench")
 
 
 def slowed(registry: Registry, width: int) -> None:

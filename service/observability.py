@@ -40,6 +40,7 @@ class Observability:
             settings.shadow_budget,
             settings.shadow_timeout,
             background=pool.single_threaded,
+            max_rate=settings.shadow_max_rate,
         )
         # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
         AlertConfig.load(settings.alert_rules or None)

@@ -63,6 +63,8 @@ class Settings:
     shadow_queue_size: int = 256
     #: the share of time the shadow thread may spend running the challenger; the rest is shed
     shadow_budget: float = 0.1
+    #: shadow predictions a second per worker at most (0: no cap); what comes faster is shed
+    shadow_max_rate: float = 100.0
     #: seconds a challenger's shadow prediction may run; a longer one is stopped and logged as 504
     shadow_timeout: float = 1.0
     #: feedback items one POST /feedback may carry

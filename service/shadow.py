@@ -8,12 +8,17 @@ job under the request's id, with arm ``shadow``: its prediction, or the
 error it raised. So a challenger that fails, is slow or hangs changes
 nothing the client sees; a slow one only sheds more of its shadow traffic.
 
-It also keeps off the champion's cores, in four ways:
+It also keeps off the champion's cores, in five ways:
 
 - a budget: after a job that took ``t`` seconds the thread rests
   ``t * (1 - budget) / budget``, so the challenger never takes more than
   ``budget`` of the time (a tenth by default); jobs that arrive meanwhile
   queue, then are shed;
+- a rate: at most ``max_rate`` jobs a second (100 by default), however fast
+  the challenger: each mirrored request also costs the worker Python work
+  (its record, the log's second row), which the budget does not see, and a
+  challenger that fails at once (a refusal, an exception) would otherwise
+  be mirrored every request;
 - a deadline: a run longer than ``timeout`` seconds is stopped (ONNX
   Runtime's terminate flag, checked between nodes and loop iterations) and
   logged with status 504, so a hung challenger costs one timeout, then rests;
@@ -84,14 +89,18 @@ class ShadowRunner:
         budget: float = 0.1,
         timeout: float = 1.0,
         background: Callable[[ServedVersion], ServedVersion] | None = None,
+        max_rate: float = 100.0,
     ) -> None:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"shadow budget {budget}: a share of the time, above 0 and at most 1")
         if timeout <= 0:
             raise ValueError(f"shadow timeout {timeout}: seconds, above 0")
+        if max_rate < 0:
+            raise ValueError(f"shadow max rate {max_rate}: jobs a second, 0 (no cap) or more")
         self.sink = sink
         self.budget = budget
         self.timeout = timeout
+        self.max_rate = max_rate
         self._background = background
         #: the last challenger seen and its background twin; one at a time, so an old one is let go
         self._twin: tuple[ServedVersion, ServedVersion] | None = None
@@ -151,6 +160,7 @@ class ShadowRunner:
     def _run(self) -> None:
         _lower_priority()
         rest = (1.0 - self.budget) / self.budget
+        interval = 1.0 / self.max_rate if self.max_rate else 0.0
         while (job := self._jobs.get()) is not None:
             started = time.perf_counter()
             record = self.mirror(job)
@@ -158,8 +168,10 @@ class ShadowRunner:
                 self.shed += 1
                 if self.metrics is not None:
                     self.metrics.shadow_shed.labels(job.challenger.name).inc()
-            if rest:  # logged first: a long rest must not hold the record back
-                self._rest((time.perf_counter() - started) * rest)
+            took = time.perf_counter() - started
+            pause = max(took * rest, interval - took)
+            if pause > 0:  # after the record is logged: a long rest must not hold it back
+                self._rest(pause)
 
     def _rest(self, seconds: float) -> None:
         """Sleep, cut short by a stop."""

@@ -12,7 +12,7 @@ BENCH = Path(__file__).resolve().parent.parent / "load_tests" / "bench.py"
 
 
 @pytest.mark.slow
-def test_bench_compares_monitoring_off_and_on(tool, tmp_path):
+def test_bench_compares_the_gateway_with_a_bare_bentoml_service(tool, tmp_path):
     tool("wrk")
     out = tmp_path / "result.md"
     completed = subprocess.run(
@@ -22,9 +22,12 @@ def test_bench_compares_monitoring_off_and_on(tool, tmp_path):
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
     table = out.read_text()
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| gateway")}
-    assert set(rows) == {"gateway-off", "gateway-on"}
-    assert "1.00x" in rows["gateway-off"] and "x (rounds:" in rows["gateway-on"]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"target", "bare", "gateway-off", "gateway-all"}
+    assert "| 1.00x (rounds: 1.00-1.00) |" in rows["bare"] and "x (rounds:" in rows["gateway-all"]
+    assert all(row.rstrip().endswith("| 0 |") for name, row in rows.items() if name != "target")
+    assert "gateway-all vs gateway-off: requests/s " in table
+    assert "gateway-all: challenger inference" in table  # everything on includes shadow mode
     assert "requests in the prediction log" in table and "Load generator: at most" in table
 
 
@@ -34,7 +37,8 @@ def test_bench_runs_shadow_mode_against_bad_challengers(tool, tmp_path):
     out = tmp_path / "shadow.md"
     completed = subprocess.run(
         [sys.executable, str(BENCH), "--targets", "shadow-off,shadow-hung,shadow-raising", "--rounds", "1",
-         "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4", "--out", str(out)],
+         "--rate", "200", "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr

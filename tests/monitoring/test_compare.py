@@ -81,8 +81,14 @@ def traffic_with_truth(client, rows=40, mirrored=False):
 
 
 def settings(registry):
-    # no shadow budget: every request is mirrored, so the counts below are exact
-    return Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05, shadow_budget=1.0)
+    # no shadow budget or rate cap: every request is mirrored, so the counts below are exact
+    return Settings(
+        registry=registry.root,
+        poll_interval=3600,
+        monitor_interval=0.05,
+        shadow_budget=1.0,
+        shadow_max_rate=0,
+    )
 
 
 def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, child_metrics):

@@ -28,7 +28,9 @@ from service.validation import Batch
 def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cancer_registry, cancer_model):
     cancer_registry.set_routing("cancer", RoutingPolicy(mode="shadow"))
     rows = cancer_model.frame.iloc[:3].to_dict(orient="records")
-    settings = Settings(registry=cancer_registry.root, poll_interval=3600, shadow_budget=1.0)
+    settings = Settings(
+        registry=cancer_registry.root, poll_interval=3600, shadow_budget=1.0, shadow_max_rate=0
+    )
     with TestClient(create_app(settings)) as client:
         answers = [client.post("/predict", json={"inputs": rows}).json() for _ in range(10)]
         shadow = client.app.state.gateway.observability.shadow
@@ -132,6 +134,27 @@ def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
     assert all(rest >= 4 * t > 0 for rest, t in zip(rests, took, strict=True))
     with pytest.raises(ValueError, match="budget"):
         ShadowRunner(sink, budget=0.0)
+
+
+def test_a_fast_challenger_is_mirrored_at_most_max_rate_times_a_second(
+    cancer_registry, tmp_path, monkeypatch
+):
+    rests: list[float] = []
+    real = served(cancer_registry, 2)
+    sink = EventSink(LogWriter(SQLitePredictionLog(tmp_path / "log.sqlite3")))
+    runner = ShadowRunner(sink, capacity=10, budget=1.0, max_rate=50)  # no budget rest; 20 ms a job
+    monkeypatch.setattr(runner, "_rest", rests.append)
+    runner.start()
+    for i in range(3):
+        runner.offer(job(real, warmup_batch(real.manifest, 1), request_id=f"r{i}"))
+    deadline = time.monotonic() + 10
+    while len(rests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop(timeout=10)
+    # each rest tops the job (well under a millisecond here) up to 1/50 s
+    assert len(rests) == 3 and all(0.01 < rest < 0.02 for rest in rests)
+    with pytest.raises(ValueError, match="max rate"):
+        ShadowRunner(sink, max_rate=-1)
 
 
 @pytest.fixture
