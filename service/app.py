@@ -505,6 +505,7 @@ class Gateway:
             listing[name] = {
                 "champion": slots.champion.version if slots.champion else None,
                 "challenger": slots.challenger.version if slots.challenger else None,
+                "routing": {"mode": slots.routing.mode, "challenger_weight": slots.routing.challenger_weight},
                 "errors": slots.errors,
             }
         return JSONResponse({"models": listing, "refreshed_at": self.pool.refreshed_at})

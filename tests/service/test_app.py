@@ -91,7 +91,12 @@ def test_v2_metadata_health_and_readiness(client):
     assert [o["name"] for o in metadata["outputs"]] == ["label", "probabilities"]
     assert client.get("/v2/models/cancer/versions/2").json()["parameters"]["served_version"] == "2"
     assert client.get("/v2").json()["name"] == "modelgate"
-    assert client.get("/models").json()["models"]["cancer"] == {"champion": 1, "challenger": 2, "errors": {}}
+    assert client.get("/models").json()["models"]["cancer"] == {
+        "champion": 1,
+        "challenger": 2,
+        "routing": {"mode": "off", "challenger_weight": 0.0},
+        "errors": {},
+    }
 
 
 def bad_requests(records):
