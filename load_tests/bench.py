@@ -52,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,9 +61,10 @@ from pathlib import Path
 
 import challengers
 import httpx
+import numpy as np
 
 from registry.demo import DEMO_MODEL, build_demo, demo_request
-from registry.onnx_model import threads_per_worker
+from registry.onnx_model import load_session, threads_per_worker
 from registry.store import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +172,16 @@ class Target:
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
+                        total_kib += int(line.split()[1])
+        return total_kib / 1024
+
+    def rss_mib(self) -> float:
+        """Sum over the server's processes of each one's resident set now (VmRSS)."""
+        total_kib = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
                         total_kib += int(line.split()[1])
         return total_kib / 1024
 
@@ -366,6 +378,76 @@ def shadow_lines(targets: list[Target]) -> list[str]:
     return lines
 
 
+class InProcess:
+    """The floor under every target: ONNX Runtime's ``session.run`` on the same batch, called in this
+    process with the same intra-op threads, no HTTP, no validation; measured each round beside them."""
+
+    def __init__(self, registry: Path, body: Path, workers: int) -> None:
+        store = Registry(registry)
+        manifest, data = store.read_model(DEMO_MODEL, store.resolve(DEMO_MODEL))
+        assert manifest.inputs.layout == "matrix" and manifest.inputs.tensor_name is not None
+        records = json.loads(body.read_text())["inputs"]
+        matrix = np.array([[r[f] for f in manifest.inputs.names] for r in records], dtype=np.float32)
+        self.threads = threads_per_worker(workers)
+        self.session = load_session(data, self.threads)
+        self.feeds = {manifest.inputs.tensor_name: matrix}
+        self.rows = len(records)
+        self.rounds: list[float] = []  # rows/s
+
+    def measure(self, seconds: float) -> float:
+        self.session.run(None, self.feeds)
+        calls, started = 0, time.perf_counter()
+        while (took := time.perf_counter() - started) < seconds:
+            self.session.run(None, self.feeds)
+            calls += 1
+        self.rounds.append(calls * self.rows / took)
+        return self.rounds[-1]
+
+    def lines(self, targets: list[Target]) -> list[str]:
+        ratios = []
+        for target in targets:
+            over = [m.rate * self.rows / rows_s for m, rows_s in zip(target.rounds, self.rounds, strict=True)]
+            ratios.append(f"{target.name} {statistics.median(over):.2f}x")
+        return [
+            f"In-process floor: ONNX Runtime session.run on the same {self.rows}-row batch in the bench's "
+            f"own process ({self.threads} intra-op thread(s), no HTTP): "
+            f"{statistics.median(self.rounds):,.0f} rows/s. Each target's rows/s over it, paired by round: "
+            f"{', '.join(ratios)}."
+        ]
+
+
+def soak(target: Target, script: Path, body: Path, seconds: int, connections: int) -> list[str]:
+    """``target`` at its peak rate (as fast as answered) for ``seconds``, its resident memory sampled
+    every ``seconds / 10``: start, each tenth, end, and the change."""
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        started = time.monotonic()
+        while True:
+            samples.append((time.monotonic() - started, target.rss_mib()))
+            if done.wait(seconds / 10):
+                samples.append((time.monotonic() - started, target.rss_mib()))
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        measurement = wrk(target, script, body, seconds, connections)
+    finally:
+        done.set()
+        sampler.join()
+    start_mib, end_mib = samples[0][1], samples[-1][1]
+    series = ", ".join(f"{at:.0f} s {mib:.0f}" for at, mib in samples)
+    return [
+        f"Soak: {target.name} as fast as answered for {seconds} s: {measurement.requests} requests "
+        f"({measurement.rate:.0f}/s), p99 {measurement.p99_us / 1000:.2f} ms, "
+        f"{measurement.non_2xx + measurement.socket_errors} failed.",
+        f"Resident memory of its processes (MiB): start {start_mib:.0f}, end {end_mib:.0f} "
+        f"({100 * (end_mib - start_mib) / start_mib:+.1f}%); over time: {series}.",
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     names = args.targets.split(",")
     unknown = set(names) - set(TARGETS)
@@ -381,6 +463,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             for name in names:
                 targets.append(start(name, prepared(name, registry, workdir), workdir, args.workers))
+            floor = InProcess(registry, body, args.workers)
             for target in targets:  # warm-up, not counted
                 wrk(target, script, body, args.warmup, args.connections, args.rate)
             for round_ in range(args.rounds):
@@ -392,7 +475,12 @@ def run(args: argparse.Namespace) -> int:
                     )
                     print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
                           file=sys.stderr)  # fmt: skip
+                print(f"round {round_ + 1} in-process: {floor.measure(min(args.duration, 5)):,.0f} rows/s",
+                      file=sys.stderr)  # fmt: skip
             report = table(targets, args.rows)
+            report.extend(["", *floor.lines(targets)])
+            if args.soak:
+                report.extend(["", *soak(targets[-1], script, body, args.soak, args.connections)])
         finally:
             for target in targets:
                 target.stop()
@@ -451,6 +539,9 @@ def main() -> int:
                         help="requests/s in all, about a Poisson stream; 0: as fast as answered")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", type=int, default=1, help="rows a request")
+    parser.add_argument("--soak", type=int, default=0,
+                        help="then load the last target as fast as answered for this many seconds, "
+                        "sampling its memory")  # fmt: skip
     parser.add_argument("--out", help="also write the markdown report here")
     return run(parser.parse_args())
 

@@ -45,7 +45,18 @@ class Predicted:
 
     @classmethod
     def of(cls, record: LoggedRequest) -> Predicted | None:
-        return cls(record.ts, record.rows, record.outputs) if record.outputs else None
+        """What pairing compares, as arrays: decoded JSON lists cost ~10x their numbers' bytes, and
+        thousands of records may wait."""
+        if not record.outputs:
+            return None
+        outputs = record.outputs
+        kept: dict[str, Any] = {}
+        if "label" in outputs:
+            kept["label"] = _text(outputs["label"])
+        for key in ("probabilities", "value"):
+            if key in outputs:
+                kept[key] = np.asarray(outputs[key], dtype=np.float64)
+        return cls(record.ts, record.rows, kept)
 
 
 def pair(champion: Predicted, shadow: Predicted) -> Pair | None:

@@ -38,9 +38,14 @@ from registry.manifest import Manifest
 
 log = structlog.get_logger("modelgate.monitor")
 
-#: predictions of one arm kept waiting for the other arm's record of the same request (the
-#: champion's always: a shadow record can be logged before or after its champion's)
-UNPAIRED_MAX = 10_000
+#: rows of one arm's predictions kept waiting for the other arm's record of the same request (the
+#: champion's always: a shadow record can be logged before or after its champion's, and most
+#: champion requests are never mirrored when the shadow sheds load); rows, not requests, so
+#: 256-row batches are held to the same memory as single rows
+UNPAIRED_MAX_ROWS = 20_000
+#: records decoded a read at most, in rows: a read of 5,000 records of 256 rows each held over a
+#: GB of decoded inputs at once
+ROWS_A_READ = 20_000
 
 
 @dataclass(frozen=True)
@@ -248,12 +253,15 @@ class Monitor:
             "champion": OrderedDict(),
             "shadow": OrderedDict(),
         }
+        self.unpaired_rows = {"champion": 0, "shadow": 0}
         self.pairs: dict[str, Window[Pair]] = {}
         #: ... and with ground truth: outcomes per (model, answering arm), and paired ones (shadow)
         self.outcomes: dict[tuple[str, str], Window[Outcome]] = {}
         self.paired_outcomes: dict[str, Window[PairedOutcome]] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
+        #: records a read, adapted to their size (see ROWS_A_READ); small until the first read
+        self.read_limit = 16
         #: called with each model's report after every pass (the metrics' gauges)
         self.on_report: Callable[[dict[str, Any]], None] | None = None
         #: called with every pass's reports before they are saved, to act on them and add to them
@@ -300,13 +308,16 @@ class Monitor:
         predicted = Predicted.of(record)
         if predicted is None:
             return
-        other = self.unpaired["champion" if record.arm == "shadow" else "shadow"].pop(record.request_id, None)
+        other_arm = "champion" if record.arm == "shadow" else "shadow"
+        other = self.unpaired[other_arm].pop(record.request_id, None)
         if other is None:
             waiting = self.unpaired[record.arm]
             waiting[record.request_id] = predicted
-            if len(waiting) > UNPAIRED_MAX:
-                waiting.popitem(last=False)
+            self.unpaired_rows[record.arm] += predicted.rows
+            while self.unpaired_rows[record.arm] > UNPAIRED_MAX_ROWS and len(waiting) > 1:
+                self.unpaired_rows[record.arm] -= waiting.popitem(last=False)[1].rows
             return
+        self.unpaired_rows[other_arm] -= other.rows
         champion, shadow = (other, predicted) if record.arm == "shadow" else (predicted, other)
         paired = pair(champion, shadow)
         if paired is not None:
@@ -407,18 +418,22 @@ class Monitor:
         return reports
 
     def step(self, now: float, batch: int = 5000) -> int:
-        """Tail the log, refresh the windows, save a report per model; how many records were read."""
+        """Tail the log, refresh the windows, save a report per model; how many records were read.
+        ``batch``: records a read at most (fewer when they are large, see ``ROWS_A_READ``)."""
         if self.seq is None:
             self.seq = self.store.seq_before(now - self.settings.max_age_seconds)
         read = 0
         while True:
-            records = self.store.read_after(self.seq, batch)
+            limit = min(batch, self.read_limit)
+            records = self.store.read_after(self.seq, limit)
             if not records:
                 break
             self.ingest(records)
             self.seq = records[-1].seq
             read += len(records)
-            if len(records) < batch:
+            rows = sum(r.rows for r in records)
+            self.read_limit = max(1, len(records) * ROWS_A_READ // max(rows, 1))
+            if len(records) < limit:
                 break
         if self.feedback_seq is None:
             self.feedback_seq = self.store.seq_before(now - self.settings.max_age_seconds, "feedback")

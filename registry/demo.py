@@ -90,7 +90,8 @@ def build_demo(registry: Registry, actor: str = "modelgate-demo") -> DemoModels:
 
 
 def demo_request(rows: int = 1) -> str:
-    """A ready /predict body of ``rows`` held-out records, for the README and smoke tests."""
+    """A ready /predict body of ``rows`` held-out records (from the first, wrapping round), for the
+    README, smoke tests and benchmarks."""
     _, x_test, _, _ = breast_cancer()
-    records = x_test.iloc[:rows].to_dict(orient="records")
+    records = x_test.iloc[[i % len(x_test) for i in range(rows)]].to_dict(orient="records")
     return json.dumps({"model": DEMO_MODEL, "inputs": records})

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.monitor import Window, WindowSettings
+from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor, Window, WindowSettings
 from monitoring.prediction_log import SQLitePredictionLog
-from monitoring.records import LoggedRequest
+from monitoring.records import LoggedRequest, RequestRecord
+from monitoring.sink import encode
 from registry.demo import breast_cancer
+from registry.onnx_model import Prediction
 from service.app import create_app
 from service.settings import Settings
 
@@ -130,6 +132,48 @@ def test_a_window_keeps_the_newest_rows_within_its_age():
     assert [r.request_id for r in window.requests] == ["3", "4", "5"] and window.rows == 9
     window.trim(now=145.0)
     assert [r.request_id for r in window.requests] == ["5"]
+
+
+class CountedLog(SQLitePredictionLog):
+    """The real log, remembering how many records each read asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limits: list[int] = []
+
+    def read_after(self, seq, limit):
+        self.limits.append(limit)
+        return super().read_after(seq, limit)
+
+
+def test_big_batches_are_read_a_few_at_a_time_and_unmirrored_ones_are_not_hoarded(cancer_registry, tmp_path):
+    """256-row requests at peak rate once held the monitor at over 1 GB: reads of 5,000 records, and
+    10,000 champion predictions kept waiting for shadow twins the shed queue never produced."""
+    _, x_test, _, _ = breast_cancer()
+    features = cancer_registry.manifest("cancer", 1).inputs.names
+    matrix = np.resize(x_test[list(features)].to_numpy(dtype=np.float32), (256, len(features)))
+    labels = np.array(["benign"] * 256, dtype=object)
+    prediction = Prediction(labels=labels, probabilities=np.full((256, 2), 0.5))
+
+    def record(i, arm="champion"):
+        return RequestRecord(
+            request_id=f"r{i}", ts=time.time(), route="predict", status=200, latency_ms=1.0, model="cancer",
+            version=1 if arm == "champion" else 2, arm=arm, rows=256, features=features, matrix=matrix,
+            prediction=prediction, classes=("benign", "malignant"),
+        )  # fmt: skip
+
+    log = CountedLog(tmp_path / "p.sqlite3")
+    log.write(encode([record(i) for i in range(300)]))
+    monitor = Monitor(log, cancer_registry.manifest, WindowSettings())
+    assert monitor.step(time.time()) == 300
+    assert max(log.limits[1:]) * 256 <= ROWS_A_READ  # after the first, small read: by rows
+    waiting = monitor.unpaired["champion"]
+    assert monitor.unpaired_rows["champion"] == 256 * len(waiting) <= UNPAIRED_MAX_ROWS
+    assert "r299" in waiting and "r0" not in waiting  # the newest wait, the oldest gave up
+    log.write(encode([record(299, arm="shadow")]))  # the newest one's twin still pairs
+    monitor.step(time.time())
+    assert monitor.pairs["cancer"].rows == 256 and "r299" not in waiting
+    log.close()
 
 
 def test_feedback_turns_into_live_quality_per_version(cancer_registry):
