@@ -401,6 +401,8 @@ class Monitor:
             if window.requests and (model not in ranked or rank > ranked[model][0]):
                 ranked[model] = (rank, version, window)
         latest = {model: (version, window) for model, (_, version, window) in ranked.items()}
+        for _, window in latest.values():  # inputs are decoded once a record is reported on
+            window.requests = deque(r.decoded() for r in window.requests)
         reports = {
             model: {
                 **report(self.manifests(model, version), window, self.settings, now),
@@ -425,7 +427,7 @@ class Monitor:
         read = 0
         while True:
             limit = min(batch, self.read_limit)
-            records = self.store.read_after(self.seq, limit)
+            records = self.store.read_after(self.seq, limit, decode_inputs=False)
             if not records:
                 break
             self.ingest(records)

@@ -244,7 +244,7 @@ class Gateway:
         is broken); otherwise the log writer checks, off the request path."""
         served, batch = exchange.served, exchange.batch
         assert served is not None and batch is not None
-        if batch.rows <= self.settings.inline_rows:
+        if batch.rows * served.row_ms <= self.settings.inline_ms:
             prediction = served.predict(batch)
         else:
             prediction = await anyio.to_thread.run_sync(served.predict, batch)

@@ -31,6 +31,9 @@ from service.validation import Batch
 
 log = structlog.get_logger("modelgate.pool")
 
+#: timed runs of the warm-up batch, after an untimed one
+WARMUP_TIMINGS = 3
+
 
 @dataclass(frozen=True)
 class ServedVersion:
@@ -40,6 +43,9 @@ class ServedVersion:
     model: OnnxModel
     label_datatype: str | None
     checker: PlausibilityChecker
+    #: milliseconds a row takes, from the warm-up (the fastest of a few runs): what decides whether a
+    #: batch runs on the event loop or in a thread
+    row_ms: float = 0.0
 
     @functools.cached_property
     def feature_names(self) -> tuple[str, ...]:
@@ -117,8 +123,11 @@ def load_version(
     options.log_severity_level = 4  # a stopped warm-up is reported by the error below
     deadline = threading.Timer(warmup_timeout, setattr, (options, "terminate", True))
     deadline.start()
+    took = []
     try:
-        for warm in (batch.head(1), batch):
+        # one row, then the batch a few times: the fastest of those is the version's time a row
+        for warm in (batch.head(1), *[batch] * (1 + WARMUP_TIMINGS)):
+            started = time.perf_counter()
             try:
                 prediction = served.predict(warm, options)
             except Exception:
@@ -128,11 +137,12 @@ def load_version(
                         f"within {warmup_timeout:g} s (MODELGATE_WARMUP_TIMEOUT)"
                     ) from None
                 raise
+            took.append(time.perf_counter() - started)
             if prediction.rows != warm.rows:
                 raise RegistryError(f"{name}:{version}: warm-up gave {prediction.rows} rows for {warm.rows}")
     finally:
         deadline.cancel()
-    return served
+    return replace(served, row_ms=1000 * min(took[-WARMUP_TIMINGS:]) / batch.rows)
 
 
 class ModelPool:

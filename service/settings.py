@@ -47,8 +47,10 @@ class Settings:
     warmup_timeout: float = 30.0
     #: versions outside champion/challenger kept loaded for pinned (versions/{v}) requests
     pinned_versions_cached: int = 4
-    #: batches with more rows than this run in a thread, so one big request does not stall the loop
-    inline_rows: int = 64
+    #: a batch the version should predict within this many milliseconds (its time a row, measured
+    #: at warm-up, times the rows) runs on the event loop; a longer one in a thread, so one big
+    #: request does not stall the loop. A thread hop costs more than a small model's whole run.
+    inline_ms: float = 1.0
     #: false: only serve; no prediction log, plausibility, drift, quality, alerts or modelgate_ metrics
     monitoring: bool = True
     #: the prediction log (SQLite); empty means predictions.sqlite3 inside the registry directory

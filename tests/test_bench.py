@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,27 @@ def test_bench_compares_the_gateway_with_a_bare_bentoml_service(tool, tmp_path):
     assert "gateway-all vs gateway-off: requests/s " in table
     assert "gateway-all: challenger inference" in table  # everything on includes shadow mode
     assert "requests in the prediction log" in table and "Load generator: at most" in table
+    assert "- session.run: " in table and "- decoding the JSON body (orjson) and session.run: " in table
+
+
+@pytest.mark.slow
+def test_bench_soaks_the_last_target_and_reports_its_memory(tool, tmp_path):
+    tool("wrk")
+    out = tmp_path / "soak.md"
+    completed = subprocess.run(
+        [sys.executable, str(BENCH), "--targets", "gateway-on", "--rounds", "1", "--rows", "256",
+         "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4", "--soak", "3",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    table = out.read_text()
+    assert "Soak: gateway-on as fast as answered for 3 s: " in table and ", 0 failed." in table
+    memory = next(line for line in table.splitlines() if line.startswith("Resident memory"))
+    assert re.match(r"Resident memory of its processes \(MiB\): start \d+, end \d+ \([+-]\d+\.\d%\); "
+                    r"over time: 0 s \d+, ", memory)  # fmt: skip
+    assert memory.count(" s ") >= 10  # sampled at the start, each tenth and the end
+    assert "| gateway-on | " in table and "256 row(s) a request" in table
 
 
 @pytest.mark.slow

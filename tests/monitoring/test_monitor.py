@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -141,9 +142,9 @@ class CountedLog(SQLitePredictionLog):
         super().__init__(*args, **kwargs)
         self.limits: list[int] = []
 
-    def read_after(self, seq, limit):
+    def read_after(self, seq, limit, decode_inputs=True):
         self.limits.append(limit)
-        return super().read_after(seq, limit)
+        return super().read_after(seq, limit, decode_inputs)
 
 
 def test_big_batches_are_read_a_few_at_a_time_and_unmirrored_ones_are_not_hoarded(cancer_registry, tmp_path):
@@ -167,6 +168,9 @@ def test_big_batches_are_read_a_few_at_a_time_and_unmirrored_ones_are_not_hoarde
     monitor = Monitor(log, cancer_registry.manifest, WindowSettings())
     assert monitor.step(time.time()) == 300
     assert max(log.limits[1:]) * 256 <= ROWS_A_READ  # after the first, small read: by rows
+    kept = monitor.windows[("cancer", 1)].requests  # what the report tested drift on, decoded
+    assert sum(r.rows for r in kept) <= 1000 + 256 and all(len(r.inputs[features[0]]) == 256 for r in kept)
+    assert orjson.loads(log.report("cancer")[1])["window"]["rows"] == sum(r.rows for r in kept)
     waiting = monitor.unpaired["champion"]
     assert monitor.unpaired_rows["champion"] == 256 * len(waiting) <= UNPAIRED_MAX_ROWS
     assert "r299" in waiting and "r0" not in waiting  # the newest wait, the oldest gave up

@@ -17,6 +17,7 @@ def pool_for(registry: Registry) -> ModelPool:
 def test_promoting_the_challenger_reuses_its_warm_session(cancer_registry):
     pool = pool_for(cancer_registry)
     challenger = pool.slots("cancer").challenger
+    assert challenger is not None and challenger.row_ms > 0  # timed at warm-up: inline or in a thread
     cancer_registry.promote("cancer", 2, "champion")
     with capture_logs() as logs:
         pool.refresh()
