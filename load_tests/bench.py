@@ -1,6 +1,9 @@
 """Throughput and latency of serving set-ups side by side, measured in one run on one machine.
 
     python load_tests/bench.py --rounds 5 --out load_tests/results/baseline.md   # bare vs gateway
+    python load_tests/bench.py --rounds 5 --rows 256 --out load_tests/results/batch256.md
+    python load_tests/bench.py --targets gateway-all --rounds 1 --soak 600 \
+        --out load_tests/results/soak.md                  # ten minutes at peak, memory sampled
     python load_tests/bench.py --targets shadow-off,shadow-slow,shadow-hung,shadow-raising,shadow-failing \
         --out load_tests/results/shadow.md               # shadow mode against bad challengers
 
@@ -27,7 +30,9 @@ as answered or, with ``--rate``, at about that many requests a second.
 For each target: requests/s, rows/s, p50/p95/p99 latency (medians over the
 rounds), the server's CPU seconds per 1,000 requests, the peak RSS of its
 processes, and its requests/s and p99 over the first target's, paired by
-round; monitored gateways also against ``gateway-off``. The load
+round; monitored gateways also against ``gateway-off``; every target's rows/s
+against the in-process floor (``session.run`` on the same batch in this
+process, and the same after decoding the JSON body), measured each round. The load
 generator's own CPU use is reported: it must stay far from a full core, or
 wrk, not the server, is the bottleneck. A monitored gateway's prediction log
 is counted after a graceful stop and must hold every request wrk counted as
