@@ -171,25 +171,23 @@ class Target:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLOCK_TICKS
 
-    def peak_rss_mib(self) -> float:
-        """Sum over the server's processes of each one's peak resident set (VmHWM)."""
+    def _memory_mib(self, field: str) -> float:
+        """Sum over the server's processes of one /proc/PID/status memory field."""
         total_kib = 0
         for pid in self.tree():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(f"{field}:"):
                         total_kib += int(line.split()[1])
         return total_kib / 1024
 
+    def peak_rss_mib(self) -> float:
+        """Sum over the server's processes of each one's peak resident set (VmHWM)."""
+        return self._memory_mib("VmHWM")
+
     def rss_mib(self) -> float:
         """Sum over the server's processes of each one's resident set now (VmRSS)."""
-        total_kib = 0
-        for pid in self.tree():
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
-        return total_kib / 1024
+        return self._memory_mib("VmRSS")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -549,7 +547,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     known = ", ".join(TARGETS)
-    parser.add_argument("--targets", default="bare,gateway-off,gateway-all",
+    parser.add_argument("--targets", default="bare,gateway-off,gateway-on,gateway-all",
                         help=f"comma-separated, ratios to the first; known: {known}")  # fmt: skip
     parser.add_argument("--registry", help="a registry holding the demo model; default: build one")
     parser.add_argument("--rounds", type=int, default=3)

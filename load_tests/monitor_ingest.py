@@ -17,10 +17,12 @@ the records.
 from __future__ import annotations
 
 import argparse
+import datetime
 import tempfile
 import time
 from pathlib import Path
 
+from bench import machine
 from prometheus_client import CollectorRegistry
 
 from monitoring.metrics import GatewayMetrics
@@ -65,6 +67,7 @@ def main() -> int:
     )
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--peak", type=float, help="the gateway's peak requests/s, for the ratio")
+    parser.add_argument("--out", help="also write the result (markdown) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelgate-ingest-") as tmp:
         registry = Registry(Path(tmp) / "registry")
@@ -78,10 +81,21 @@ def main() -> int:
         took = time.perf_counter() - started
         log.close()
     rate = read / took
-    print(f"filled the log with {args.records} records in {filled:.1f} s")
-    print(f"monitor: {read} records in {took:.2f} s from a cold start: {rate:,.0f} records/s")
+    lines = [
+        f"# Monitor ingestion, {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"- filled a SQLite prediction log with {args.records} single-row demo-champion records "
+        f"in {filled:.1f} s",
+        f"- the monitor read them in {took:.2f} s from a cold start: **{rate:,.0f} records/s**",
+    ]
     if args.peak:
-        print(f"that is {rate / args.peak:.1f}x the gateway's peak of {args.peak:,.0f} requests/s")
+        lines.append(f"- {rate / args.peak:.1f}x the gateway's peak of {args.peak:,.0f} requests/s")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
     return 0 if read == args.records else 1
 
 

@@ -12,22 +12,25 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "load_tests" / "bench.py"
 
 
+def report(script: Path, out: Path, *args: str) -> str:
+    """Run a load_tests script with ``--out``; its markdown report, after checking it exited 0."""
+    completed = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return out.read_text()
+
+
 @pytest.mark.slow
 def test_bench_compares_the_gateway_with_a_bare_bentoml_service(tool, tmp_path):
     tool("wrk")
-    out = tmp_path / "result.md"
-    completed = subprocess.run(
-        [sys.executable, str(BENCH), "--rounds", "2", "--duration", "1", "--warmup", "1",
-         "--connections", "4", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    table = out.read_text()
+    table = report(BENCH, tmp_path / "result.md", "--rounds", "2", "--duration", "1", "--warmup", "1",
+                   "--connections", "4")  # fmt: skip
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
-    assert set(rows) == {"target", "bare", "gateway-off", "gateway-all"}
+    assert set(rows) == {"target", "bare", "gateway-off", "gateway-on", "gateway-all"}
     assert "| 1.00x (rounds: 1.00-1.00) |" in rows["bare"] and "x (rounds:" in rows["gateway-all"]
     assert all(row.rstrip().endswith("| 0 |") for name, row in rows.items() if name != "target")
-    assert "gateway-all vs gateway-off: requests/s " in table
+    assert "gateway-on vs gateway-off: requests/s " in table and "gateway-all vs gateway-off: " in table
     assert "gateway-all: challenger inference" in table  # everything on includes shadow mode
     assert "requests in the prediction log" in table and "Load generator: at most" in table
     assert "- session.run: " in table and "- decoding the JSON body (orjson) and session.run: " in table
@@ -36,15 +39,9 @@ def test_bench_compares_the_gateway_with_a_bare_bentoml_service(tool, tmp_path):
 @pytest.mark.slow
 def test_bench_soaks_the_last_target_and_reports_its_memory(tool, tmp_path):
     tool("wrk")
-    out = tmp_path / "soak.md"
-    completed = subprocess.run(
-        [sys.executable, str(BENCH), "--targets", "gateway-on", "--rounds", "1", "--rows", "256",
-         "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4", "--soak", "3",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    table = out.read_text()
+    table = report(BENCH, tmp_path / "soak.md", "--targets", "gateway-on", "--rounds", "1", "--rows",
+                   "256", "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4",
+                   "--soak", "3")  # fmt: skip
     assert "Soak: gateway-on as fast as answered for 3 s: " in table and ", 0 failed." in table
     memory = next(line for line in table.splitlines() if line.startswith("Resident memory"))
     assert re.match(r"Resident memory of its processes \(MiB\): start \d+, end \d+ \([+-]\d+\.\d%\); "
@@ -56,15 +53,9 @@ def test_bench_soaks_the_last_target_and_reports_its_memory(tool, tmp_path):
 @pytest.mark.slow
 def test_bench_runs_shadow_mode_against_bad_challengers(tool, tmp_path):
     tool("wrk")
-    out = tmp_path / "shadow.md"
-    completed = subprocess.run(
-        [sys.executable, str(BENCH), "--targets", "shadow-off,shadow-hung,shadow-raising", "--rounds", "1",
-         "--rate", "200", "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    table = out.read_text()
+    table = report(BENCH, tmp_path / "shadow.md", "--targets", "shadow-off,shadow-hung,shadow-raising",
+                   "--rounds", "1", "--rate", "200", "--duration", "1", "--warmup", "1", "--rest", "0",
+                   "--connections", "4")  # fmt: skip
     for target in ("shadow-hung", "shadow-raising"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {target} "))
         assert row.rstrip().endswith("| 0 |")  # no champion answer failed
@@ -73,3 +64,12 @@ def test_bench_runs_shadow_mode_against_bad_challengers(tool, tmp_path):
     # while the thread rested; every mirror to the raising one is a logged server error
     assert "shadow-hung: 1 requests mirrored (by status: {504: 1})" in table
     assert "shadow-raising: " in table and "by status: {500:" in table
+
+
+@pytest.mark.slow
+def test_monitor_ingestion_is_measured_on_a_prefilled_log(tmp_path):
+    # exits 0 only when the monitor read every record
+    result = report(BENCH.parent / "monitor_ingest.py", tmp_path / "ingest.md", "--records", "3000",
+                    "--peak", "100")  # fmt: skip
+    assert re.search(r"the monitor read them in [\d.]+ s from a cold start: \*\*[\d,]+ records/s\*\*", result)
+    assert re.search(r"- [\d.]+x the gateway's peak of 100 requests/s", result)
