@@ -211,8 +211,7 @@ def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
     output = workdir / f"{name}.out"
     env = {**os.environ, **TARGETS[name], "BENTOML_DO_NOT_TRACK": "true"}
     if name == "bare":
-        store = Registry(registry)
-        manifest, data = store.read_model(DEMO_MODEL, store.resolve(DEMO_MODEL))
+        manifest, data = challengers.champion(Registry(registry))
         model = workdir / "bare.onnx"
         model.write_bytes(data)
         env |= {"BARE_MODEL": str(model), "BARE_FEATURES": ",".join(manifest.inputs.names),
@@ -389,8 +388,7 @@ class InProcess:
     measured each round, beside the targets."""
 
     def __init__(self, registry: Path, body: Path, workers: int) -> None:
-        store = Registry(registry)
-        manifest, data = store.read_model(DEMO_MODEL, store.resolve(DEMO_MODEL))
+        manifest, data = challengers.champion(Registry(registry))
         assert manifest.inputs.layout == "matrix" and manifest.inputs.tensor_name is not None
         self.body = body.read_bytes()
         self.names = manifest.inputs.names

@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from registry.aliases import RoutingPolicy
 from registry.demo import DEMO_MODEL, breast_cancer, to_onnx
+from registry.manifest import Manifest
 from registry.store import Registry
 
 
@@ -62,31 +63,25 @@ def slowed(registry: Registry, width: int) -> None:
 def hung(registry: Registry) -> None:
     """The champion, after a loop of about 1e12 empty steps on any row outside its training data:
     it pushes and warms up (on training rows) at the champion's speed, and hangs on live traffic."""
-    initializers, nodes = _unseen()
+    initializers, nodes = _unseen(scale=1e12)
     _with_branch(
         registry,
-        [*initializers, numpy_helper.from_array(np.array(1e12, dtype=np.float32), "hang_scale")],
-        [*nodes,
-         helper.make_node("Mul", ["unseen", "hang_scale"], ["hang_steps_float"]),
-         helper.make_node("Cast", ["hang_steps_float"], ["hang_steps"], to=onnx.TensorProto.INT64),
-         helper.make_node("Loop", ["hang_steps", "", "branch_zero"], [NOTHING], body=_EMPTY_STEP)],
+        initializers,
+        [*nodes, helper.make_node("Loop", ["unseen_count", "", "branch_zero"], [NOTHING], body=_EMPTY_STEP)],
         "the champion, hung on rows outside its training data",
-    )  # fmt: skip
+    )
 
 
 def raising(registry: Registry) -> None:
     """The champion plus a lookup out of bounds on any row outside its training data: ONNX Runtime
     raises on live traffic, after the model pushed and warmed up (on training rows) as usual."""
-    initializers, nodes = _unseen()
+    initializers, nodes = _unseen(scale=1e6)
     _with_branch(
         registry,
-        [*initializers, numpy_helper.from_array(np.array(1e6, dtype=np.float32), "raise_scale")],
-        [*nodes,
-         helper.make_node("Mul", ["unseen", "raise_scale"], ["raise_index_float"]),
-         helper.make_node("Cast", ["raise_index_float"], ["raise_index"], to=onnx.TensorProto.INT64),
-         helper.make_node("Gather", ["branch_zero", "raise_index"], [NOTHING], axis=0)],
+        initializers,
+        [*nodes, helper.make_node("Gather", ["branch_zero", "unseen_count"], [NOTHING], axis=0)],
         "the champion, raising on rows outside its training data",
-    )  # fmt: skip
+    )
 
 
 #: the champion's input, and what a branch computes: a zero added to the probabilities, so the
@@ -106,30 +101,38 @@ _EMPTY_STEP = helper.make_graph(
 )  # fmt: skip
 
 
-def _unseen() -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
-    """``unseen``: how far (L1, less a tolerance of 1e-3, at least 0) the batch's farthest row lies
-    from the nearest training row; 0 when all its rows are training rows (the reference, the
-    warm-up sample), positive on held-out rows."""
+def _unseen(scale: float) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """``unseen_count`` (INT64): ``scale`` times how far (L1, less a tolerance of 1e-3, at least 0)
+    the batch's farthest row lies from the nearest training row; 0 when all its rows are training
+    rows (the reference, the warm-up sample), large on held-out rows."""
     x_train = breast_cancer()[0].to_numpy(dtype=np.float32)
     return (
         [numpy_helper.from_array(np.array([1], dtype=np.int64), "unseen_axis"),
          numpy_helper.from_array(x_train, "unseen_training"),
-         numpy_helper.from_array(np.array(1e-3, dtype=np.float32), "unseen_tolerance")],
+         numpy_helper.from_array(np.array(1e-3, dtype=np.float32), "unseen_tolerance"),
+         numpy_helper.from_array(np.array(scale, dtype=np.float32), "unseen_scale")],
         [helper.make_node("Unsqueeze", [INPUT, "unseen_axis"], ["unseen_rows"]),
          helper.make_node("Sub", ["unseen_rows", "unseen_training"], ["unseen_offsets"]),
          helper.make_node("ReduceL1", ["unseen_offsets"], ["unseen_distances"], axes=[2], keepdims=0),
          helper.make_node("ReduceMin", ["unseen_distances"], ["unseen_nearest"], axes=[1], keepdims=0),
          helper.make_node("ReduceMax", ["unseen_nearest"], ["unseen_farthest"], keepdims=0),
          helper.make_node("Sub", ["unseen_farthest", "unseen_tolerance"], ["unseen_beyond"]),
-         helper.make_node("Relu", ["unseen_beyond"], ["unseen"])],
+         helper.make_node("Relu", ["unseen_beyond"], ["unseen"]),
+         helper.make_node("Mul", ["unseen", "unseen_scale"], ["unseen_scaled"]),
+         helper.make_node("Cast", ["unseen_scaled"], ["unseen_count"], to=onnx.TensorProto.INT64)],
     )  # fmt: skip
+
+
+def champion(registry: Registry) -> tuple[Manifest, bytes]:
+    """The demo champion's manifest and ONNX file."""
+    return registry.read_model(DEMO_MODEL, registry.resolve(DEMO_MODEL))
 
 
 def _with_branch(
     registry: Registry, initializers: list[onnx.TensorProto], nodes: list[onnx.NodeProto], description: str
 ) -> None:
     """Push the champion with a branch added (it reads ``INPUT``, writes ``NOTHING``) as the challenger."""
-    manifest, data = registry.read_model(DEMO_MODEL, registry.resolve(DEMO_MODEL))
+    manifest, data = champion(registry)
     model = onnx.load_from_string(data)
     graph = model.graph
     assert graph.input[0].name == INPUT
