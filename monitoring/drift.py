@@ -1,66 +1,197 @@
 """Drift of a window of traffic against a version's reference profile: pure functions over arrays.
 
-Per numeric feature (and numeric prediction output): PSI and Jensen-Shannon
-distance on the reference's decile bins, and a two-sample Kolmogorov-Smirnov
-test against the reference sample. Per categorical feature (and the predicted
-label): PSI and Jensen-Shannon on the reference categories plus "other", and a
-chi-square goodness-of-fit test against the reference proportions.
+**What is tested.** Per numeric feature (and numeric prediction output): a
+Mann-Whitney rank test (is the window shifted?) and a Kolmogorov-Smirnov test
+(is its shape different?), both against the distribution function of the whole
+reference (``NumericProfile.cdf_values``, exact to 1/1000). A numeric quantity
+with at most 20 distinct reference values (a count, a flag, a rating), and every
+categorical one (and the predicted label), is tested per value: Fisher's exact
+test of that value's share, window against reference, with a last cell for every
+value the reference did not have. Per quantity that has missing values in the
+reference or the window, the missing rate is a statistic of its own, tested
+the same exact way.
 
-**Calling drift, and false alarms.** A model has many features; testing each
-at 5% would raise a false alarm on most windows of a wide model. The p-values
-of one model's features and outputs are adjusted together with
-Benjamini-Hochberg (false discovery rate ``alpha``, default 5%): among the
-features called drifted, at most 5% are expected to be false alarms. And
-because with large windows a test finds any difference, however small,
-"significant", a feature is called drifted only when its adjusted p-value is
-below ``alpha`` *and* its PSI is at least ``psi_threshold`` (default 0.1, the
-usual line between "no shift" and "moderate shift"): significant and large
-enough to matter.
+**Why these tests.** Each p-value is valid whatever the data: the rank tests
+depend only on the order of values (and are conservative on ties), Fisher's test
+is exact at any count. So the chance that a clean window raises an alarm is set
+by ``alpha`` alone, at 100 rows as at 100,000, on a skewed or rounded feature as
+on a Gaussian one. A fixed effect-size gate cannot do that: the PSI of a
+100-row clean window is above 0.1 about 40% of the time, while a +0.25 sd shift
+of a whole 1,000-row window has a PSI near 0.06, so a PSI gate both cries wolf
+on small windows and misses small shifts on large ones.
+
+**Calling drift.** The p-values of one model's features and outputs are adjusted
+together with Benjamini-Hochberg at ``alpha`` (default 0.1%): on a clean window,
+the chance that any quantity is called drifted is at most ``alpha``. Within one
+quantity, the smallest p-value over its tests and window parts is multiplied by
+how many there were (Bonferroni). The parts are the whole window and its most
+recent half and quarter (each of at least ``min_rows`` rows): a shift that
+started a few hundred rows ago is diluted by the older rows of a 1,000-row
+window, and the most recent quarter sees it undiluted. A quantity is drifted
+when its adjusted p-value is below ``alpha`` and the change is at least
+``min_effect`` (2 points: of Cliff's delta, the KS distance, the share of rows
+that changed category, or the missing rate), which only bites on windows of
+tens of thousands of rows, where a test finds any difference "significant".
+
+PSI and Jensen-Shannon distance on the reference's decile bins (or categories)
+are reported beside the test, as descriptions of the change, not as its judge.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from registry.manifest import CategoricalProfile, NumericProfile, Profile
+from registry.manifest import MISSING_STRING, CategoricalProfile, FeatureDType, NumericProfile, Profile
+from registry.profile import narrowed, support
 
 #: Floor for bin proportions in PSI, so an empty bin does not make it infinite.
 EPSILON = 1e-4
-ALPHA = 0.05
-PSI_THRESHOLD = 0.1
+#: The chance that a clean window raises a false alarm, at most.
+ALPHA = 0.001
+#: The smallest change called drift, on each test's own 0-1 scale.
+MIN_EFFECT = 0.02
+#: Fewer rows than this are not tested, nor is a part of the window this small.
+MIN_ROWS = 100
+#: The window is tested whole, and its most recent 1/2 and 1/4.
+PARTS = (1, 2, 4)
+#: A numeric quantity with at most this many distinct reference values is tested value by value.
+DISCRETE_VALUES = 20
+
+Kind = Literal["feature", "prediction"]
+Test = Literal["mann-whitney", "ks", "categories", "missing"]
 
 
 @dataclass(frozen=True)
 class DriftStatistic:
-    """The drift of one feature (or prediction output) over one window."""
+    """The drift of one feature (or prediction output) over one window.
+
+    ``test`` is the test that found the smallest p-value, over ``rows`` (the
+    window's most recent rows it looked at; ``window`` is all the window's
+    values it had), ``effect`` the size of the change it measured and
+    ``p_value`` that smallest p-value, adjusted for the tests and parts tried.
+    """
 
     name: str
-    kind: Literal["feature", "prediction"]
-    test: Literal["ks", "chi2"]
+    kind: Kind
+    test: Test
     window: int
+    rows: int
+    effect: float
     psi: float
     js_distance: float
-    statistic: float
     p_value: float
     p_adjusted: float = 1.0
     drifted: bool = False
 
 
-def bin_counts(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+@dataclass(frozen=True)
+class Distribution:
+    """A reference's distribution function at its support points: ``below`` / ``at`` are the
+    shares of the ``size`` values below / at or below each of ``values`` (sorted)."""
+
+    values: np.ndarray
+    below: np.ndarray
+    at: np.ndarray
+    size: int
+    tie_factor: float
+
+    @classmethod
+    def of(cls, profile: NumericProfile, dtype: FeatureDType) -> Distribution | None:
+        """The profile's distribution function at the model's dtype; None when it has no values."""
+        if profile.cdf_values:
+            values = np.asarray(profile.cdf_values, dtype=np.float64)
+            below = np.asarray(profile.cdf_below, dtype=np.float64)
+            at = np.asarray(profile.cdf_at, dtype=np.float64)
+            tie_factor = profile.tie_factor
+        else:  # a manifest from before the whole reference was kept: its sample
+            sample = np.array([v for v in profile.sample if v is not None], dtype=np.float64)
+            values, below, at, tie_factor = support(narrowed(sample, dtype))
+        if not values.size or at[-1] == 0:
+            return None
+        values = narrowed(values, dtype)
+        # narrowing may merge neighbouring points (a manifest profiled in float64): keep the ends
+        values, first = np.unique(values, return_index=True)
+        last = np.append(first[1:] - 1, below.size - 1)
+        size = float(at[-1])
+        return cls(values, below[first] / size, at[last] / size, int(size), tie_factor)
+
+    @property
+    def discrete(self) -> bool:
+        """Every distinct value is a support point, and there are few: test value by value."""
+        return self.values.size <= DISCRETE_VALUES and bool(np.all(self.at - self.below > 0))
+
+    def cdf(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shares of reference values below ``x`` and at or below it; between two support points,
+        interpolated linearly."""
+        n = self.values.size
+        index = np.searchsorted(self.values, x, side="left")
+        inside = np.clip(index, 1, n - 1) if n > 1 else np.zeros_like(index)
+        lo, hi = self.values[inside - 1], self.values[inside]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(hi > lo, (x - lo) / (hi - lo), 0.0)
+        between = self.at[inside - 1] + np.clip(share, 0.0, 1.0) * (self.below[inside] - self.at[inside - 1])
+        between = np.where(index == 0, 0.0, np.where(index >= n, 1.0, between))
+        exact = (index < n) & (self.values[np.minimum(index, n - 1)] == x)
+        at_index = np.minimum(index, n - 1)
+        return (
+            np.where(exact, self.below[at_index], between),
+            np.where(exact, self.at[at_index], between),
+        )
+
+
+@dataclass(frozen=True)
+class Categories:
+    """A reference's counts per value (the last entry: every other value) and its missing count.
+    ``labels`` name a categorical quantity's values (a discrete numeric one's are its support points)."""
+
+    labels: tuple[str, ...]
+    counts: np.ndarray
+    missing: int
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What one quantity is tested against, prepared once per version (see :func:`reference`)."""
+
+    profile: Profile
+    dtype: FeatureDType
+    #: numeric quantities
+    distribution: Distribution | None
+    #: categorical ones, and numeric ones with few distinct values
+    categories: Categories | None
+    missing: int
+
+
+def reference(profile: Profile, dtype: FeatureDType = "float64") -> Reference:
+    """The tests' view of a profile: its distribution function at ``dtype``, or its categories."""
+    missing = round(profile.missing_rate * profile.count)
+    if isinstance(profile, CategoricalProfile):
+        counts = np.append(np.asarray(profile.counts, dtype=np.float64), profile.other_count)
+        return Reference(profile, dtype, None, Categories(profile.categories, counts, missing), missing)
+    distribution = Distribution.of(profile, dtype)
+    categories = None
+    if distribution is not None and distribution.discrete:
+        counts = np.append(np.round((distribution.at - distribution.below) * distribution.size), 0.0)
+        categories = Categories((), counts, missing)
+    return Reference(profile, dtype, distribution, categories, missing)
+
+
+def bin_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> np.ndarray:
     """Counts in the reference's bins: (-inf, e0], (e0, e1], ..., (e_last, inf)."""
     return np.bincount(np.searchsorted(np.asarray(edges), values, side="left"), minlength=len(edges) + 1)
 
 
 def category_counts(values: np.ndarray, categories: tuple[str, ...]) -> np.ndarray:
-    """Counts per reference category, and a last entry for every other value."""
+    """Counts per reference category, and a last entry for every other value (missing values excluded:
+    pass only present ones)."""
     codes = pd.Index(categories).get_indexer(values).astype(np.int64)
-    codes[codes < 0] = len(categories)  # not a reference category (or missing): "other"
+    codes[codes < 0] = len(categories)
     return np.bincount(codes, minlength=len(categories) + 1)
 
 
@@ -78,53 +209,190 @@ def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
     return float(jensenshannon(reference, current, base=2))
 
 
-def numeric_drift(name: str, kind: Literal["feature", "prediction"], profile: NumericProfile,
-                  values: np.ndarray) -> DriftStatistic | None:  # fmt: skip
-    """None when the window or the reference has no values to compare."""
-    present = values[~np.isnan(values)]
-    sample = np.array([v for v in profile.sample if v is not None], dtype=np.float64)
-    if present.size == 0 or sample.size == 0:
-        return None
-    reference = np.asarray(profile.counts, dtype=np.float64)
-    current = bin_counts(present, profile.edges).astype(np.float64)
-    return _statistic(name, kind, "ks", reference, current, stats.ks_2samp(sample, present))
+def parts(rows: int, min_rows: int) -> list[int]:
+    """The window's most recent parts that are tested: whole, half, quarter, each of ``min_rows``."""
+    return [rows // d for d in PARTS if d == 1 or rows // d >= min_rows]
 
 
-def categorical_drift(name: str, kind: Literal["feature", "prediction"], profile: CategoricalProfile,
-                      values: np.ndarray) -> DriftStatistic | None:  # fmt: skip
-    if values.size == 0 or profile.count == 0:
-        return None
-    reference = np.append(np.asarray(profile.counts, dtype=np.float64), profile.other_count)
-    current = category_counts(values, profile.categories).astype(np.float64)
-    expected = np.maximum(reference / reference.sum(), EPSILON)
-    expected = expected / expected.sum() * current.sum()
-    return _statistic(name, kind, "chi2", reference, current, stats.chisquare(current, f_exp=expected))
+@dataclass(frozen=True)
+class Found:
+    """One test over one part of the window."""
+
+    test: Test
+    rows: int
+    effect: float
+    p_value: float
 
 
-def _statistic(name: str, kind: Literal["feature", "prediction"], test: Literal["ks", "chi2"],
-               reference: np.ndarray, current: np.ndarray, result: Any) -> DriftStatistic:  # fmt: skip
-    """PSI and Jensen-Shannon on the bin counts, beside the test's statistic and p-value."""
+def mann_whitney(distribution: Distribution, parts: list[np.ndarray]) -> list[Found]:
+    """Are the values shifted against the reference? A part's mean mid-rank share of reference values
+    below each value is 0.5 without drift; its variance is the two-sample Mann-Whitney one, corrected
+    for ties. ``effect`` is Cliff's delta, in [0, 1]."""
+    m = distribution.size
+    n = np.array([part.size for part in parts], dtype=np.float64)
+    means = np.empty(len(parts))
+    for i, part in enumerate(parts):
+        below, at = distribution.cdf(part)
+        means[i] = np.mean((below + at) / 2)
+    variance = distribution.tie_factor * (n + m + 1) / (12 * n * m)
+    z = np.where(variance > 0, (means - 0.5) / np.sqrt(np.maximum(variance, 1e-300)), 0.0)
+    p = 2 * special.ndtr(-np.abs(z))
+    return [
+        Found("mann-whitney", part.size, float(abs(2 * mean - 1)), float(pi))
+        for part, mean, pi in zip(parts, means, p, strict=True)
+    ]
+
+
+def ks_distance(distribution: Distribution, values: np.ndarray) -> float:
+    """The largest gap between the window's and the reference's distribution functions, looked for
+    on both sides of every window value and support point (between them both are monotone)."""
+    ordered = np.sort(values)
+    n = ordered.size
+    ref_below, ref_at = distribution.cdf(ordered)
+    gaps = [
+        np.abs(np.searchsorted(ordered, ordered, side="right") / n - ref_at),
+        np.abs(np.searchsorted(ordered, ordered, side="left") / n - ref_below),
+        np.abs(np.searchsorted(ordered, distribution.values, side="right") / n - distribution.at),
+        np.abs(np.searchsorted(ordered, distribution.values, side="left") / n - distribution.below),
+    ]
+    return float(max(g.max() for g in gaps))
+
+
+def kolmogorov_smirnov(distribution: Distribution, parts: list[np.ndarray]) -> list[Found]:
+    """Is the shape different? The two-sample KS test, its p-value from the asymptotic distribution of
+    the statistic at the effective sample size (as scipy's ``ks_2samp`` does for large samples)."""
+    m = distribution.size
+    d = np.array([ks_distance(distribution, part) for part in parts])
+    effective = np.array([max(1, round(part.size * m / (part.size + m))) for part in parts])
+    p = stats.kstwo.sf(d, effective)
+    return [Found("ks", part.size, float(di), float(pi)) for part, di, pi in zip(parts, d, p, strict=True)]
+
+
+def fisher(reference: np.ndarray, parts: list[np.ndarray], test: Test) -> list[Found]:
+    """Each cell's share, a part of the window against the reference, by Fisher's exact test: a cell's
+    count in the part is hypergeometric given the margins. Per part, the smallest two-sided p-value
+    times the cells tested; ``effect``, the share of the part that would have to change cell (total
+    variation). One call for every cell of every part: scipy's per-call cost is most of the time."""
+    m = reference.sum()
+    rows = [np.flatnonzero((reference + part) > 0) for part in parts]
+    k = np.concatenate([(reference + part)[r] for part, r in zip(parts, rows, strict=True)])
+    x = np.concatenate([part[r] for part, r in zip(parts, rows, strict=True)])
+    n = np.concatenate([np.full(r.size, part.sum()) for part, r in zip(parts, rows, strict=True)])
+    # P(X <= x) for the part, and P(X >= x) as P(K - X <= K - x) for the reference's side of the table
+    tails = stats.hypergeom.cdf(np.concatenate([x, k - x]), np.concatenate([n, n]) + m,
+                                np.concatenate([k, k]), np.concatenate([n, np.full(n.size, m)]))  # fmt: skip
+    two_sided = np.minimum(1.0, 2 * np.minimum(tails[: x.size], tails[x.size :]))
+    found, offset = [], 0
+    for part, r in zip(parts, rows, strict=True):
+        cells = r.size
+        tries = 1 if cells <= 2 else cells  # of two cells, each one's test is the other's
+        p = float(min(1.0, two_sided[offset : offset + cells].min() * tries)) if cells else 1.0
+        offset += cells
+        size = part.sum()
+        effect = 0.5 * float(np.abs(part / max(size, 1) - reference / max(m, 1)).sum())
+        found.append(Found(test, int(size), effect, p))
+    return found
+
+
+def _decisive(found: list[Found]) -> tuple[Found, float]:
+    """The test and part with the smallest p-value, and that p-value times how many were tried."""
+    best = min(found, key=lambda f: (f.p_value, -f.effect))
+    return best, min(1.0, best.p_value * len(found))
+
+
+def _statistic(name: str, kind: Kind, window: int, found: list[Found], ref_bins: np.ndarray,
+               bins: np.ndarray) -> DriftStatistic:  # fmt: skip
+    best, p = _decisive(found)
     return DriftStatistic(
-        name=name, kind=kind, test=test, window=int(current.sum()), psi=psi(reference, current),
-        js_distance=js_distance(reference, current), statistic=float(result.statistic),
-        p_value=float(result.pvalue),
+        name=name, kind=kind, test=best.test, window=window, rows=best.rows, effect=best.effect,
+        psi=psi(ref_bins, bins), js_distance=js_distance(ref_bins, bins), p_value=p,
     )  # fmt: skip
 
 
-def drift_of(name: str, kind: Literal["feature", "prediction"], profile: Profile,
-             values: np.ndarray) -> DriftStatistic | None:  # fmt: skip
-    if isinstance(profile, NumericProfile):
-        return numeric_drift(name, kind, profile, np.asarray(values, dtype=np.float64))
-    return categorical_drift(name, kind, profile, np.asarray(values, dtype=object))
+def _codes(ref: Reference, present: np.ndarray) -> np.ndarray:
+    """Present values as category codes; the last code for every value the reference did not have."""
+    assert ref.categories is not None
+    if ref.distribution is not None:  # a discrete numeric quantity: its support values
+        values = ref.distribution.values
+        index = np.minimum(np.searchsorted(values, present), values.size - 1)
+        return np.where(values[index] == present, index, values.size)
+    labels = ref.categories.labels
+    codes = pd.Index(labels).get_indexer(present).astype(np.int64)
+    codes[codes < 0] = len(labels)
+    return codes
+
+
+def distribution_drift(name: str, kind: Kind, ref: Reference, present: np.ndarray,
+                       min_rows: int = MIN_ROWS) -> DriftStatistic | None:  # fmt: skip
+    """The present values (in arrival order) against the reference's distribution or categories."""
+    if present.size == 0 or (ref.distribution is None and ref.categories is None):
+        return None
+    tested = parts(present.size, min_rows)
+    if ref.categories is not None:
+        cells = ref.categories.counts.size
+        codes = _codes(ref, present)
+        counts = [np.bincount(codes[-rows:], minlength=cells).astype(np.float64) for rows in tested]
+        found = fisher(ref.categories.counts, counts, "categories")
+        return _statistic(name, kind, present.size, found, ref.categories.counts, counts[0])
+    assert ref.distribution is not None and isinstance(ref.profile, NumericProfile)
+    recent = [present[-rows:] for rows in tested]
+    found = mann_whitney(ref.distribution, recent) + kolmogorov_smirnov(ref.distribution, recent)
+    edges = narrowed(np.asarray(ref.profile.edges), ref.dtype)
+    ref_bins = np.asarray(ref.profile.counts, dtype=np.float64)
+    return _statistic(name, kind, present.size, found, ref_bins, bin_counts(present, edges).astype(float))
+
+
+def missing_drift(name: str, kind: Kind, ref: Reference, missing: np.ndarray,
+                  min_rows: int = MIN_ROWS) -> DriftStatistic | None:  # fmt: skip
+    """The window's missing rate against the reference's; None when neither has a missing value."""
+    if missing.size == 0 or (ref.missing == 0 and not missing.any()):
+        return None
+    reference_cells = np.array([ref.profile.count - ref.missing, ref.missing], dtype=np.float64)
+    counts = []
+    for rows in parts(missing.size, min_rows):
+        absent = float(missing[-rows:].sum())
+        counts.append(np.array([rows - absent, absent]))
+    found = fisher(reference_cells, counts, "missing")
+    return _statistic(name, kind, missing.size, found, reference_cells, counts[0])
+
+
+def is_missing(values: np.ndarray) -> np.ndarray:
+    """NaN for a number; null, NaN or :data:`MISSING_STRING` for a string."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    return np.fromiter(
+        (v is None or v == MISSING_STRING or (isinstance(v, float) and v != v) for v in values),
+        dtype=bool,
+        count=values.size,
+    )
+
+
+def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray,
+             min_rows: int = MIN_ROWS) -> list[DriftStatistic]:  # fmt: skip
+    """The quantity's distribution and, where anything is missing, its missing rate: the window's
+    values (in arrival order) against the reference, at the dtype the model receives."""
+    if isinstance(ref.profile, NumericProfile):
+        values = narrowed(values, ref.dtype)
+    else:
+        values = np.asarray(values, dtype=object)
+    missing = is_missing(values)
+    present = values[~missing]
+    if not isinstance(ref.profile, NumericProfile):
+        present = present.astype(str).astype(object)
+    found = [
+        distribution_drift(name, kind, ref, present, min_rows),
+        missing_drift(name, kind, ref, missing, min_rows),
+    ]
+    return [s for s in found if s is not None]
 
 
 def decide(statistics: list[DriftStatistic], alpha: float = ALPHA,
-           psi_threshold: float = PSI_THRESHOLD) -> list[DriftStatistic]:  # fmt: skip
+           min_effect: float = MIN_EFFECT) -> list[DriftStatistic]:  # fmt: skip
     """Benjamini-Hochberg over one model's statistics, then drifted = significant and large enough."""
     if not statistics:
         return []
     adjusted = stats.false_discovery_control([s.p_value for s in statistics], method="bh")
     return [
-        replace(s, p_adjusted=float(p), drifted=bool(p < alpha and s.psi >= psi_threshold))
+        replace(s, p_adjusted=float(p), drifted=bool(p < alpha and s.effect >= min_effect))
         for s, p in zip(statistics, adjusted, strict=True)
     ]

@@ -85,10 +85,13 @@ class GatewayMetrics:
         self.log_write_errors = counter("log_write_errors_total", "Failed (retried) writes to the log.", ())
 
         monitor = ("model", "version")
-        drift = (*monitor, "feature", "kind", "test")
-        self.drift_statistic = gauge(
-            "drift_statistic", "KS or chi-square statistic, last window.", drift, "livemostrecent"
-        )
+        #: ``statistic``: ``distribution`` or ``missing`` (the missing rate), one series each whichever
+        #: test decided in a pass (the report names that test)
+        drift = (*monitor, "feature", "kind", "statistic")
+        self.drift_effect = gauge(
+            "drift_effect", "Size of the change the deciding test measured (0-1), last window.", drift,
+            "livemostrecent",
+        )  # fmt: skip
         self.drift_p_value = gauge(
             "drift_p_value", "Benjamini-Hochberg adjusted p-value, last window.", drift, "livemostrecent"
         )
@@ -205,8 +208,9 @@ class GatewayMetrics:
         self.window_rows.labels(model, version).set(report["window"]["rows"])
         self.drifted.labels(model, version).set(report["drifted_features"])
         for feature in report["features"]:
-            labels = (model, version, feature["name"], feature["kind"], feature["test"])
-            self.drift_statistic.labels(*labels).set(feature["statistic"])
+            statistic = "missing" if feature["test"] == "missing" else "distribution"
+            labels = (model, version, feature["name"], feature["kind"], statistic)
+            self.drift_effect.labels(*labels).set(feature["effect"])
             self.drift_p_value.labels(*labels).set(feature["p_adjusted"])
             self.drift_psi.labels(*labels).set(feature["psi"])
             self.drift_js.labels(*labels).set(feature["js_distance"])

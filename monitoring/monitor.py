@@ -29,7 +29,16 @@ from monitoring.compare import (
     pairs_summary,
     quality_test,
 )
-from monitoring.drift import ALPHA, PSI_THRESHOLD, DriftStatistic, decide, drift_of
+from monitoring.drift import (
+    ALPHA,
+    MIN_EFFECT,
+    MIN_ROWS,
+    DriftStatistic,
+    Reference,
+    decide,
+    drift_of,
+    reference,
+)
 from monitoring.plausibility import rule_parts
 from monitoring.prediction_log import PredictionLog
 from monitoring.quality import classification_quality, regression_quality
@@ -55,9 +64,13 @@ class WindowSettings:
     max_rows: int = 1000
     max_age_seconds: float = 3600.0
     #: fewer rows than this: no drift test (too little data to say anything)
-    min_rows: int = 100
+    min_rows: int = MIN_ROWS
+    #: the chance a clean window is called drifted, at most (see monitoring.drift)
     alpha: float = ALPHA
-    psi_threshold: float = PSI_THRESHOLD
+    #: the smallest change called drift
+    min_effect: float = MIN_EFFECT
+    #: significance of champion against challenger quality
+    compare_alpha: float = 0.05
 
 
 class Timed(Protocol):
@@ -163,36 +176,53 @@ def quality(manifest: Manifest, window: Window[Labelled]) -> dict[str, Any]:
     return regression_quality(truth, outputs(requests, "value"))
 
 
+def references(manifest: Manifest) -> dict[str, Reference]:
+    """What each input feature (at the dtype its model receives) and prediction output is tested
+    against; built once per version."""
+    found = {
+        spec.name: reference(manifest.reference.features[spec.name], spec.dtype)
+        for spec in manifest.inputs.features
+    }
+    return found | {name: reference(profile) for name, profile in manifest.reference.predictions.items()}
+
+
 def drift_statistics(
-    manifest: Manifest, window: Window[LoggedRequest], settings: WindowSettings
+    manifest: Manifest,
+    window: Window[LoggedRequest],
+    settings: WindowSettings,
+    refs: dict[str, Reference] | None = None,
 ) -> list[DriftStatistic]:
     """Every input feature and prediction output of the window against the version's reference."""
-    statistics: list[DriftStatistic | None] = []
+    refs = refs if refs is not None else references(manifest)
+    statistics: list[DriftStatistic] = []
     for spec in manifest.inputs.features:
         values = column(window.requests, spec.name, numeric=spec.dtype != "string")
-        statistics.append(drift_of(spec.name, "feature", manifest.reference.features[spec.name], values))
-    predictions = manifest.reference.predictions
+        statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows)
     if manifest.output.kind == "classification":
         labels = outputs(window.requests, "label").astype(str).astype(object)
-        statistics.append(drift_of("label", "prediction", predictions["label"], labels))
+        statistics += drift_of("label", "prediction", refs["label"], labels, settings.min_rows)
         probabilities = outputs(window.requests, "probabilities")
         if probabilities.size:
             for index, cls in enumerate(manifest.output.classes):
                 name = f"probability:{cls}"
-                statistics.append(drift_of(name, "prediction", predictions[name], probabilities[:, index]))
+                values = probabilities[:, index]
+                statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows)
     else:
-        statistics.append(
-            drift_of("value", "prediction", predictions["value"], outputs(window.requests, "value"))
-        )
-    return decide([s for s in statistics if s is not None], settings.alpha, settings.psi_threshold)
+        values = outputs(window.requests, "value")
+        statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows)
+    return decide(statistics, settings.alpha, settings.min_effect)
 
 
 def report(
-    manifest: Manifest, window: Window[LoggedRequest], settings: WindowSettings, now: float
+    manifest: Manifest,
+    window: Window[LoggedRequest],
+    settings: WindowSettings,
+    now: float,
+    refs: dict[str, Reference] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready report on one model version's window."""
     enough = window.rows >= settings.min_rows
-    statistics = drift_statistics(manifest, window, settings) if enough else []
+    statistics = drift_statistics(manifest, window, settings, refs) if enough else []
     plausibility = []
     for key, violations in sorted(flag_totals(window.requests).items()):
         rule, feature = rule_parts(key)
@@ -221,7 +251,7 @@ def report(
         },
         "thresholds": {
             "alpha": settings.alpha,
-            "psi": settings.psi_threshold,
+            "min_effect": settings.min_effect,
             "min_rows": settings.min_rows,
             "correction": "benjamini-hochberg",
         },
@@ -258,6 +288,8 @@ class Monitor:
         #: ... and with ground truth: outcomes per (model, answering arm), and paired ones (shadow)
         self.outcomes: dict[tuple[str, str], Window[Outcome]] = {}
         self.paired_outcomes: dict[str, Window[PairedOutcome]] = {}
+        #: what each version's quantities are tested against, built once per version
+        self.references: dict[tuple[str, int], dict[str, Reference]] = {}
         self.seq: int | None = None
         self.feedback_seq: int | None = None
         #: records a read, adapted to their size (see ROWS_A_READ); small until the first read
@@ -293,6 +325,12 @@ class Monitor:
             if record.status != 200 or record.version is None:
                 continue
             self._window(self.windows, (record.model, record.version)).add(record)
+
+    def _references(self, model: str, version: int) -> dict[str, Reference]:
+        refs = self.references.get((model, version))
+        if refs is None:
+            refs = self.references[(model, version)] = references(self.manifests(model, version))
+        return refs
 
     def _window(self, windows: dict[Any, Window[Any]], key: Any) -> Window[Any]:
         window = windows.get(key)
@@ -388,7 +426,7 @@ class Monitor:
         if len(outcomes) == 2:
             is_paired = bool(paired and paired.requests)
             quality = quality_test(
-                outcomes["champion"], outcomes["challenger"], is_paired, self.settings.alpha
+                outcomes["champion"], outcomes["challenger"], is_paired, self.settings.compare_alpha
             )
         return {"arms": arms, "shadow": shadow, "quality": quality}
 
@@ -405,7 +443,13 @@ class Monitor:
             window.requests = deque(r.decoded() for r in window.requests)
         reports = {
             model: {
-                **report(self.manifests(model, version), window, self.settings, now),
+                **report(
+                    self.manifests(model, version),
+                    window,
+                    self.settings,
+                    now,
+                    self._references(model, version),
+                ),
                 "traffic": traffic_summary(self.traffic[model], now),
                 "comparison": self.comparison(model, now),
                 "quality": [],

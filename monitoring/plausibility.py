@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from registry.manifest import InputSchema, PlausibilityRules
+from registry.manifest import MISSING_STRING, InputSchema, PlausibilityRules
 from registry.onnx_model import Prediction
 
 OUTPUT_RULES = ("probability_finite", "probability_range", "probability_sum", "label_known", "value_finite",
@@ -80,7 +80,10 @@ class PlausibilityChecker:
                 self._count(flags, "input_range", (~inside & ~missing).sum(axis=0))
         for name, domain in self.domains.items():
             assert columns is not None
-            unseen = int((~np.isin(columns[name], domain)).sum())
+            missing = columns[name] == MISSING_STRING
+            if missing.any():
+                flags[f"input_missing:{name}"] = int(missing.sum())
+            unseen = int((~np.isin(columns[name], domain) & ~missing).sum())
             if unseen:
                 flags[f"input_domain:{name}"] = unseen
         return flags

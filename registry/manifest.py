@@ -8,6 +8,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FeatureDType = Literal["float32", "float64", "int64", "string"]
+
+#: What a string input's model receives for a null, at push time and at serving time alike: an ONNX
+#: string tensor has no null. Monitoring counts it as a missing value, not as a category.
+MISSING_STRING = ""
 OutputKind = Literal["classification", "regression"]
 InputLayout = Literal["matrix", "columns"]
 
@@ -67,10 +71,19 @@ class Lineage(Frozen):
 
 
 class NumericProfile(Frozen):
-    """Reference distribution of one numeric quantity.
+    """Reference distribution of one numeric quantity, at the dtype the model receives.
 
     ``edges`` are interior quantile cut points; ``counts`` has one more entry
     than ``edges``: (-inf, e0], (e0, e1], ..., (e_last, +inf).
+
+    ``cdf_values`` are up to 1,000 support points of the whole reference (every
+    distinct value when there are fewer, always the minimum and maximum);
+    ``cdf_below[i]`` / ``cdf_at[i]`` count the present reference values below /
+    at or below ``cdf_values[i]``. The drift tests compare a window with this
+    distribution function rather than with ``sample``. ``tie_factor`` is
+    ``1 - sum(p**3)`` over the distinct values' shares (1 without ties), the
+    rank test's variance correction. Manifests written before these fields
+    have them empty; the tests then fall back on ``sample``.
     """
 
     kind: Literal["numeric"] = "numeric"
@@ -85,10 +98,18 @@ class NumericProfile(Frozen):
     counts: tuple[int, ...]
     #: None marks a missing value (JSON has no NaN)
     sample: tuple[float | None, ...]
+    cdf_values: tuple[float, ...] = ()
+    cdf_below: tuple[int, ...] = ()
+    cdf_at: tuple[int, ...] = ()
+    tie_factor: float = 1.0
 
 
 class CategoricalProfile(Frozen):
-    """Reference distribution of one categorical quantity (the most frequent categories)."""
+    """Reference distribution of one categorical quantity (the most frequent categories).
+
+    A null (or :data:`MISSING_STRING`) is missing: counted in ``missing_rate``,
+    in neither ``counts`` nor ``other_count``.
+    """
 
     kind: Literal["categorical"] = "categorical"
     count: int

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 
 from registry.manifest import (
+    MISSING_STRING,
     CategoricalProfile,
+    FeatureDType,
     InputRule,
     InputSchema,
     NumericProfile,
@@ -21,26 +23,68 @@ from registry.onnx_model import Prediction
 #: Quantile bins per numeric feature: ten deciles are the usual PSI binning and
 #: keep each bin populated on small references.
 BINS = 10
-#: Rows kept for two-sample tests (KS, chi-square) and for warming sessions up.
+#: Rows kept for warming sessions up (and, in manifests older than ``cdf_values``, for the tests).
 SAMPLE_ROWS = 1000
+#: Support points of a numeric reference's distribution function: the drift tests read the
+#: reference's CDF off them to within 1/1000, and a feature with fewer distinct values keeps all.
+CDF_POINTS = 1000
 #: Categorical profiles keep this many most frequent categories, the rest is "other".
 MAX_CATEGORIES = 50
 #: Input ranges are widened by this share of the reference range before a value is implausible.
 RANGE_MARGIN = 0.1
 
 
-def numeric_profile(values: np.ndarray, sample_index: np.ndarray, bins: int = BINS) -> NumericProfile:
+def narrowed(values: np.ndarray, dtype: FeatureDType) -> np.ndarray:
+    """``values`` as the model receives them, back in float64: a float32 input is rounded to float32.
+
+    The gateway narrows a float32 feature before it is predicted and logged, so the reference is
+    profiled at that precision too: a value sitting on a decile edge in float64 would otherwise land
+    on the edge's other side once live, and a clean window would look drifted.
+    """
     values = np.asarray(values, dtype=np.float64)
+    if dtype == "float32":
+        with np.errstate(over="ignore"):
+            return values.astype(np.float32).astype(np.float64)
+    return values
+
+
+def support(
+    present: np.ndarray, points: int = CDF_POINTS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Support points of the values' distribution function, the values below and at or below each,
+    and the tie factor ``1 - sum(p**3)`` over the distinct values' shares.
+
+    Every distinct value when there are at most ``points``; else evenly spaced order statistics, the
+    minimum and maximum among them, and every value holding at least half a step's share (a tie that
+    large is an atom the distribution function jumps at, and must be one of its points).
+    """
+    ordered = np.sort(np.asarray(present, dtype=np.float64))
+    distinct, counts = np.unique(ordered, return_counts=True)
+    tie_factor = 1.0 - float(np.sum((counts / max(ordered.size, 1)) ** 3)) if ordered.size else 1.0
+    if distinct.size > points:
+        spaced = ordered[np.linspace(0, ordered.size - 1, points).round().astype(np.int64)]
+        atoms = distinct[counts >= ordered.size / (2 * points)]
+        distinct = np.union1d(spaced, atoms)
+    below = np.searchsorted(ordered, distinct, side="left")
+    at = np.searchsorted(ordered, distinct, side="right")
+    return distinct, below, at, tie_factor
+
+
+def numeric_profile(
+    values: np.ndarray, sample_index: np.ndarray, dtype: FeatureDType = "float64", bins: int = BINS
+) -> NumericProfile:
+    values = narrowed(values, dtype)
     missing = np.isnan(values)
     present = values[~missing]
     lo = hi = mean = std = None
     edges = np.array([])
     counts = np.array([0])
     if present.size:
-        edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
+        edges = np.unique(narrowed(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]), dtype))
         counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=edges.size + 1)
         lo, hi = float(present.min()), float(present.max())
         mean, std = float(present.mean()), float(present.std())
+    points, below, at, tie_factor = support(present)
     return NumericProfile(
         count=int(values.size),
         missing_rate=float(missing.mean()) if values.size else 0.0,
@@ -51,11 +95,20 @@ def numeric_profile(values: np.ndarray, sample_index: np.ndarray, bins: int = BI
         edges=tuple(float(e) for e in edges),
         counts=tuple(int(c) for c in counts),
         sample=tuple(None if np.isnan(v) else float(v) for v in values[sample_index]),
+        cdf_values=tuple(float(v) for v in points),
+        cdf_below=tuple(int(c) for c in below),
+        cdf_at=tuple(int(c) for c in at),
+        tie_factor=tie_factor,
     )
 
 
+def is_missing(values: pd.Series) -> pd.Series:
+    """Null, or the string a null is sent to the model as."""
+    return values.isna() | (values.astype(str) == MISSING_STRING)
+
+
 def categorical_profile(values: pd.Series, sample_index: np.ndarray) -> CategoricalProfile:
-    missing = values.isna()
+    missing = is_missing(values)
     counts = values[~missing].astype(str).value_counts()
     top = counts.iloc[:MAX_CATEGORIES]
     return CategoricalProfile(
@@ -64,7 +117,7 @@ def categorical_profile(values: pd.Series, sample_index: np.ndarray) -> Categori
         categories=tuple(str(c) for c in top.index),
         counts=tuple(int(c) for c in top.to_numpy()),
         other_count=int(counts.iloc[MAX_CATEGORIES:].sum()),
-        sample=tuple("" if pd.isna(v) else str(v) for v in values.iloc[sample_index]),
+        sample=tuple(MISSING_STRING if pd.isna(v) else str(v) for v in values.iloc[sample_index]),
     )
 
 
@@ -85,7 +138,7 @@ def reference_profile(
         if spec.dtype == "string":
             features[spec.name] = categorical_profile(column, index)
         else:
-            features[spec.name] = numeric_profile(column.to_numpy(dtype=np.float64), index)
+            features[spec.name] = numeric_profile(column.to_numpy(dtype=np.float64), index, spec.dtype)
     predictions: dict[str, Profile] = {}
     if output.kind == "classification":
         assert prediction.labels is not None and prediction.probabilities is not None

@@ -45,7 +45,7 @@ from registry.errors import (
     SchemaMismatch,
     VersionNotFound,
 )
-from registry.manifest import FeatureSpec, InputSchema, Lineage, Manifest
+from registry.manifest import MISSING_STRING, FeatureSpec, InputSchema, Lineage, Manifest
 from registry.onnx_model import NUMPY_DTYPE, OnnxModel, graph_inputs, load_session, output_spec
 from registry.profile import default_rules, reference_profile
 
@@ -184,6 +184,11 @@ def infer_schema(model: Any, frame: pd.DataFrame) -> InputSchema:
     return InputSchema(layout="columns", features=features)
 
 
+def string_column(series: pd.Series) -> np.ndarray:
+    """A string feature as its model receives it: a null is :data:`MISSING_STRING`, as at serving time."""
+    return series.astype(object).where(series.notna(), MISSING_STRING).astype(str).to_numpy(dtype=object)
+
+
 def reference_feeds(model: OnnxModel, frame: pd.DataFrame) -> dict[str, Any]:
     schema = model.schema
     if schema.layout == "matrix":
@@ -192,7 +197,7 @@ def reference_feeds(model: OnnxModel, frame: pd.DataFrame) -> dict[str, Any]:
         return model.feeds(None, matrix)
     columns = {
         f.name: (
-            frame[f.name].astype(str).to_numpy(dtype=object)
+            string_column(frame[f.name])
             if f.dtype == "string"
             else frame[f.name].to_numpy(dtype=NUMPY_DTYPE[f.dtype])
         )

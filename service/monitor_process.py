@@ -120,7 +120,8 @@ def main() -> int:
             max_age_seconds=settings.window_seconds,
             min_rows=settings.drift_min_rows,
             alpha=settings.drift_alpha,
-            psi_threshold=settings.drift_psi,
+            min_effect=settings.drift_min_effect,
+            compare_alpha=settings.compare_alpha,
         ),
     )
     metrics = GatewayMetrics(CollectorRegistry())

@@ -80,10 +80,13 @@ class Settings:
     window_seconds: float = 3600.0
     #: no drift test on fewer rows than this
     drift_min_rows: int = 100
-    #: false discovery rate for drift across one model's features (Benjamini-Hochberg)
-    drift_alpha: float = 0.05
-    #: and the PSI a feature must also reach to be called drifted
-    drift_psi: float = 0.1
+    #: the chance that a clean window is called drifted, at most (Benjamini-Hochberg across one
+    #: model's features and outputs; docs/drift.md)
+    drift_alpha: float = 0.001
+    #: and the smallest change called drift (Cliff's delta, KS distance, share of rows, missing rate)
+    drift_min_effect: float = 0.02
+    #: significance of champion against challenger quality (the comparison and the promotion gate)
+    compare_alpha: float = 0.05
     #: seconds between two monitor passes over the log
     monitor_interval: float = 2.0
     #: the alert rules and receivers (YAML); empty means the shipped monitoring/alerts.yml

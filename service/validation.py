@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from registry.manifest import FeatureDType, FeatureSpec, InputSchema
+from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema
 from registry.onnx_model import NUMPY_DTYPE
 from service.errors import FieldError, InvalidInput, PayloadTooLarge
 
@@ -180,15 +180,19 @@ def _typed(
 ) -> np.ndarray:
     """``values`` (row-major, rows x ``specs``) as an array of ``dtype``, checked in one pass over
     their types; any problem is named by walking ``records``."""  # fmt: skip
-    nullable = dtype in ("float32", "float64") and any(spec.allow_missing for spec in specs)
+    nullable = dtype != "int64" and any(spec.allow_missing for spec in specs)
     types = set(map(type, values))
     if not types <= _ACCEPTED[dtype] | ({type(None)} if nullable else set()):
         _raise(_diagnose(records, schema, field))
+    if dtype == "string":  # one input per string feature: ``specs`` is that one feature
+        if type(None) in types:
+            values = [MISSING_STRING if v is None else v for v in values]
+        return _cast(values, dtype).reshape(len(records), len(specs))
     try:
         array = _cast(values, dtype).reshape(len(records), len(specs))
     except OverflowError:
         _raise(_diagnose(records, schema, field))
-    if dtype not in ("float32", "float64"):
+    if dtype == "int64":
         return array
     allowed = np.array([spec.allow_missing for spec in specs])
     if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():

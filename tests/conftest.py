@@ -90,13 +90,29 @@ def diabetes_model(models_dir: Path) -> TrainedModel:
 @pytest.fixture(scope="session")
 def columns_model(models_dir: Path) -> TrainedModel:
     """One ONNX input per feature: a string category and a float, with missing values in ``size``."""
+    return _columns_model(models_dir, "columns", null_colours=False)
+
+
+@pytest.fixture(scope="session")
+def nullable_colour_model(models_dir: Path) -> TrainedModel:
+    """``columns_model`` whose reference also lacks some colours, and whose encoder ignores an unknown
+    colour (what the model receives for a missing one)."""
+    return _columns_model(models_dir, "nullable_colour", null_colours=True)
+
+
+def _columns_model(models_dir: Path, name: str, null_colours: bool) -> TrainedModel:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {"color": rng.choice(["red", "green", "blue"], 300), "size": rng.normal(10, 2, 300).round(3)}
     )
     labels = np.where((frame["color"] == "red") | (frame["size"] > 11), "yes", "no")
     pipeline = make_pipeline(
-        ColumnTransformer([("color", OneHotEncoder(), ["color"]), ("size", "passthrough", ["size"])]),
+        ColumnTransformer(
+            [
+                ("color", OneHotEncoder(handle_unknown="ignore" if null_colours else "error"), ["color"]),
+                ("size", "passthrough", ["size"]),
+            ]
+        ),
         LogisticRegression(),
     ).fit(frame, labels)
     proto = skl_to_onnx(
@@ -107,7 +123,9 @@ def columns_model(models_dir: Path) -> TrainedModel:
     )
     reference = frame.copy()
     reference.loc[::25, "size"] = np.nan  # the reference carries missing sizes: nulls are accepted
-    return _save(models_dir, "columns", proto.SerializeToString(), reference)
+    if null_colours:
+        reference.loc[1::20, "color"] = None
+    return _save(models_dir, name, proto.SerializeToString(), reference)
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ def test_reference_like_traffic_does_not_drift(cancer_registry):
     feature = next(f for f in report["features"] if f["name"] == "mean_radius")
     assert set(feature) >= {
         "test",
-        "statistic",
+        "effect",
+        "rows",
         "p_value",
         "p_adjusted",
         "psi",
@@ -62,8 +63,8 @@ def test_reference_like_traffic_does_not_drift(cancer_registry):
         "window",
     }
     assert report["thresholds"] == {
-        "alpha": 0.05,
-        "psi": 0.1,
+        "alpha": 0.001,
+        "min_effect": 0.02,
         "min_rows": 100,
         "correction": "benjamini-hochberg",
     }

@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -63,8 +64,12 @@ def test_reference_profile_describes_features_and_predictions(registry, cancer_m
     column = cancer_model.frame["mean_radius"]
 
     assert isinstance(radius, NumericProfile)
-    assert radius.min == column.min() and radius.max == column.max()
+    # at the dtype the model receives: float32
+    assert radius.min == np.float32(column.min()) and radius.max == np.float32(column.max())
     assert sum(radius.counts) == len(column)
+    # the whole reference's distribution function: every distinct value of these 426 rows
+    assert radius.cdf_values[0] == radius.min and radius.cdf_values[-1] == radius.max
+    assert radius.cdf_at[-1] == len(column) and len(radius.cdf_values) == column.nunique()
     assert len(radius.counts) == len(radius.edges) + 1 and len(radius.edges) == 9
     assert radius.missing_rate == 0.0
     assert len(radius.sample) == manifest.reference.sample_rows == len(column)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -300,3 +301,26 @@ def test_not_ready_without_a_champion(registry, cancer_model):
 def test_large_batches_are_answered_in_full(client, cancer_model):
     rows = cancer_model.frame.iloc[:50].to_dict(orient="records")
     assert len(client.post("/predict", json={"inputs": rows}).json()["predictions"]) == 50
+
+
+def test_a_null_string_is_accepted_where_the_reference_had_nulls_and_counted_as_missing(
+    registry, nullable_colour_model
+):
+    manifest = registry.push(nullable_colour_model.onnx, "colours", nullable_colour_model.reference)
+    registry.promote("colours", 1, "champion")
+    colour = manifest.reference.features["color"]
+    assert manifest.inputs.features[0].allow_missing and colour.missing_rate == pytest.approx(0.05)
+    assert set(colour.categories) == {"red", "green", "blue"}  # a null is no category
+    settings = Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05)
+    with TestClient(create_app(settings)) as client:
+        rows = [{"color": None if i % 2 else "red", "size": 10.0} for i in range(120)]
+        response = client.post("/predict", json={"inputs": rows})
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 120
+        deadline = time.monotonic() + 10
+        while (report := client.get("/monitoring/drift").json()).get("window", {}).get("rows") != 120:
+            assert time.monotonic() < deadline, report
+            time.sleep(0.05)
+    (missing,) = [f for f in report["features"] if f["name"] == "color" and f["test"] == "missing"]
+    assert missing["drifted"] and missing["effect"] == pytest.approx(0.5 - 0.05)
+    flags = {p["rule"]: p["violations"] for p in report["plausibility"] if p["feature"] == "color"}
+    assert flags == {"input_missing": 60}  # missing, not outside the colours seen

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from registry.manifest import FeatureSpec, InputSchema
+from registry.manifest import MISSING_STRING, FeatureSpec, InputSchema
 from service.errors import InvalidInput, PayloadTooLarge
 from service.validation import records_to_batch, tensors_to_batch
 
@@ -80,6 +80,17 @@ def test_every_problem_is_listed_up_to_a_bound():
     error = refused(records_to_batch, [{"a": "x"} for _ in range(50)], MATRIX, 100)
     assert len(error.details) == 20
     assert "more problems" in error.message
+
+
+def test_a_string_null_reaches_the_model_as_the_missing_string_where_the_reference_had_nulls():
+    schema = COLUMNS.model_copy(
+        update={
+            "features": (FeatureSpec(name="color", dtype="string", allow_missing=True), *COLUMNS.features[1:])
+        }
+    )
+    rows = [{"color": None, "size": 1, "count": 1}, {"color": "red", "size": 2, "count": 1}]
+    batch = records_to_batch(rows, schema, 10)
+    assert batch.columns is not None and batch.columns["color"].tolist() == [MISSING_STRING, "red"]
 
 
 def test_null_is_accepted_only_where_the_reference_had_missing_values():
