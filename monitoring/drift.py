@@ -123,8 +123,8 @@ class Distribution:
 
     @property
     def discrete(self) -> bool:
-        """Every distinct value is a support point, and there are few: test value by value."""
-        return self.values.size <= DISCRETE_VALUES and bool(np.all(self.at - self.below > 0))
+        """Few distinct values, each a support point (``support`` keeps them all): test value by value."""
+        return self.values.size <= DISCRETE_VALUES
 
     def cdf(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The shares of reference values below ``x`` and at or below it; between two support points,
@@ -147,12 +147,11 @@ class Distribution:
 
 @dataclass(frozen=True)
 class Categories:
-    """A reference's counts per value (the last entry: every other value) and its missing count.
-    ``labels`` name a categorical quantity's values (a discrete numeric one's are its support points)."""
+    """A reference's counts per value, the last entry for every other value. ``labels`` name a
+    categorical quantity's values; a discrete numeric one's are its distribution's support points."""
 
     labels: tuple[str, ...]
     counts: np.ndarray
-    missing: int
 
 
 @dataclass(frozen=True)
@@ -173,26 +172,18 @@ def reference(profile: Profile, dtype: FeatureDType = "float64") -> Reference:
     missing = round(profile.missing_rate * profile.count)
     if isinstance(profile, CategoricalProfile):
         counts = np.append(np.asarray(profile.counts, dtype=np.float64), profile.other_count)
-        return Reference(profile, dtype, None, Categories(profile.categories, counts, missing), missing)
+        return Reference(profile, dtype, None, Categories(profile.categories, counts), missing)
     distribution = Distribution.of(profile, dtype)
     categories = None
     if distribution is not None and distribution.discrete:
         counts = np.append(np.round((distribution.at - distribution.below) * distribution.size), 0.0)
-        categories = Categories((), counts, missing)
+        categories = Categories((), counts)
     return Reference(profile, dtype, distribution, categories, missing)
 
 
 def bin_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> np.ndarray:
     """Counts in the reference's bins: (-inf, e0], (e0, e1], ..., (e_last, inf)."""
     return np.bincount(np.searchsorted(np.asarray(edges), values, side="left"), minlength=len(edges) + 1)
-
-
-def category_counts(values: np.ndarray, categories: tuple[str, ...]) -> np.ndarray:
-    """Counts per reference category, and a last entry for every other value (missing values excluded:
-    pass only present ones)."""
-    codes = pd.Index(categories).get_indexer(values).astype(np.int64)
-    codes[codes < 0] = len(categories)
-    return np.bincount(codes, minlength=len(categories) + 1)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = EPSILON) -> float:

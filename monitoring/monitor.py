@@ -213,6 +213,15 @@ def drift_statistics(
     return decide(statistics, settings.alpha, settings.min_effect)
 
 
+def too_few(window: Window[LoggedRequest], settings: WindowSettings) -> str:
+    """Why a window is not tested, and what to do about it."""
+    return (
+        f"{window.rows} rows in the window (the last {settings.max_age_seconds:g} s, at most "
+        f"{settings.max_rows} rows); drift is tested from {settings.min_rows} rows. With little traffic, "
+        "a longer MODELGATE_WINDOW_SECONDS gathers enough rows"
+    )
+
+
 def report(
     manifest: Manifest,
     window: Window[LoggedRequest],
@@ -241,6 +250,7 @@ def report(
         "version": manifest.version,
         "computed_at": now,
         "status": "ok" if enough else "insufficient_data",
+        "reason": None if enough else too_few(window, settings),
         "window": {
             "rows": window.rows,
             "requests": len(window.requests),

@@ -12,7 +12,6 @@ import pytest
 
 from monitoring.drift import (
     bin_counts,
-    category_counts,
     decide,
     drift_of,
     js_distance,
@@ -213,8 +212,15 @@ def test_categorical_drift_uses_fishers_test_on_reference_categories(tmp_path, c
     (skewed,) = drift_of("color", "feature", ref, np.array(["red"] * 280 + ["purple"] * 20, dtype=object))
     assert same.test == "categories" and same.p_value > 0.05 and same.psi < 0.1
     assert skewed.p_value < 1e-6 and skewed.psi > 1
-    counts = category_counts(np.array(["red", "purple", "red"], dtype=object), ("red", "blue"))
-    assert counts.tolist() == [2, 0, 1]
+    # an unseen category is the last cell, which the reference never filled
+    (unseen,) = drift_of(
+        "color", "feature", ref, np.array(["red", "green", "blue", "purple"] * 50, dtype=object)
+    )
+    assert (
+        unseen.test == "categories"
+        and unseen.effect == pytest.approx(0.25, abs=0.05)
+        and unseen.p_value < 1e-6
+    )
 
 
 def test_benjamini_hochberg_adjusts_and_needs_an_effect_size(manifest):

@@ -100,6 +100,7 @@ def test_too_little_traffic_is_not_tested(cancer_registry):
         send(client, x_test.iloc[:30])
         report = report_after(client, 30)
     assert report["status"] == "insufficient_data" and report["features"] == []
+    assert report["reason"].startswith("30 rows in the window") and "tested from 100 rows" in report["reason"]
 
 
 def test_a_restarted_monitor_rebuilds_its_window_from_the_log(cancer_registry):
