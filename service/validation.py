@@ -184,17 +184,21 @@ def _typed(
     types = set(map(type, values))
     if not types <= _ACCEPTED[dtype] | ({type(None)} if nullable else set()):
         _raise(_diagnose(records, schema, field))
-    if dtype == "string":  # one input per string feature: ``specs`` is that one feature
+    allowed = np.array([spec.allow_missing for spec in specs])
+    if dtype == "string":
+        array = _cast(values, dtype).reshape(len(records), len(specs))
         if type(None) in types:
-            values = [MISSING_STRING if v is None else v for v in values]
-        return _cast(values, dtype).reshape(len(records), len(specs))
+            missing = np.equal(array, None)
+            if (missing & ~allowed).any():
+                _raise(_diagnose(records, schema, field))
+            array[missing] = MISSING_STRING
+        return array
     try:
         array = _cast(values, dtype).reshape(len(records), len(specs))
     except OverflowError:
         _raise(_diagnose(records, schema, field))
     if dtype == "int64":
         return array
-    allowed = np.array([spec.allow_missing for spec in specs])
     if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
         _raise(_diagnose(records, schema, field))
     narrowed = _narrow(array, dtype)

@@ -91,6 +91,15 @@ def test_a_string_null_reaches_the_model_as_the_missing_string_where_the_referen
     rows = [{"color": None, "size": 1, "count": 1}, {"color": "red", "size": 2, "count": 1}]
     batch = records_to_batch(rows, schema, 10)
     assert batch.columns is not None and batch.columns["color"].tolist() == [MISSING_STRING, "red"]
+    # a string matrix: a null only in the column whose reference had nulls
+    features = (
+        FeatureSpec(name="a", dtype="string", allow_missing=True),
+        FeatureSpec(name="b", dtype="string"),
+    )
+    matrix = InputSchema(layout="matrix", tensor_name="S", tensor_dtype="string", features=features)
+    assert records_to_batch([{"a": None, "b": "x"}], matrix, 10).matrix.tolist() == [[MISSING_STRING, "x"]]
+    error = refused(records_to_batch, [{"a": "x", "b": None}], matrix, 10)
+    assert error.field == "inputs[0].b" and "null is not accepted" in str(error)
 
 
 def test_null_is_accepted_only_where_the_reference_had_missing_values():
