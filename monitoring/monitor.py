@@ -190,10 +190,10 @@ def drift_statistics(
     manifest: Manifest,
     window: Window[LoggedRequest],
     settings: WindowSettings,
-    refs: dict[str, Reference] | None = None,
+    refs: dict[str, Reference],
 ) -> list[DriftStatistic]:
-    """Every input feature and prediction output of the window against the version's reference."""
-    refs = refs if refs is not None else references(manifest)
+    """Every input feature and prediction output of the window against the version's reference
+    (``refs``: its :func:`references`)."""
     statistics: list[DriftStatistic] = []
     for spec in manifest.inputs.features:
         values = column(window.requests, spec.name, numeric=spec.dtype != "string")
@@ -227,7 +227,7 @@ def report(
     window: Window[LoggedRequest],
     settings: WindowSettings,
     now: float,
-    refs: dict[str, Reference] | None = None,
+    refs: dict[str, Reference],
 ) -> dict[str, Any]:
     """The JSON-ready report on one model version's window."""
     enough = window.rows >= settings.min_rows

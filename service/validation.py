@@ -188,7 +188,7 @@ def _typed(
     if dtype == "string":
         array = _cast(values, dtype).reshape(len(records), len(specs))
         if type(None) in types:
-            missing = np.equal(array, None)
+            missing = array == np.array(None, dtype=object)
             if (missing & ~allowed).any():
                 _raise(_diagnose(records, schema, field))
             array[missing] = MISSING_STRING
