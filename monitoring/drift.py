@@ -47,8 +47,8 @@ import pandas as pd
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from registry.manifest import MISSING_STRING, CategoricalProfile, FeatureDType, NumericProfile, Profile
-from registry.profile import narrowed, support
+from registry.manifest import CategoricalProfile, FeatureDType, NumericProfile, Profile
+from registry.profile import is_missing, narrowed, support
 
 #: Floor for bin proportions in PSI, so an empty bin does not make it infinite.
 EPSILON = 1e-4
@@ -137,8 +137,8 @@ class Distribution:
             share = np.where(hi > lo, (x - lo) / (hi - lo), 0.0)
         between = self.at[inside - 1] + np.clip(share, 0.0, 1.0) * (self.below[inside] - self.at[inside - 1])
         between = np.where(index == 0, 0.0, np.where(index >= n, 1.0, between))
-        exact = (index < n) & (self.values[np.minimum(index, n - 1)] == x)
         at_index = np.minimum(index, n - 1)
+        exact = (index < n) & (self.values[at_index] == x)
         return (
             np.where(exact, self.below[at_index], between),
             np.where(exact, self.at[at_index], between),
@@ -165,20 +165,29 @@ class Reference:
     #: categorical ones, and numeric ones with few distinct values
     categories: Categories | None
     missing: int
+    #: a numeric quantity's decile edges at ``dtype`` and its counts in them (PSI, Jensen-Shannon)
+    edges: np.ndarray
+    bins: np.ndarray
+    #: present and missing reference values, for the missing-rate test
+    missing_cells: np.ndarray
 
 
 def reference(profile: Profile, dtype: FeatureDType = "float64") -> Reference:
     """The tests' view of a profile: its distribution function at ``dtype``, or its categories."""
     missing = round(profile.missing_rate * profile.count)
+    missing_cells = np.array([profile.count - missing, missing], dtype=np.float64)
     if isinstance(profile, CategoricalProfile):
         counts = np.append(np.asarray(profile.counts, dtype=np.float64), profile.other_count)
-        return Reference(profile, dtype, None, Categories(profile.categories, counts), missing)
+        categories = Categories(profile.categories, counts)
+        return Reference(profile, dtype, None, categories, missing, np.empty(0), np.empty(0), missing_cells)
     distribution = Distribution.of(profile, dtype)
-    categories = None
+    discrete = None
     if distribution is not None and distribution.discrete:
         counts = np.append(np.round((distribution.at - distribution.below) * distribution.size), 0.0)
-        categories = Categories((), counts)
-    return Reference(profile, dtype, distribution, categories, missing)
+        discrete = Categories((), counts)
+    edges = narrowed(np.asarray(profile.edges), dtype)
+    bins = np.asarray(profile.counts, dtype=np.float64)
+    return Reference(profile, dtype, distribution, discrete, missing, edges, bins, missing_cells)
 
 
 def bin_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> np.ndarray:
@@ -325,12 +334,10 @@ def distribution_drift(name: str, kind: Kind, ref: Reference, present: np.ndarra
         counts = [np.bincount(codes[-rows:], minlength=cells).astype(np.float64) for rows in tested]
         found = fisher(ref.categories.counts, counts, "categories")
         return _statistic(name, kind, present.size, found, ref.categories.counts, counts[0])
-    assert ref.distribution is not None and isinstance(ref.profile, NumericProfile)
+    assert ref.distribution is not None
     recent = [present[-rows:] for rows in tested]
     found = mann_whitney(ref.distribution, recent) + kolmogorov_smirnov(ref.distribution, recent)
-    edges = narrowed(np.asarray(ref.profile.edges), ref.dtype)
-    ref_bins = np.asarray(ref.profile.counts, dtype=np.float64)
-    return _statistic(name, kind, present.size, found, ref_bins, bin_counts(present, edges).astype(float))
+    return _statistic(name, kind, present.size, found, ref.bins, bin_counts(present, ref.edges).astype(float))
 
 
 def missing_drift(name: str, kind: Kind, ref: Reference, missing: np.ndarray,
@@ -338,24 +345,12 @@ def missing_drift(name: str, kind: Kind, ref: Reference, missing: np.ndarray,
     """The window's missing rate against the reference's; None when neither has a missing value."""
     if missing.size == 0 or (ref.missing == 0 and not missing.any()):
         return None
-    reference_cells = np.array([ref.profile.count - ref.missing, ref.missing], dtype=np.float64)
     counts = []
     for rows in parts(missing.size, min_rows):
         absent = float(missing[-rows:].sum())
         counts.append(np.array([rows - absent, absent]))
-    found = fisher(reference_cells, counts, "missing")
-    return _statistic(name, kind, missing.size, found, reference_cells, counts[0])
-
-
-def is_missing(values: np.ndarray) -> np.ndarray:
-    """NaN for a number; null, NaN or :data:`MISSING_STRING` for a string."""
-    if values.dtype.kind == "f":
-        return np.isnan(values)
-    return np.fromiter(
-        (v is None or v == MISSING_STRING or (isinstance(v, float) and v != v) for v in values),
-        dtype=bool,
-        count=values.size,
-    )
+    found = fisher(ref.missing_cells, counts, "missing")
+    return _statistic(name, kind, missing.size, found, ref.missing_cells, counts[0])
 
 
 def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray,
@@ -364,12 +359,12 @@ def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray,
     values (in arrival order) against the reference, at the dtype the model receives."""
     if isinstance(ref.profile, NumericProfile):
         values = narrowed(values, ref.dtype)
-    else:
+        missing = np.isnan(values)
+        present = values[~missing]
+    else:  # missing as the profile counts it: null, NaN or MISSING_STRING
         values = np.asarray(values, dtype=object)
-    missing = is_missing(values)
-    present = values[~missing]
-    if not isinstance(ref.profile, NumericProfile):
-        present = present.astype(str).astype(object)
+        missing = is_missing(pd.Series(values)).to_numpy()
+        present = values[~missing].astype(str).astype(object)
     found = [
         distribution_drift(name, kind, ref, present, min_rows),
         missing_drift(name, kind, ref, missing, min_rows),
