@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.metadata
+import os
 import re
 import time
 import uuid
@@ -493,6 +494,24 @@ class Gateway:
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
+    async def metrics_text(self, request: Request) -> Response:
+        """Prometheus text of every process of the deployment (workers, log writers, the monitor)
+        when they share a multiprocess directory, as under ``modelgate serve``; else this process's."""
+        body = await anyio.to_thread.run_sync(self._exposition)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _exposition(self) -> bytes:
+        # imported here: prometheus-client picks its value class at import, from the environment
+        from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+        else:
+            registry = self.metrics.registry if self.metrics is not None else REGISTRY
+        return generate_latest(registry)
+
     async def ready(self, request: Request) -> Response:
         ready = self.pool.ready()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
@@ -586,6 +605,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/admin/models/{name}/routing", gateway.set_routing, methods=["PUT"]),
         Route("/admin/models/{name}/promote", gateway.promote, methods=["POST"]),
         Route("/admin/models/{name}/rollback", gateway.rollback, methods=["POST"]),
+        # BentoML answers these three itself; under any other ASGI server the app does
+        Route("/livez", gateway.live, methods=["GET"]),
+        Route("/readyz", gateway.ready, methods=["GET"]),
+        Route("/metrics", gateway.metrics_text, methods=["GET"]),
         Route("/v2", gateway.server_metadata, methods=["GET"]),
         Route("/v2/health/live", gateway.live, methods=["GET"]),
         Route("/v2/health/ready", gateway.ready, methods=["GET"]),

@@ -57,20 +57,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    import service
+    from service.server import run
 
-    env = dict(os.environ)
-    env[ENV_VAR] = str(registry.root.resolve())
-    env["MODELGATE_WORKERS"] = str(args.workers)
-    # run from the installed package's directory, so a 'service' folder in the cwd cannot shadow ours
-    package_root = str(Path(service.__file__).resolve().parent.parent)
-    command = [
-        sys.executable, "-m", "bentoml", "serve", "service.gateway:Gateway",
-        "--host", args.host, "--port", str(args.port), "--working-dir", package_root,
-    ]  # fmt: skip
+    os.environ[ENV_VAR] = str(registry.root.resolve())
+    os.environ["MODELGATE_WORKERS"] = str(args.workers)
     print(f"serving {', '.join(registry.models())} from {registry.root} on http://{args.host}:{args.port}")
     sys.stdout.flush()
-    os.execve(sys.executable, command, env)
+    run(args.host, args.port, args.workers)
+    return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
