@@ -32,7 +32,7 @@ from monitoring.plausibility import rule_parts
 from monitoring.records import RequestRecord
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
-from service import responses
+from service import binary, responses
 from service.admin import Admin, check_bearer, promotion, reason, routing_policy
 from service.errors import (
     Implausible,
@@ -49,7 +49,7 @@ from service.routing import to_challenger
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
 from service.shadow import ShadowJob
-from service.validation import Batch, records_to_batch, tensors_to_batch
+from service.validation import Batch, instances_to_batch, tensors_to_batch
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
@@ -81,13 +81,8 @@ def request_id(request: Request) -> str:
     return rid
 
 
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
-    if "inference-header-content-length" in request.headers:
-        raise MalformedRequest(
-            "the binary tensor extension is not supported: send tensor data as JSON "
-            "(tritonclient: binary_data=False)"
-        )
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body's bytes; 413 past ``limit``."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -98,7 +93,11 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    data = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """``data`` as a JSON object; 400 when it is not JSON, or not an object."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -113,7 +112,29 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def _routing_key(request: Request, given: Any) -> str | None:
+async def json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    if binary.HEADER in request.headers:
+        raise MalformedRequest(
+            "binary tensor data (Inference-Header-Content-Length) is accepted by "
+            "/v2/models/{name}/infer only; send JSON here"
+        )
+    return _json_object(await _read_body(request, limit))
+
+
+async def _infer_body(request: Request, limit: int) -> dict[str, Any]:
+    """A v2 inference request, JSON or with binary tensor data after its JSON header."""
+    data = await _read_body(request, limit)
+    raw = request.headers.get(binary.HEADER)
+    if raw is None:
+        return _json_object(data)
+    length = binary.header_length(raw, len(data))
+    body = _json_object(data[:length])
+    binary.attach_inputs(body, data, length)
+    return body
+
+
+def routing_key(request: Request, given: Any) -> str | None:
     """The ``X-Routing-Key`` header, else the key in the body: the same key, the same arm."""
     key = request.headers.get("x-routing-key")
     if key is not None or given is None:
@@ -150,6 +171,7 @@ class Exchange:
 
 
 Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awaitable[Response]]]:
@@ -240,7 +262,7 @@ class Gateway:
             )
         )  # fmt: skip
 
-    async def _run(self, exchange: Exchange) -> Prediction:
+    async def run(self, exchange: Exchange) -> Prediction:
         """Predict. Plausibility is checked here only when a rule refuses requests (422 when one
         is broken); otherwise the log writer checks, off the request path."""
         served, batch = exchange.served, exchange.batch
@@ -257,6 +279,17 @@ class Gateway:
         if rejected:
             broken = ", ".join(f"{key} ({exchange.flags[key]} rows)" for key in rejected)
             raise Implausible(f"implausible, refused by policy: {broken}", field=rejected[0])
+        return prediction
+
+    async def predict_batch(
+        self, request: Request, exchange: Exchange, route: str, parse: Callable[[ServedVersion], Batch]
+    ) -> Prediction:
+        """Parse the request's inputs for the version it resolved (``parse``), predict, and in shadow
+        mode offer them to the challenger (parsed for its schema)."""
+        assert exchange.served is not None
+        exchange.batch = parse(exchange.served)
+        prediction = await self.run(exchange)
+        self.mirror(request, exchange, route, parse)
         return prediction
 
     async def _served(self, name: str, version: int | None) -> ServedVersion:
@@ -276,7 +309,7 @@ class Gateway:
             return exchange.resolved(slots.challenger, "challenger")
         return exchange.resolved(champion, "champion")
 
-    async def _resolve(
+    async def resolve(
         self, exchange: Exchange, name: str, version: int | None, key: str | None
     ) -> ServedVersion:
         """A pinned version answers as pinned, bypassing any split."""
@@ -284,7 +317,7 @@ class Gateway:
             return exchange.resolved(await self._served(name, version), "pinned")
         return self._answering(exchange, name, key)
 
-    def _mirror(
+    def mirror(
         self, request: Request, exchange: Exchange, route: str, parse: Callable[[ServedVersion], Batch]
     ) -> None:
         """In shadow mode, offer the challenger the champion's inputs, off the response path."""
@@ -301,15 +334,15 @@ class Gateway:
                       exchange.batch if same_schema else None, parse)
         )  # fmt: skip
 
-    def _authorize(self, request: Request) -> None:
+    def authorize(self, request: Request) -> None:
         """The prediction and feedback routes' own token, when one is set."""
         if self.predict_token:
             check_bearer(request, self.predict_token, "prediction routes")
 
     @recorded("predict")
     async def predict(self, request: Request, exchange: Exchange) -> Response:
-        self._authorize(request)
-        body = await _json_body(request, self.settings.max_body_bytes)
+        self.authorize(request)
+        body = await json_body(request, self.settings.max_body_bytes)
         unknown = [key for key in body if key not in PREDICT_FIELDS]
         if unknown:
             raise MalformedRequest(
@@ -317,21 +350,24 @@ class Gateway:
             )
         name = body.get("model")
         if name is None:
-            name = self._only_model()
+            name = self.only_model()
         elif not isinstance(name, str):
             raise MalformedRequest("model: expected a model name (string)", field="model")
         version = body.get("version")
         if version is not None and type(version) is not int:
             raise MalformedRequest("version: expected an integer version number", field="version")
-        served = await self._resolve(exchange, name, version, _routing_key(request, body.get("routing_key")))
+        served = await self.resolve(exchange, name, version, routing_key(request, body.get("routing_key")))
         if "inputs" not in body:
-            raise MalformedRequest("inputs: required, a list of records", field="inputs")
-        exchange.batch = records_to_batch(
-            body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
+            raise MalformedRequest(
+                "inputs: required, a list of records or an object of feature: list of values", field="inputs"
+            )
+        inputs, limit = body["inputs"], self.settings.max_batch_rows
+        prediction = await self.predict_batch(
+            request,
+            exchange,
+            "predict",
+            lambda version: instances_to_batch(inputs, version.manifest.inputs, limit),
         )
-        prediction = await self._run(exchange)
-        self._mirror(request, exchange, "predict", lambda challenger: records_to_batch(
-            body["inputs"], challenger.manifest.inputs, self.settings.max_batch_rows))  # fmt: skip
         rid = request_id(request)
         return JSONResponse(
             {
@@ -346,22 +382,20 @@ class Gateway:
 
     @recorded("v2")
     async def infer(self, request: Request, exchange: Exchange) -> Response:
-        self._authorize(request)
+        self.authorize(request)
         name, version = _model_and_version(request)
         await self._served(name, version)  # an unknown model or version: 404 before the body is read
-        body = await _json_body(request, self.settings.max_body_bytes)
+        body = await _infer_body(request, self.settings.max_body_bytes)
         parameters = body.get("parameters")
         given_key = parameters.get("routing_key") if isinstance(parameters, dict) else None
-        served = await self._resolve(exchange, name, version, _routing_key(request, given_key))
+        served = await self.resolve(exchange, name, version, routing_key(request, given_key))
         if "inputs" not in body:
             raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
-        outputs = responses.requested_outputs(body, served)
-        exchange.batch = tensors_to_batch(
-            body["inputs"], served.manifest.inputs, self.settings.max_batch_rows
+        outputs, in_binary = responses.requested_outputs(body, served)
+        tensors, limit = body["inputs"], self.settings.max_batch_rows
+        prediction = await self.predict_batch(
+            request, exchange, "v2", lambda version: tensors_to_batch(tensors, version.manifest.inputs, limit)
         )
-        prediction = await self._run(exchange)
-        self._mirror(request, exchange, "v2", lambda challenger: tensors_to_batch(
-            body["inputs"], challenger.manifest.inputs, self.settings.max_batch_rows))  # fmt: skip
         rid = request_id(request)
         answer = {
             "model_name": served.name,
@@ -370,12 +404,17 @@ class Gateway:
             "outputs": responses.infer_outputs(served, prediction, outputs),
             "parameters": {"arm": exchange.arm},
         }
-        return JSONResponse(answer, headers={"x-request-id": rid, "x-modelgate-arm": exchange.arm})
+        headers = {"x-request-id": rid, "x-modelgate-arm": exchange.arm}
+        if not in_binary:
+            return JSONResponse(answer, headers=headers)
+        content, length = binary.encode(answer, in_binary)
+        headers[binary.HEADER] = str(length)
+        return Response(content, media_type="application/octet-stream", headers=headers)
 
     async def set_routing(self, request: Request) -> Response:
         actor = self.admin.actor(request)
         name = request.path_params["name"]
-        body = await _json_body(request, self.settings.max_body_bytes)
+        body = await json_body(request, self.settings.max_body_bytes)
         policy, why = routing_policy(body), reason(body)
         registry = self.pool.registry
         entry = await self.admin.run(
@@ -387,7 +426,7 @@ class Gateway:
         """Point an alias at a version; by default the challenger becomes champion."""
         actor = self.admin.actor(request)
         name = request.path_params["name"]
-        body = await _json_body(request, self.settings.max_body_bytes)
+        body = await json_body(request, self.settings.max_body_bytes)
         (version, alias), why = promotion(body), reason(body)
         registry = self.pool.registry
         entry = await self.admin.run(
@@ -399,21 +438,21 @@ class Gateway:
     async def rollback(self, request: Request) -> Response:
         actor = self.admin.actor(request)
         name = request.path_params["name"]
-        why = reason(await _json_body(request, self.settings.max_body_bytes))
+        why = reason(await json_body(request, self.settings.max_body_bytes))
         registry = self.pool.registry
         entry = await self.admin.run(name, lambda: registry.rollback(name, reason=why, actor=actor))
         return JSONResponse(entry)
 
     async def feedback(self, request: Request) -> Response:
-        self._authorize(request)
-        body = await _json_body(request, self.settings.max_body_bytes)
+        self.authorize(request)
+        body = await json_body(request, self.settings.max_body_bytes)
         status, answer = await self.observed.feedback.take(body)
         answer["request_id"] = request_id(request)
         return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})
 
     async def drift(self, request: Request) -> Response:
         """The monitor's latest report on a model: drift per feature and output, plausibility rates."""
-        name = request.query_params.get("model") or self._only_model()
+        name = request.query_params.get("model") or self.only_model()
         self.pool.slots(name)  # 404 for a model this gateway does not serve
         saved = await anyio.to_thread.run_sync(self.observed.log.report, name)
         if saved is None:
@@ -422,7 +461,7 @@ class Gateway:
 
     async def compare(self, request: Request) -> Response:
         """Champion against challenger, from the monitor's latest report on the model."""
-        name = request.query_params.get("model") or self._only_model()
+        name = request.query_params.get("model") or self.only_model()
         self.pool.slots(name)  # 404 for a model this gateway does not serve
         saved = await anyio.to_thread.run_sync(self.observed.log.report, name)
         comparison = orjson.loads(saved[1]).get("comparison") if saved is not None else None
@@ -438,7 +477,7 @@ class Gateway:
             grouped[alert.status].append({**alert_json(alert), "status": alert.status, "value": alert.value})
         return JSONResponse(grouped)
 
-    def _only_model(self) -> str:
+    def only_model(self) -> str:
         names = self.pool.names
         if len(names) != 1:
             raise ModelRequired(
@@ -471,6 +510,14 @@ class Gateway:
                     "PUT /admin/models/{name}/routing (bearer token)",
                     "POST /admin/models/{name}/promote (bearer token)",
                     "POST /admin/models/{name}/rollback (bearer token)",
+                    "GET /livez",
+                    "GET /readyz",
+                    "GET /v1/models",
+                    "GET /v1/models/{name}",
+                    "POST /v1/models/{name}:predict",
+                    "POST /invocations[?model=NAME]",
+                    "GET /ping",
+                    "GET /health",
                     "GET /v2/health/live",
                     "GET /v2/health/ready",
                     "GET /v2/models/{name}[/versions/{version}]",
@@ -489,7 +536,7 @@ class Gateway:
         raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": []})
+        return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": ["binary_tensor_data"]})
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -568,7 +615,15 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # the other protocols' handlers are built on this module's Gateway, so imported once it exists
+    from service import protocols
+
     gateway = Gateway(settings)
+
+    def bound(
+        handler: Callable[[Gateway, Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        return functools.partial(handler, gateway)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -618,6 +673,17 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v2/models/{name}/versions/{version}", gateway.model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", gateway.model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/infer", gateway.infer, methods=["POST"]),
+        # KServe v1 and MLflow's scoring protocol (service.protocols)
+        Route("/v1/models", functools.partial(protocols.kserve_models, gateway), methods=["GET"]),
+        Route("/v1/models/{name}", functools.partial(protocols.kserve_model, gateway), methods=["GET"]),
+        Route(
+            "/v1/models/{name}:predict",
+            functools.partial(protocols.kserve_predict, gateway),
+            methods=["POST"],
+        ),
+        Route("/invocations", functools.partial(protocols.mlflow_invocations, gateway), methods=["POST"]),
+        Route("/ping", functools.partial(protocols.ping, gateway), methods=["GET"]),
+        Route("/health", functools.partial(protocols.ping, gateway), methods=["GET"]),
         Route("/", gateway.index, methods=["GET"]),
         # BentoML answers paths no mounted route claims with plain text; claim them all, in JSON
         Route(CATCH_ALL, gateway.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),

@@ -75,6 +75,12 @@ class Conflict(ServiceError):
     status = 409
 
 
+class UnsupportedMediaType(ServiceError):
+    """A body in a format the route does not read (MLflow's CSV, for one)."""
+
+    status = 415
+
+
 class NotFound(ServiceError):
     """Unknown model, version or route."""
 

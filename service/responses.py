@@ -26,6 +26,15 @@ def predictions(served: ServedVersion, prediction: Prediction) -> list[dict[str,
     ]
 
 
+def plain(prediction: Prediction) -> list[Any]:
+    """The label a row for classifiers, the value for regressors: what KServe's and MLflow's
+    servers answer for a scikit-learn model."""
+    if prediction.values is not None:
+        return list(prediction.values.tolist())
+    assert prediction.labels is not None
+    return list(prediction.labels.tolist())
+
+
 def output_tensors(served: ServedVersion) -> list[dict[str, Any]]:
     """The v2 output tensors the model answers with, as metadata (``-1`` for the batch dimension)."""
     output = served.manifest.output
@@ -68,22 +77,31 @@ def model_metadata(served: ServedVersion, versions: list[int]) -> dict[str, Any]
     }
 
 
-def requested_outputs(body: dict[str, Any], served: ServedVersion) -> list[str]:
-    """Names in the request's ``outputs`` list, checked; all outputs when it is absent."""
+def requested_outputs(body: dict[str, Any], served: ServedVersion) -> tuple[list[str], set[str]]:
+    """The names in the request's ``outputs`` list, checked (all outputs when it is absent), and
+    those to answer as binary tensor data: each output's ``parameters.binary_data``, by default
+    the request's ``parameters.binary_data_output``."""
     available = [t["name"] for t in output_tensors(served)]
+    parameters = body.get("parameters")
+    all_binary = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
     requested = body.get("outputs")
     if requested is None:
-        return available
+        return available, set(available) if all_binary else set()
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise InvalidInput("outputs: expected a list of objects with a name", field="outputs")
-    names = [o["name"] for o in requested]
-    for index, name in enumerate(names):
+    in_binary = set()
+    for index, output in enumerate(requested):
+        name = output["name"]
         if name not in available:
             raise InvalidInput(
                 f"outputs[{index}].name: unknown output {name!r}; available: {', '.join(available)}",
                 field=f"outputs[{index}].name",
             )
-    return names
+        given = output.get("parameters")
+        wanted = given.get("binary_data", all_binary) if isinstance(given, dict) else all_binary
+        if wanted is True:
+            in_binary.add(name)
+    return [o["name"] for o in requested], in_binary
 
 
 def infer_outputs(served: ServedVersion, prediction: Prediction, names: list[str]) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ the offending fields.
 
 from __future__ import annotations
 
+import collections
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -160,50 +162,59 @@ def _narrow(array: np.ndarray, dtype: FeatureDType) -> np.ndarray:
 
 
 def _overflow_errors(
-    array: np.ndarray, cast: np.ndarray, names: tuple[str, ...], field: str
+    array: np.ndarray, cast: np.ndarray, where: str, specs: tuple[FeatureSpec, ...]
 ) -> list[FieldError]:
-    """Values finite in JSON that overflow a float32 input (e.g. 1e39); ``names`` labels the columns."""
+    """Values finite in JSON that overflow a float32 input (e.g. 1e39); ``where`` names the field
+    from ``{row}`` and ``{name}``."""
     bad = np.argwhere(np.isinf(cast) & ~np.isinf(array))
     return [
-        FieldError(f"{field}[{row}].{names[col]}", f"{array[row, col]!r} overflows float32")
+        FieldError(
+            where.format(row=row, name=specs[col].name), f"{float(array[row, col])!r} overflows float32"
+        )
         for row, col in bad[:MAX_DETAILS]
     ]
 
 
 def _typed(
-    records: list[Any],
     values: list[Any],
     specs: tuple[FeatureSpec, ...],
     dtype: FeatureDType,
-    schema: InputSchema,
-    field: str,
+    rows: int,
+    diagnose: Callable[[], list[FieldError]],
+    where: str,
+    by_column: bool = False,
 ) -> np.ndarray:
-    """``values`` (row-major, rows x ``specs``) as an array of ``dtype``, checked in one pass over
-    their types; any problem is named by walking ``records``."""  # fmt: skip
+    """``values`` (rows x ``specs``; row after row, or with ``by_column`` column after column) as a
+    rows x specs array of ``dtype``, checked in one pass over their types; any problem is named
+    by ``diagnose``, a value overflowing float32 by ``where`` (``{row}`` and ``{name}`` filled in)."""
     nullable = dtype != "int64" and any(spec.allow_missing for spec in specs)
     types = set(map(type, values))
     if not types <= _ACCEPTED[dtype] | ({type(None)} if nullable else set()):
-        _raise(_diagnose(records, schema, field))
+        _raise(diagnose())
+
+    def shaped(flat: np.ndarray) -> np.ndarray:
+        return flat.reshape(len(specs), rows).T if by_column else flat.reshape(rows, len(specs))
+
     allowed = np.array([spec.allow_missing for spec in specs])
     if dtype == "string":
-        array = _cast(values, dtype).reshape(len(records), len(specs))
+        array = shaped(_cast(values, dtype))
         if type(None) in types:
             missing = array == np.array(None, dtype=object)
             if (missing & ~allowed).any():
-                _raise(_diagnose(records, schema, field))
+                _raise(diagnose())
             array[missing] = MISSING_STRING
-        return array
+        return np.ascontiguousarray(array)
     try:
-        array = _cast(values, dtype).reshape(len(records), len(specs))
+        array = shaped(_cast(values, dtype))
     except OverflowError:
-        _raise(_diagnose(records, schema, field))
+        _raise(diagnose())
     if dtype == "int64":
-        return array
+        return np.ascontiguousarray(array)
     if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
-        _raise(_diagnose(records, schema, field))
-    narrowed = _narrow(array, dtype)
+        _raise(diagnose())
+    narrowed = np.ascontiguousarray(_narrow(array, dtype))
     if np.isinf(narrowed).any():
-        _raise(_overflow_errors(array, narrowed, tuple(spec.name for spec in specs), field))
+        _raise(_overflow_errors(array, narrowed, where, specs))
     return narrowed
 
 
@@ -218,22 +229,119 @@ def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: st
     _check_rows(rows, max_rows, field)
     names = schema.names
     width = len(names)
+
+    def diagnose() -> list[FieldError]:
+        return _diagnose(records, schema, field)
+
     try:
         if any(len(record) != width for record in records):
-            _raise(_diagnose(records, schema, field))
+            _raise(diagnose())
         values = [record[name] for record in records for name in names]
     except (KeyError, TypeError, IndexError):
-        _raise(_diagnose(records, schema, field))
+        _raise(diagnose())
 
     if schema.layout == "matrix":
         assert schema.tensor_dtype is not None
-        matrix = _typed(records, values, schema.features, schema.tensor_dtype, schema, field)
+        matrix = _typed(values, schema.features, schema.tensor_dtype, rows, diagnose,
+                        f"{field}[{{row}}].{{name}}")  # fmt: skip
         return Batch(rows=rows, matrix=matrix)
-    columns = {
-        spec.name: _typed(records, values[offset::width], (spec,), spec.dtype, schema, field).reshape(-1)
-        for offset, spec in enumerate(schema.features)
-    }
+    columns = {}
+    for offset, spec in enumerate(schema.features):
+        column = _typed(values[offset::width], (spec,), spec.dtype, rows, diagnose,
+                        f"{field}[{{row}}].{{name}}")  # fmt: skip
+        columns[spec.name] = column.reshape(-1)
     return Batch(rows=rows, columns=columns)
+
+
+def _diagnose_columns(columns: dict[str, list[Any]], schema: InputSchema, field: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for spec in schema.features:
+        for index, value in enumerate(columns[spec.name]):
+            problem = _value_error(spec, value)
+            if problem:
+                errors.append(FieldError(f"{field}.{spec.name}[{index}]", problem))
+                if len(errors) > MAX_DETAILS:
+                    return errors
+    return errors
+
+
+def columns_to_batch(columns: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:
+    """An object of ``{feature: [value, ...]}``, one list a feature, into a batch for ``schema``."""
+    if not isinstance(columns, dict):
+        raise InvalidInput(
+            f"{field}: expected an object of feature: list of values, got {_describe(columns)}", field=field
+        )
+    names = schema.names
+    known = set(names)
+    problems = [FieldError(f"{field}.{key}", f"unknown feature; expected: {_feature_list(schema)}")
+                for key in columns if key not in known]  # fmt: skip
+    problems += [FieldError(f"{field}.{name}", "missing") for name in names if name not in columns]
+    problems += [FieldError(f"{field}.{name}", f"expected a list of values, got {_describe(columns[name])}")
+                 for name in names if name in columns and not isinstance(columns[name], list)]  # fmt: skip
+    if problems:
+        _raise(problems)
+    lengths = collections.Counter(len(columns[name]) for name in names)
+    rows = lengths.most_common(1)[0][0]
+    if len(lengths) > 1:
+        uneven = next(name for name in names if len(columns[name]) != rows)
+        raise InvalidInput(
+            f"{field}.{uneven}: {len(columns[uneven])} values, but the other features have {rows}",
+            field=f"{field}.{uneven}",
+        )
+    _check_rows(rows, max_rows, field)
+
+    def diagnose() -> list[FieldError]:
+        return _diagnose_columns(columns, schema, field)
+
+    if schema.layout == "matrix":
+        assert schema.tensor_dtype is not None
+        values = [value for name in names for value in columns[name]]
+        matrix = _typed(values, schema.features, schema.tensor_dtype, rows, diagnose,
+                        f"{field}.{{name}}[{{row}}]", by_column=True)  # fmt: skip
+        return Batch(rows=rows, matrix=matrix)
+    typed = {}
+    for spec in schema.features:
+        column = _typed(columns[spec.name], (spec,), spec.dtype, rows, diagnose,
+                        f"{field}.{{name}}[{{row}}]")  # fmt: skip
+        typed[spec.name] = column.reshape(-1)
+    return Batch(rows=rows, columns=typed)
+
+
+def rows_to_batch(
+    rows: list[Any], schema: InputSchema, max_rows: int, field: str, names: tuple[str, ...] | None = None
+) -> Batch:
+    """Rows of values, each a list in the order of ``names`` (the schema's features by default),
+    into a batch: the row form of KServe v1 ``instances`` and MLflow's ``dataframe_split``."""
+    names = names or schema.names
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(names):
+            raise InvalidInput(
+                f"{field}[{index}]: expected a list of {len(names)} values (one per feature: "
+                f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}), got {_describe(row)}",
+                field=f"{field}[{index}]",
+            )
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{field}: column names repeat: {list(names)}", field=field)
+    columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {}
+    if not rows:
+        _check_rows(0, max_rows, field)
+    return columns_to_batch(columns, schema, max_rows, field)
+
+
+def instances_to_batch(instances: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:
+    """The many shapes apps send rows in: a list of records, a list of value lists, or an object
+    of one list a feature."""
+    if isinstance(instances, dict):
+        return columns_to_batch(instances, schema, max_rows, field)
+    if isinstance(instances, list) and instances and isinstance(instances[0], list):
+        return rows_to_batch(instances, schema, max_rows, field)
+    if isinstance(instances, list):
+        return records_to_batch(instances, schema, max_rows, field)
+    raise InvalidInput(
+        f"{field}: expected a list of records, a list of value lists, or an object of feature: "
+        f"list of values; got {_describe(instances)}",
+        field=field,
+    )
 
 
 def _v2_tensor(tensor: Any, index: int) -> tuple[str, list[int], str, Any]:

@@ -186,13 +186,6 @@ def test_every_bad_request_gets_a_clear_4xx(client, records):
         assert answer["request_id"] == response.headers["x-request-id"]
 
 
-def test_binary_tensor_extension_is_refused_clearly(client):
-    response = client.post(
-        "/v2/models/cancer/infer", content=b"{}", headers={"Inference-Header-Content-Length": "2"}
-    )
-    assert response.status_code == 400 and "binary_data=False" in response.json()["error"]
-
-
 def test_promotion_is_swapped_in_by_refresh(client, cancer_registry, records):
     gateway = client.app.state.gateway
     cancer_registry.promote("cancer", 2, "champion", reason="test")

@@ -31,7 +31,7 @@ def gateway(gateway_factory, cancer_registry):
     return gateway_factory(cancer_registry)
 
 
-def test_a_standard_v2_client_works_and_matches_predict(gateway, cancer_model):
+def test_a_standard_v2_client_works_with_json_or_binary_tensors_and_matches_predict(gateway, cancer_model):
     client = triton.InferenceServerClient(url=gateway.url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("cancer") and client.is_model_ready("cancer", "2")
@@ -55,6 +55,13 @@ def test_a_standard_v2_client_works_and_matches_predict(gateway, cancer_model):
     )
     pinned = client.infer("cancer", [tensor], model_version="2", outputs=outputs)
     assert pinned.get_response()["model_version"] == "2"
+
+    # the stock client's defaults: binary tensors in, every output binary out
+    binary = triton.InferInput("X", [5, 30], "FP32")
+    binary.set_data_from_numpy(rows.to_numpy(dtype=np.float32))
+    result = client.infer("cancer", [binary])
+    assert [v.decode() for v in result.as_numpy("label")] == labels
+    np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities, rtol=1e-6)
 
 
 def test_bad_input_through_the_real_stack_is_4xx_never_500(gateway, cancer_model):
@@ -158,3 +165,32 @@ def test_every_acknowledged_request_is_logged_after_sigterm(gateway_factory, can
         [r["mean_radius"] for r in body["inputs"]], rel=1e-6
     )
     assert set(lines[0]["outputs"]) == {"label", "probabilities"}
+
+
+def test_kserve_v1_and_mlflow_requests_are_answered_logged_and_counted(
+    gateway, cancer_model, cancer_registry
+):
+    frame = cancer_model.frame.iloc[:3]
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        v1 = client.post("/v1/models/cancer:predict", json={"instances": frame.to_numpy().tolist()})
+        split = json.loads(frame.to_json(orient="split"))
+        mlflow = client.post(
+            "/invocations", json={"dataframe_split": split}, headers={"X-Request-ID": "ml-1"}
+        )
+        assert v1.status_code == mlflow.status_code == 200
+        assert v1.json() == mlflow.json() and len(v1.json()["predictions"]) == 3
+        deadline = time.monotonic() + 20
+        while (
+            'route="mlflow"' not in (metrics := client.get("/metrics").text) and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+    assert (
+        'modelgate_requests_total{arm="champion",model="cancer",route="v1",status="200",version="1"} 1.0'
+        in metrics
+    )
+    assert 'route="mlflow",status="200"' in metrics
+    store = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
+    records = {r.request_id: r for r in store.read_after(0, 100)}
+    store.close()
+    assert records["ml-1"].route == "mlflow" and records["ml-1"].rows == 3 and records["ml-1"].outputs
+    assert sorted(r.route for r in records.values()) == ["mlflow", "v1"]
