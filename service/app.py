@@ -24,15 +24,17 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Match, Mount, Route
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from monitoring.notify import RECENT_SECONDS, alert_json
 from monitoring.plausibility import rule_parts
 from monitoring.records import RequestRecord
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
-from service import binary, responses
+from service import binary, openapi, responses
 from service.admin import Admin, check_bearer, promotion, reason, routing_policy
 from service.errors import (
     Implausible,
@@ -60,6 +62,14 @@ PREDICT_FIELDS = ("model", "version", "inputs", "routing_key")
 CATCH_ALL = "/{path:path}"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 VERSION = importlib.metadata.version("modelgate")
+#: Swagger UI on /openapi.json, from the files swagger-ui-bundle ships (no CDN: gateways run offline)
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>modelgate API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>"""
 
 
 class JSONResponse(Response):
@@ -524,16 +534,34 @@ class Gateway:
                     "GET /v2/models/{name}[/versions/{version}]/ready",
                     "POST /v2/models/{name}[/versions/{version}]/infer",
                     "GET /metrics",
+                    "GET /openapi.json",
+                    "GET /docs",
                 ],
             }
         )
 
     async def not_found(self, request: Request) -> Response:
         """The catch-all route: 405 when another route has this path, else 404."""
-        for route in request.app.routes:
-            if route.path != CATCH_ALL and route.matches(request.scope)[0] == Match.PARTIAL:
-                raise MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        allowed = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.path != CATCH_ALL
+            and route.matches(request.scope)[0] == Match.PARTIAL
+            for method in route.methods or ()
+        }  # fmt: skip
+        if allowed:
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}", allow=tuple(sorted(allowed))
+            )
         raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
+
+    async def openapi(self, request: Request) -> Response:
+        """The OpenAPI document, from the schemas of the champions served now."""
+        champions = [slots.champion for slots in map(self.pool.slots, self.pool.names) if slots.champion]
+        return JSONResponse(openapi.document(champions, VERSION, self.settings.max_batch_rows))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
 
     async def server_metadata(self, request: Request) -> Response:
         return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": ["binary_tensor_data"]})
@@ -591,7 +619,10 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     if exc.details:
         body["details"] = [{"field": d.field, "message": d.message} for d in exc.details]
     log.info("request.refused", path=request.url.path, status=exc.status, error=exc.message, request_id=rid)
-    return JSONResponse(body, status_code=exc.status, headers={"x-request-id": rid})
+    headers = {"x-request-id": rid}
+    if isinstance(exc, MethodNotAllowed):
+        headers["allow"] = ", ".join(exc.allow)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -601,7 +632,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": f"{exc.detail}: {request.method} {request.url.path}", "request_id": rid},
         status_code=exc.status_code,
-        headers={"x-request-id": rid},
+        headers={**(exc.headers or {}), "x-request-id": rid},
     )
 
 
@@ -620,9 +651,7 @@ def create_app(settings: Settings) -> Starlette:
 
     gateway = Gateway(settings)
 
-    def bound(
-        handler: Callable[[Gateway, Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def bound(handler: Callable[[Gateway, Request], Awaitable[Response]]) -> Endpoint:
         return functools.partial(handler, gateway)
 
     @asynccontextmanager
@@ -674,16 +703,16 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v2/models/{name}/versions/{version}/ready", gateway.model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/infer", gateway.infer, methods=["POST"]),
         # KServe v1 and MLflow's scoring protocol (service.protocols)
-        Route("/v1/models", functools.partial(protocols.kserve_models, gateway), methods=["GET"]),
-        Route("/v1/models/{name}", functools.partial(protocols.kserve_model, gateway), methods=["GET"]),
-        Route(
-            "/v1/models/{name}:predict",
-            functools.partial(protocols.kserve_predict, gateway),
-            methods=["POST"],
-        ),
-        Route("/invocations", functools.partial(protocols.mlflow_invocations, gateway), methods=["POST"]),
-        Route("/ping", functools.partial(protocols.ping, gateway), methods=["GET"]),
-        Route("/health", functools.partial(protocols.ping, gateway), methods=["GET"]),
+        Route("/v1/models", bound(protocols.kserve_models), methods=["GET"]),
+        # before /v1/models/{name}, whose {name} would take "cancer:predict" (and answer a POST 405)
+        Route("/v1/models/{name}:predict", bound(protocols.kserve_predict), methods=["POST"]),
+        Route("/v1/models/{name}", bound(protocols.kserve_model), methods=["GET"]),
+        Route("/invocations", bound(protocols.mlflow_invocations), methods=["POST"]),
+        Route("/ping", bound(protocols.ping), methods=["GET"]),
+        Route("/health", bound(protocols.ping), methods=["GET"]),
+        Route("/openapi.json", gateway.openapi, methods=["GET"]),
+        Route("/docs", gateway.docs, methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs"),
         Route("/", gateway.index, methods=["GET"]),
         # BentoML answers paths no mounted route claims with plain text; claim them all, in JSON
         Route(CATCH_ALL, gateway.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),

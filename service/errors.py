@@ -88,9 +88,13 @@ class NotFound(ServiceError):
 
 
 class MethodNotAllowed(ServiceError):
-    """The route exists but not for this HTTP method."""
+    """The route exists but not for this HTTP method; ``allow`` names the methods it takes."""
 
     status = 405
+
+    def __init__(self, message: str, *, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class Unavailable(ServiceError):

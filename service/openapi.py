@@ -1,0 +1,412 @@
+"""The OpenAPI 3 document of the gateway, generated from the models it serves now.
+
+Each served model's champion schema types its features (number, integer or
+string; nullable where the reference data had missing values; float32 inputs
+bounded by float32's range), so the document changes when a promotion changes
+a schema. Every route is described with the statuses it answers and the one
+error shape they share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from registry.aliases import RoutingPolicy
+from registry.manifest import FeatureSpec, InputSchema
+from service.pool import ServedVersion
+
+FLOAT32_MAX = 3.4028234663852886e38
+JSON = "application/json"
+V2_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64", "BYTES"]  # fmt: skip
+
+#: what each error status means, on every route that answers it
+ERRORS = {
+    "400": "Not JSON, not an object, an unknown or ill-typed field, or a model that must be named",
+    "401": "No bearer token where one is required",
+    "403": "A wrong bearer token, or admin routes disabled",
+    "404": "Unknown model, version or route",
+    "405": "A known route with another method",
+    "409": "The model's state does not allow the action",
+    "413": "More rows or bytes than the configured limits",
+    "415": "A body in a format the route does not read",
+    "422": "Inputs that do not fit the model's schema (the field and the reason are named)",
+    "503": "The model has no champion loaded, or a version fails its hash check",
+}
+
+
+#: a number the model answered: null where it answered NaN (plausibility flags it; MODELGATE_REJECT_RULES
+#: can refuse it with a 422 instead)
+ANSWERED_NUMBER = {"type": "number", "nullable": True}
+
+
+def _oas30(schema: Any) -> Any:
+    """A JSON Schema (pydantic's) as OpenAPI 3.0 has it: a numeric ``exclusiveMinimum`` becomes
+    ``minimum`` with ``exclusiveMinimum: true`` (likewise maximum)."""
+    if isinstance(schema, list):
+        return [_oas30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _oas30(value) for key, value in schema.items()}
+    for bound in ("Minimum", "Maximum"):
+        value = converted.get(f"exclusive{bound}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            converted[bound.lower()] = value
+            converted[f"exclusive{bound}"] = True
+    return converted
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _value(spec: FeatureSpec) -> dict[str, Any]:
+    if spec.dtype == "string":
+        schema: dict[str, Any] = {"type": "string"}
+    elif spec.dtype == "int64":
+        schema = {"type": "integer", "format": "int64"}
+    elif spec.dtype == "float32":
+        schema = {"type": "number", "format": "float", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    else:
+        schema = {"type": "number", "format": "double"}
+    if spec.allow_missing:
+        schema["nullable"] = True
+    return schema
+
+
+def _inputs(schema: InputSchema, max_rows: int) -> dict[str, Any]:
+    """Records, columns, or rows of values in the schema's order."""
+    names = list(schema.names)
+    record = {
+        "type": "object",
+        "properties": {spec.name: _value(spec) for spec in schema.features},
+        "required": names,
+        "additionalProperties": False,
+    }
+    columns = {
+        "type": "object",
+        "properties": {
+            spec.name: {"type": "array", "items": _value(spec), "minItems": 1, "maxItems": max_rows}
+            for spec in schema.features
+        },
+        "required": names,
+        "additionalProperties": False,
+        "description": "One list of values a feature, all of one length",
+    }
+    kinds = [_value(spec) for spec in schema.features]
+    rows = {
+        "type": "array",
+        "items": {"type": "array", "minItems": len(names), "maxItems": len(names),
+                  "items": kinds[0] if all(kind == kinds[0] for kind in kinds) else {},
+                  "description": f"Values in this order: {', '.join(names)}"},
+        "minItems": 1,
+        "maxItems": max_rows,
+    }  # fmt: skip
+    return {
+        "oneOf": [{"type": "array", "items": record, "minItems": 1, "maxItems": max_rows}, columns, rows],
+        "description": "Records (one object a row), columns (one list a feature) or rows of values",
+    }
+
+
+def _prediction(served: ServedVersion) -> dict[str, Any]:
+    output = served.manifest.output
+    if output.kind == "regression":
+        return {"type": "object", "properties": {"value": ANSWERED_NUMBER}, "required": ["value"]}
+    return {
+        "type": "object",
+        "properties": {
+            "label": {"type": "integer" if served.label_datatype == "INT64" else "string"},
+            "probabilities": {
+                "type": "object",
+                "properties": {name: ANSWERED_NUMBER for name in output.classes},
+            },
+        },
+        "required": ["label", "probabilities"],
+    }
+
+
+def _model_schemas(served: ServedVersion, several: bool, max_rows: int) -> dict[str, Any]:
+    name = served.name
+    required = ["inputs", "model"] if several else ["inputs"]
+    request = {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string", "enum": [name]},
+            "version": {
+                "type": "integer",
+                "nullable": True,
+                "description": "Pin a version instead of the champion",
+            },
+            "inputs": _inputs(served.manifest.inputs, max_rows),
+            "routing_key": {"type": "string", "minLength": 1, "nullable": True},
+        },
+        "required": required,
+        "additionalProperties": False,
+    }
+    plain: dict[str, Any] = {"type": "integer" if served.label_datatype == "INT64" else "string"}
+    if served.manifest.output.kind == "regression":
+        plain = ANSWERED_NUMBER
+    return {
+        f"{name}.PredictRequest": request,
+        f"{name}.Prediction": _prediction(served),
+        f"{name}.Inputs": _inputs(served.manifest.inputs, max_rows),
+        f"{name}.PlainPrediction": plain,
+    }
+
+
+def _responses(ok: dict[str, Any] | None, *errors: str, description: str = "Answered") -> dict[str, Any]:
+    answers: dict[str, Any] = {"200": {"description": description}}
+    if ok is not None:
+        answers["200"]["content"] = {JSON: {"schema": ok}}
+    for status in errors:
+        answers[status] = {"$ref": f"#/components/responses/{status}"}
+    return answers
+
+
+def _exactly_one(forms: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """An object carrying exactly one of ``forms`` (and any of ``optional``)."""
+    return {
+        "oneOf": [
+            {"type": "object", "properties": {key: schema, **optional}, "required": [key],
+             "additionalProperties": False}
+            for key, schema in forms.items()
+        ]
+    }  # fmt: skip
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {JSON: {"schema": schema}}}
+
+
+def _name_parameter(names: list[str]) -> dict[str, Any]:
+    return {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+
+
+VERSION_PARAMETER = {"name": "version", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"}}  # fmt: skip
+MODEL_QUERY = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "The model; may be left out when one is served"}  # fmt: skip
+PREDICTING = ("400", "404", "413", "422", "503")
+
+
+def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[str, Any]:
+    """The whole document for the champions in ``served``."""
+    names = [s.name for s in served]
+    several = len(served) > 1
+    obj: dict[str, Any] = {"type": "object"}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string"},
+                "request_id": {"type": "string"},
+                "field": {"type": "string", "description": "Where: inputs[3].mean_radius, inputs.size[0]"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
+            },
+            "required": ["error"],
+        },
+        "Tensor": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+                "datatype": {"type": "string", "enum": V2_DATATYPES},
+                "data": {"type": "array", "items": {}},
+                "parameters": {"type": "object"},
+            },
+            "required": ["name", "shape", "datatype", "data"],
+        },
+        "InferenceRequest": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": _ref("Tensor"), "minItems": 1},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                        "required": ["name"],
+                    },
+                },
+            },
+            "required": ["inputs"],
+            "description": "JSON; or, with Inference-Header-Content-Length, this JSON then binary tensor "
+            "data (an input's parameters.binary_data_size in place of its data)",
+        },
+        "InferenceResponse": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "outputs": {"type": "array", "items": _ref("Tensor")},
+            },
+            "required": ["model_name", "model_version", "outputs"],
+        },
+        "Predictions": {
+            "type": "object",
+            "properties": {
+                "predictions": {
+                    "type": "array",
+                    "items": {"anyOf": [_ref(f"{n}.PlainPrediction") for n in names]} if names else {},
+                }
+            },
+            "required": ["predictions"],
+            "description": "The label a row for classifiers, the value for regressors",
+        },
+        "RoutingRequest": {**_oas30(RoutingPolicy.model_json_schema()), "title": "RoutingRequest"},
+    }
+    schemas["RoutingRequest"]["properties"]["reason"] = {"type": "string"}
+    for model in served:
+        schemas.update(_model_schemas(model, several, max_rows))
+    requests = [_ref(f"{n}.PredictRequest") for n in names]
+    predict_request: dict[str, Any] = {"oneOf": requests} if several else requests[0] if names else obj
+    # anyOf: two models' answers may look alike
+    prediction: dict[str, Any] = {"anyOf": [_ref(f"{n}.Prediction") for n in names]} if names else {}
+    predict_response = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "model": {"type": "string"},
+            "version": {"type": "integer"},
+            "arm": {"type": "string", "enum": ["champion", "challenger", "pinned"]},
+            "predictions": {"type": "array", "items": prediction},
+        },
+        "required": ["request_id", "model", "version", "arm", "predictions"],
+    }
+    name = _name_parameter(names)
+    mlflow_inputs = {"oneOf": [_ref(f"{n}.Inputs") for n in names]} if names else {}
+    paths: dict[str, Any] = {
+        "/predict": {"post": {
+            "summary": "Predict from records, columns or rows; the champion answers unless a version "
+                       "is pinned",
+            "requestBody": _body(predict_request),
+            "responses": _responses(predict_response, *PREDICTING),
+        }},
+        "/feedback": {"post": {
+            "summary": "Ground truth by request id: one item, or {feedback: [items]}",
+            "requestBody": _body({"oneOf": [
+                {"type": "object", "properties": {"request_id": {"type": "string"}, "ground_truth": {}},
+                 "required": ["request_id", "ground_truth"], "additionalProperties": False},
+                {"type": "object", "properties": {"feedback": {"type": "array", "items": {"type": "object"},
+                                                             "minItems": 1}},
+                 "required": ["feedback"], "additionalProperties": False}]}),
+            "responses": {**_responses(obj, "400", "404", "409", "413", "422"),
+                          "207": {"description": "Some items refused; each has its own status",
+                                  "content": {JSON: {"schema": obj}}}},
+        }},
+        "/models": {"get": {"summary": "What this process serves, per model and alias",
+                            "responses": _responses(obj)}},
+        "/monitoring/drift": {"get": {"summary": "The monitor's latest drift and plausibility report",
+                                      "parameters": [MODEL_QUERY],
+                                      "responses": _responses(obj, "400", "404")}},
+        "/monitoring/compare": {"get": {"summary": "Champion against challenger",
+                                        "parameters": [MODEL_QUERY],
+                                        "responses": _responses(obj, "400", "404")}},
+        "/monitoring/alerts": {"get": {"summary": "Alerts firing, pending and recently resolved",
+                                       "responses": _responses(obj, "404")}},
+        "/admin/models/{name}/routing": {"put": {
+            "summary": "Set the routing policy", "security": [{"bearer": []}], "parameters": [name],
+            "requestBody": _body(_ref("RoutingRequest")),
+            "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
+        }},
+        "/admin/models/{name}/promote": {"post": {
+            "summary": "Point an alias at a version (by default the challenger becomes champion)",
+            "security": [{"bearer": []}], "parameters": [name],
+            "requestBody": _body({"type": "object", "properties": {
+                "version": {"oneOf": [{"type": "integer"},
+                                      {"type": "string", "enum": ["challenger", "latest"]}]},
+                "to": {"type": "string", "enum": ["champion", "challenger"]}, "reason": {"type": "string"}}}),
+            "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
+        }},
+        "/admin/models/{name}/rollback": {"post": {
+            "summary": "The champion back to the previous one", "security": [{"bearer": []}],
+            "parameters": [name],
+            "requestBody": _body({"type": "object", "properties": {"reason": {"type": "string"}}}),
+            "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
+        }},
+        "/v2": {"get": {"summary": "Server metadata", "responses": _responses(obj)}},
+        "/v2/health/live": {"get": {"summary": "Liveness", "responses": _responses(obj)}},
+        "/v2/health/ready": {"get": {"summary": "Readiness: every champion loaded",
+                                     "responses": _responses(obj, "503")}},
+        "/v2/models/{name}": {"get": {"summary": "Model metadata", "parameters": [name],
+                                      "responses": _responses(obj, "404", "503")}},
+        "/v2/models/{name}/ready": {"get": {"summary": "Model readiness", "parameters": [name],
+                                            "responses": _responses(obj, "404", "503")}},
+        "/v2/models/{name}/versions/{version}": {"get": {
+            "summary": "A version's metadata", "parameters": [name, VERSION_PARAMETER],
+            "responses": _responses(obj, "404", "503")}},
+        "/v2/models/{name}/versions/{version}/ready": {"get": {
+            "summary": "A version's readiness", "parameters": [name, VERSION_PARAMETER],
+            "responses": _responses(obj, "404", "503")}},
+        "/v2/models/{name}/infer": {"post": {
+            "summary": "Open Inference Protocol inference; the champion answers",
+            "parameters": [name], "requestBody": _body(_ref("InferenceRequest")),
+            "responses": _responses(_ref("InferenceResponse"), *PREDICTING),
+        }},
+        "/v2/models/{name}/versions/{version}/infer": {"post": {
+            "summary": "Open Inference Protocol inference by a pinned version",
+            "parameters": [name, VERSION_PARAMETER], "requestBody": _body(_ref("InferenceRequest")),
+            "responses": _responses(_ref("InferenceResponse"), *PREDICTING),
+        }},
+        "/v1/models": {"get": {"summary": "KServe v1: the models", "responses": _responses(obj)}},
+        "/v1/models/{name}": {"get": {"summary": "KServe v1: model status", "parameters": [name],
+                                      "responses": _responses(obj, "404", "503")}},
+        "/v1/models/{name}:predict": {"post": {
+            "summary": "KServe v1 prediction: instances (rows or records) or columnar inputs",
+            "parameters": [name],
+            "requestBody": _body(_exactly_one({"instances": mlflow_inputs, "inputs": mlflow_inputs})),
+            "responses": _responses(_ref("Predictions"), *PREDICTING),
+        }},
+        "/invocations": {"post": {
+            "summary": "MLflow's scoring protocol: exactly one of dataframe_split, dataframe_records, "
+                       "instances, inputs",
+            "parameters": [MODEL_QUERY],
+            "requestBody": _body(_exactly_one({
+                "dataframe_split": {"type": "object", "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array"}}, "index": {"type": "array"}},
+                    "required": ["data"], "additionalProperties": False},
+                "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                "instances": mlflow_inputs, "inputs": mlflow_inputs}, params={})),
+            "responses": _responses(_ref("Predictions"), *PREDICTING, "415"),
+        }},
+        "/ping": {"get": {"summary": "MLflow's health check", "responses": _responses(obj, "503")}},
+        "/health": {"get": {"summary": "MLflow's health check", "responses": _responses(obj, "503")}},
+        "/livez": {"get": {"summary": "Liveness", "responses": _responses(obj)}},
+        "/readyz": {"get": {"summary": "Readiness", "responses": _responses(obj, "503")}},
+        "/metrics": {"get": {"summary": "Prometheus metrics of every process", "responses": {
+            "200": {"description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/": {"get": {"summary": "The routes", "responses": _responses(obj)}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": _responses(obj)}},
+        "/docs": {"get": {"summary": "This document as a page", "responses": {
+            "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    }  # fmt: skip
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "modelgate",
+            "version": version,
+            "description": "A model serving gateway for versioned ONNX models, with built-in monitoring. "
+            + (f"Serving: {', '.join(f'{s.name} v{s.version}' for s in served)}." if served else ""),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": {
+                status: {"description": text, "content": {JSON: {"schema": _ref("Error")}}}
+                for status, text in ERRORS.items()
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
