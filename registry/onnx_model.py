@@ -72,13 +72,30 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     return options
 
 
-def load_session(model_bytes: bytes, intra_op_threads: int) -> ort.InferenceSession:
-    """An ONNX Runtime session on the CPU, or :class:`InvalidModel` saying why it does not load."""
+#: where sessions run unless told otherwise
+CPU = ("CPUExecutionProvider",)
+
+
+def check_providers(providers: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming what this ONNX Runtime build offers when one of ``providers`` is
+    not among them (CUDA needs the onnxruntime-gpu build and a GPU)."""
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if not providers or missing:
+        raise ValueError(
+            f"execution providers {', '.join(missing) or '(none)'} not available in this ONNX Runtime "
+            f"build ({ort.__version__}); available: {', '.join(available)}"
+        )
+
+
+def load_session(
+    model_bytes: bytes, intra_op_threads: int, providers: tuple[str, ...] = CPU
+) -> ort.InferenceSession:
+    """An ONNX Runtime session on ``providers`` (in order of preference; the CPU by default), or
+    :class:`InvalidModel` saying why it does not load."""
     try:
         return ort.InferenceSession(
-            model_bytes,
-            sess_options=session_options(intra_op_threads),
-            providers=["CPUExecutionProvider"],
+            model_bytes, sess_options=session_options(intra_op_threads), providers=list(providers)
         )
     except Exception as exc:  # ORT raises several unrelated types for bad files
         raise InvalidModel(f"the file does not load in ONNX Runtime: {exc}") from exc

@@ -221,6 +221,7 @@ class Gateway:
             warmup_rows=settings.warmup_rows,
             warmup_timeout=settings.warmup_timeout,
             pinned_cached=settings.pinned_versions_cached,
+            providers=settings.execution_providers,
         )
         #: None when MODELGATE_MONITORING=false: no record, no plausibility check, no metrics
         self.observability = Observability(settings, self.pool) if settings.monitoring else None

@@ -24,7 +24,7 @@ from monitoring.plausibility import PlausibilityChecker
 from registry.aliases import RoutingPolicy
 from registry.errors import RegistryError
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
-from registry.onnx_model import NUMPY_DTYPE, OnnxModel, Prediction, load_session
+from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, Prediction, load_session
 from registry.store import Registry
 from service.errors import NotFound, Unavailable
 from service.validation import Batch
@@ -103,14 +103,16 @@ def load_version(
     warmup_rows: int,
     threads: int,
     warmup_timeout: float = 30.0,
+    providers: tuple[str, ...] = CPU,
 ) -> ServedVersion:
-    """Read, hash-check, open (``threads`` intra-op threads) and warm up one version; raises on failure.
+    """Read, hash-check, open (``threads`` intra-op threads, on ``providers``) and warm up one version;
+    raises on failure.
 
     A warm-up still running after ``warmup_timeout`` seconds is stopped and the version refused:
     a model that hangs must not hold the thread that keeps every model in step with the registry.
     """
     manifest, data = registry.read_model(name, version)
-    session = load_session(data, threads)
+    session = load_session(data, threads, providers)
     model = OnnxModel(session, manifest.inputs, manifest.output)
     label_datatype = None
     if manifest.output.label_output is not None:
@@ -156,6 +158,7 @@ class ModelPool:
         warmup_rows: int = 16,
         warmup_timeout: float = 30.0,
         pinned_cached: int = 4,
+        providers: tuple[str, ...] = CPU,
     ) -> None:
         if warmup_timeout <= 0:
             raise ValueError(f"warm-up timeout {warmup_timeout}: seconds, above 0")
@@ -164,6 +167,7 @@ class ModelPool:
         self.warmup_rows = warmup_rows
         self.warmup_timeout = warmup_timeout
         self.pinned_cached = pinned_cached
+        self.providers = providers
         self._slots: dict[str, ModelSlots] = {}
         self._pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
         self._pinned_lock = threading.Lock()
@@ -229,7 +233,9 @@ class ModelPool:
         return served
 
     def _load(self, name: str, version: int) -> ServedVersion:
-        return load_version(self.registry, name, version, self.warmup_rows, self.threads, self.warmup_timeout)
+        return load_version(
+            self.registry, name, version, self.warmup_rows, self.threads, self.warmup_timeout, self.providers
+        )
 
     def single_threaded(self, served: ServedVersion) -> ServedVersion:
         """``served`` on a session with one intra-op thread: itself when the pool's sessions have one,
@@ -238,7 +244,9 @@ class ModelPool:
         if self.threads == 1:
             return served
         _, data = self.registry.read_model(served.name, served.version)
-        model = OnnxModel(load_session(data, 1), served.manifest.inputs, served.manifest.output)
+        model = OnnxModel(
+            load_session(data, 1, self.providers), served.manifest.inputs, served.manifest.output
+        )
         twin = replace(served, model=model)
         twin.predict(warmup_batch(served.manifest, 1))
         return twin

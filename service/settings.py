@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from monitoring.plausibility import INPUT_RULES, OUTPUT_RULES
+from registry.onnx_model import check_providers
 from registry.store import DEFAULT_ROOT, ENV_VAR
 
 
@@ -51,6 +52,9 @@ class Settings:
     #: at warm-up, times the rows) runs on the event loop; a longer one in a thread, so one big
     #: request does not stall the loop. A thread hop costs more than a small model's whole run.
     inline_ms: float = 1.0
+    #: ONNX Runtime execution providers in order of preference, comma-separated (e.g.
+    #: "CUDAExecutionProvider,CPUExecutionProvider"); each must be in this ONNX Runtime build
+    providers: str = "CPUExecutionProvider"
     #: false: only serve; no prediction log, plausibility, drift, quality, alerts or modelgate_ metrics
     monitoring: bool = True
     #: the prediction log (SQLite); empty means predictions.sqlite3 inside the registry directory
@@ -105,12 +109,17 @@ class Settings:
     def __post_init__(self) -> None:
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
+        check_providers(self.execution_providers)
         unknown = self.rejected_rules - set(OUTPUT_RULES) - set(INPUT_RULES)
         if unknown:
             raise ValueError(
                 f"setting reject_rules: unknown rules {sorted(unknown)}; "
                 f"known: {', '.join(OUTPUT_RULES + INPUT_RULES)}"
             )
+
+    @property
+    def execution_providers(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
     @property
     def prediction_log(self) -> Path:

@@ -114,3 +114,10 @@ def test_demo_builds_once_and_is_idempotent(capsys, tmp_path):
         {"name": "breast-cancer", "versions": [1, 2], "champion": 1, "challenger": 2}
     ]
     assert run(capsys, "registry", "verify", "--registry", root)[0] == 0
+
+
+def test_serve_refuses_an_execution_provider_this_build_lacks(capsys, cancer_registry, monkeypatch):
+    monkeypatch.setenv("MODELGATE_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
+    code, _, err = run(capsys, "serve", "--registry", str(cancer_registry.root))
+    assert code == 1 and err.startswith("error: execution providers CUDAExecutionProvider not available")
+    assert "available: " in err and "CPUExecutionProvider" in err.split("available: ")[1]

@@ -54,3 +54,9 @@ def test_an_unchanged_history_is_not_read_again(cancer_registry, monkeypatch):
     )
     pool.refresh()  # only a stat of the history file
     assert pool.champion("cancer").version == 1
+
+
+def test_sessions_run_on_the_configured_providers(cancer_registry):
+    pool = ModelPool(cancer_registry, threads=1, providers=("CPUExecutionProvider",))
+    pool.refresh()
+    assert pool.champion("cancer").model.session.get_providers() == ["CPUExecutionProvider"]
