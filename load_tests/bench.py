@@ -17,22 +17,28 @@ Targets (``--targets``, ratios are to the first):
   challenger;
 - ``shadow-*``: a copy of the demo registry whose challenger
   (``challengers.py``: none, ~10x slower, hung, raising in ONNX Runtime, or
-  refusing every request in validation) mirrors the champion's traffic.
+  refusing every request in validation) mirrors the champion's traffic;
+- ``gateway-v2``, ``gateway-binary`` (``-off``: monitoring off),
+  ``gateway-columns``, ``gateway-v1``: the monitored gateway loaded in its
+  other formats (v2 JSON tensors, binary tensors in and out, columnar
+  ``/predict``, KServe v1 ``instances``);
+- ``mlserver``, ``kserve``, ``fastapi``: the servers users would pick
+  instead, each on the same ONNX file in its own environment (``peers.py``).
 
 Each target is its own server process on the same model and worker count
 (the bare service's session gets the gateway's intra-op threads). wrk
 (Debian package ``wrk``) loads them in turn, ``--rounds`` times in
 alternating order, so a noisy neighbour on a shared machine hits every
-target alike. Each measurement is ``--duration`` seconds of ``/predict``
-requests of ``--rows`` records from ``--connections`` connections, as fast
-as answered or, with ``--rate``, at about that many requests a second.
+target alike. Each measurement is ``--duration`` seconds of requests of
+``--rows`` rows in the target's format from ``--connections`` connections,
+as fast as answered or, with ``--rate``, at about that many requests a second.
 
 For each target: requests/s, rows/s, p50/p95/p99 latency (medians over the
 rounds), the server's CPU seconds per 1,000 requests, the peak RSS of its
 processes, and its requests/s and p99 over the first target's, paired by
 round; monitored gateways also against ``gateway-off``; every target's rows/s
 against the in-process floor (``session.run`` on the same batch in this
-process, and the same after decoding the JSON body), measured each round. The load
+process, and the same after decoding the target's own body), measured each round. The load
 generator's own CPU use is reported: it must stay far from a full core, or
 wrk, not the server, is the bottleneck. A monitored gateway's prediction log
 is counted after a graceful stop and must hold every request wrk counted as
@@ -45,13 +51,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -68,6 +74,7 @@ import challengers
 import httpx
 import numpy as np
 import orjson
+import peers
 
 from registry.demo import DEMO_MODEL, build_demo, demo_request
 from registry.onnx_model import load_session, threads_per_worker
@@ -89,6 +96,23 @@ TARGETS: dict[str, dict[str, str]] = {
     "shadow-hung": {"MODELGATE_MONITORING": "true"},
     "shadow-raising": {"MODELGATE_MONITORING": "true"},
     "shadow-failing": {"MODELGATE_MONITORING": "true"},
+    # the gateway on the other formats it reads, monitored (binary-off: monitoring off)
+    "gateway-v2": {"MODELGATE_MONITORING": "true"},
+    "gateway-binary": {"MODELGATE_MONITORING": "true"},
+    "gateway-binary-off": {"MODELGATE_MONITORING": "false"},
+    "gateway-columns": {"MODELGATE_MONITORING": "true"},
+    "gateway-v1": {"MODELGATE_MONITORING": "true"},
+    # the servers users would pick instead (peers.py), each in its own environment
+    **{name: {} for name in peers.PEERS},
+}
+#: name -> the request format its load is sent in; records (the /predict body) when not named
+PROTOCOLS: dict[str, str] = {
+    "gateway-v2": "v2-json",
+    "gateway-binary": "v2-binary",
+    "gateway-binary-off": "v2-binary",
+    "gateway-columns": "columns",
+    "gateway-v1": "v1",
+    **{name: peer.protocol for name, peer in peers.PEERS.items()},
 }
 #: the width of the dense branch that slows the champion down ~10x on this machine (measured: each
 #: run reports the challenger's inference time against the champion's)
@@ -105,8 +129,10 @@ SETUPS: dict[str, Callable[[Registry], None]] = {
 #: wrk posts one body and, when done, prints one JSON line of its counts and latency percentiles
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+local header_length = os.getenv("BENCH_HEADER_LENGTH")
+if header_length ~= "" then wrk.headers["Inference-Header-Content-Length"] = header_length end
+wrk.body = io.open(os.getenv("BENCH_BODY"), "rb"):read("*a")
 -- with --rate: each connection pauses an exponential time of this mean before each request, so
 -- requests arrive about as a Poisson stream of that rate (the pause is not in the latency)
 local pause_ms = tonumber(os.getenv("BENCH_PAUSE_MS"))
@@ -143,6 +169,55 @@ class Measurement:
         return self.requests / self.seconds
 
 
+@dataclass(frozen=True)
+class Load:
+    """One request format's body, as wrk posts it."""
+
+    protocol: str
+    body: Path
+    content_type: str = "application/json"
+    #: the JSON header's length, for a binary v2 body
+    header_length: int | None = None
+
+
+def loads(rows: int, features: tuple[str, ...], workdir: Path) -> dict[str, Load]:
+    """The same ``rows`` held-out rows in every request format the targets read."""
+    records = orjson.loads(demo_request(rows))["inputs"]
+    matrix = np.array([[r[f] for f in features] for r in records], dtype=np.float32)
+    columns = {f: [r[f] for r in records] for f in features}
+    bodies = {
+        "records": orjson.dumps({"model": DEMO_MODEL, "inputs": records}),
+        "columns": orjson.dumps({"model": DEMO_MODEL, "inputs": columns}),
+        "v2-json": orjson.dumps({"inputs": [{"name": "X", "shape": [rows, len(features)], "datatype": "FP32",
+                                             "data": matrix.ravel().tolist()}]}),
+        "v1": orjson.dumps({"instances": matrix.tolist()}),
+    }  # fmt: skip
+    header = orjson.dumps({
+        "inputs": [{"name": "X", "shape": [rows, len(features)], "datatype": "FP32",
+                    "parameters": {"binary_data_size": matrix.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    })  # fmt: skip
+    bodies["v2-binary"] = header + matrix.tobytes()
+    made = {}
+    for protocol, body in bodies.items():
+        path = workdir / f"body-{protocol}"
+        path.write_bytes(body)
+        binary = protocol == "v2-binary"
+        made[protocol] = Load(protocol, path, "application/octet-stream" if binary else "application/json",
+                              len(header) if binary else None)  # fmt: skip
+    return made
+
+
+def route(protocol: str, model: str) -> str:
+    return {
+        "records": "/predict",
+        "columns": "/predict",
+        "v2-json": f"/v2/models/{model}/infer",
+        "v2-binary": f"/v2/models/{model}/infer",
+        "v1": f"/v1/models/{model}:predict",
+    }[protocol]
+
+
 @dataclass
 class Target:
     name: str
@@ -150,6 +225,8 @@ class Target:
     process: subprocess.Popen[bytes]
     log_path: Path
     output: Path
+    load: Load
+    path: str
     rounds: list[Measurement] = field(default_factory=list)
     sent: int = 0
 
@@ -199,26 +276,29 @@ class Target:
                 self.process.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
-    port = free_port()
+def start(name: str, registry: Path, workdir: Path, workers: int, load: Load, peer_venvs: Path) -> Target:
+    port = peers.free_port()
     log_path = workdir / f"{name}.sqlite3"
     output = workdir / f"{name}.out"
     env = {**os.environ, **TARGETS[name], "BENTOML_DO_NOT_TRACK": "true"}
-    if name == "bare":
+    model = DEMO_MODEL
+    if name == "bare" or name in peers.PEERS:
         manifest, data = challengers.champion(Registry(registry))
-        model = workdir / "bare.onnx"
-        model.write_bytes(data)
-        env |= {"BARE_MODEL": str(model), "BARE_FEATURES": ",".join(manifest.inputs.names),
-                "BARE_WORKERS": str(workers), "BARE_THREADS": str(threads_per_worker(workers))}  # fmt: skip
+        onnx = workdir / "bare.onnx"
+        onnx.write_bytes(data)
+        model = "bare"
+        threads = str(threads_per_worker(workers))
+    if name == "bare":
+        env |= {"BARE_MODEL": str(onnx), "BARE_FEATURES": ",".join(manifest.inputs.names),
+                "BARE_WORKERS": str(workers), "BARE_THREADS": threads}  # fmt: skip
         command = [sys.executable, "-m", "bentoml", "serve", "load_tests.bare_service:Bare",
                    "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
         ready = "/readyz"
+    elif name in peers.PEERS:
+        peer = peers.PEERS[name]
+        env |= {"PEER_MODEL": str(onnx), "PEER_THREADS": threads}
+        command = peer.command(peers.python(name, peer_venvs), port, workdir)
+        ready = peer.ready_path
     else:
         env["MODELGATE_LOG_PATH"] = str(log_path)
         command = [sys.executable, "-m", "service", "serve", "--registry", str(registry),
@@ -226,9 +306,10 @@ def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
         ready = "/v2/health/ready"
     with open(output, "wb") as handle:
         process = subprocess.Popen(
-            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=workdir
         )
-    target = Target(name, f"http://127.0.0.1:{port}", process, log_path, output)
+    target = Target(name, f"http://127.0.0.1:{port}", process, log_path, output, load,
+                    route(load.protocol, model))  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -241,9 +322,7 @@ def start(name: str, registry: Path, workdir: Path, workers: int) -> Target:
     raise RuntimeError(f"{name} not ready after 120 s:\n{output.read_text()[-3000:]}")
 
 
-def wrk(
-    target: Target, script: Path, body: Path, seconds: int, connections: int, rate: float = 0.0
-) -> Measurement:
+def wrk(target: Target, script: Path, seconds: int, connections: int, rate: float = 0.0) -> Measurement:
     """One wrk run against ``target``, with the server's and wrk's CPU time over it. ``rate``: about
     this many requests a second in all (0: as many as the connections can get answered)."""
     pause_ms = connections * 1000 / rate if rate else 0.0
@@ -251,9 +330,11 @@ def wrk(
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
-         f"{target.url}/predict"],
+         f"{target.url}{target.path}"],
         capture_output=True, text=True,
-        env={**os.environ, "BENCH_BODY": str(body), "BENCH_PAUSE_MS": str(pause_ms)},
+        env={**os.environ, "BENCH_BODY": str(target.load.body), "BENCH_PAUSE_MS": str(pause_ms),
+             "BENCH_CONTENT_TYPE": target.load.content_type,
+             "BENCH_HEADER_LENGTH": str(target.load.header_length or "")},
         timeout=seconds + 60,
     )  # fmt: skip
     if completed.returncode:
@@ -384,56 +465,74 @@ def shadow_lines(targets: list[Target]) -> list[str]:
 class InProcess:
     """The floor under every target: ONNX Runtime's ``session.run`` on the same batch, called in this
     process with the same intra-op threads, no HTTP, no validation; and the same call after decoding
-    the request's JSON body into its matrix, as code holding the body in-process would. Both are
-    measured each round, beside the targets."""
+    each target's own request body into its matrix, as code holding the body in-process would. All
+    are measured each round, beside the targets."""
 
-    def __init__(self, registry: Path, body: Path, workers: int) -> None:
+    def __init__(self, registry: Path, loads: dict[str, Load], protocols: list[str], workers: int) -> None:
         manifest, data = challengers.champion(Registry(registry))
         assert manifest.inputs.layout == "matrix" and manifest.inputs.tensor_name is not None
-        self.body = body.read_bytes()
         self.names = manifest.inputs.names
         self.tensor = manifest.inputs.tensor_name
+        self.bodies = {protocol: loads[protocol].body.read_bytes() for protocol in protocols}
+        self.header_length = loads["v2-binary"].header_length or 0
         self.threads = threads_per_worker(workers)
         self.session = load_session(data, self.threads)
-        self.feeds = self.decoded()
+        self.feeds = {self.tensor: self.decoded(protocols[0])}
         self.rows = len(self.feeds[self.tensor])
-        self.rounds: dict[str, list[float]] = {"run": [], "decode+run": []}  # rows/s
+        self.rounds: dict[str, list[float]] = {"run": [], **{p: [] for p in protocols}}  # rows/s
 
-    def decoded(self) -> dict[str, np.ndarray]:
-        records = orjson.loads(self.body)["inputs"]
-        return {self.tensor: np.array([[r[f] for f in self.names] for r in records], dtype=np.float32)}
+    def decoded(self, protocol: str) -> np.ndarray:
+        """The matrix in one request body of ``protocol``, decoded as a lean server would."""
+        body = self.bodies[protocol]
+        if protocol == "v2-binary":
+            tensor = orjson.loads(body[: self.header_length])["inputs"][0]
+            return np.frombuffer(body, np.float32, offset=self.header_length).reshape(tensor["shape"])
+        decoded = orjson.loads(body)
+        if protocol == "records":
+            return np.array([[r[f] for f in self.names] for r in decoded["inputs"]], dtype=np.float32)
+        if protocol == "columns":
+            return np.ascontiguousarray(np.array([decoded["inputs"][f] for f in self.names], np.float32).T)
+        if protocol == "v1":
+            return np.asarray(decoded["instances"], dtype=np.float32)
+        tensor = decoded["inputs"][0]
+        return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
 
     def measure(self, seconds: float) -> str:
-        calls = {
-            "run": lambda: self.session.run(None, self.feeds),
-            "decode+run": lambda: self.session.run(None, self.decoded()),
-        }
+        calls: dict[str, Callable[[], object]] = {"run": lambda: self.session.run(None, self.feeds)}
+        for protocol in self.bodies:
+            calls[protocol] = functools.partial(self._decode_and_run, protocol)
         for name, call in calls.items():
             call()
             done, started = 0, time.perf_counter()
-            while (took := time.perf_counter() - started) < seconds / 2:
+            while (took := time.perf_counter() - started) < seconds / len(calls):
                 call()
                 done += 1
             self.rounds[name].append(done * self.rows / took)
         return ", ".join(f"{name} {rounds[-1]:,.0f} rows/s" for name, rounds in self.rounds.items())
 
+    def _decode_and_run(self, protocol: str) -> object:
+        return self.session.run(None, {self.tensor: self.decoded(protocol)})
+
     def lines(self, targets: list[Target]) -> list[str]:
-        lines = [
+        def over(target: Target, floor: list[float]) -> float:
+            ratios = [m.rate * self.rows / rows_s for m, rows_s in zip(target.rounds, floor, strict=True)]
+            return statistics.median(ratios)
+
+        run = self.rounds["run"]
+        decoding = ", ".join(f"{p} {statistics.median(self.rounds[p]):,.0f}" for p in self.bodies)
+        return [
             f"In-process floor, the same {self.rows}-row batch in the bench's own process "
             f"({self.threads} intra-op thread(s), no HTTP), each target's rows/s over it paired by round:",
             "",
+            f"- session.run: {statistics.median(run):,.0f} rows/s; "
+            + ", ".join(f"{t.name} {over(t, run):.3f}x" for t in targets),
+            f"- decoding the target's own request body (orjson; binary: the header, then the tensor "
+            f"in place) and session.run, rows/s: {decoding}; "
+            + ", ".join(f"{t.name} {over(t, self.rounds[t.load.protocol]):.3f}x" for t in targets),
         ]
-        for name, rounds in self.rounds.items():
-            what = "session.run" if name == "run" else "decoding the JSON body (orjson) and session.run"
-            ratios = []
-            for target in targets:
-                over = [m.rate * self.rows / rows_s for m, rows_s in zip(target.rounds, rounds, strict=True)]
-                ratios.append(f"{target.name} {statistics.median(over):.3f}x")
-            lines.append(f"- {what}: {statistics.median(rounds):,.0f} rows/s; {', '.join(ratios)}")
-        return lines
 
 
-def soak(target: Target, script: Path, body: Path, seconds: int, connections: int) -> list[str]:
+def soak(target: Target, script: Path, seconds: int, connections: int) -> list[str]:
     """``target`` at its peak rate (as fast as answered) for ``seconds``, its resident memory sampled
     every ``seconds / 10``: start, each tenth, end, and the change."""
     samples: list[tuple[float, float]] = []
@@ -450,7 +549,7 @@ def soak(target: Target, script: Path, body: Path, seconds: int, connections: in
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        measurement = wrk(target, script, body, seconds, connections)
+        measurement = wrk(target, script, seconds, connections)
     finally:
         done.set()
         sampler.join()
@@ -472,24 +571,25 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
     with demo_registry(args.registry) as registry, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        body = workdir / "body.json"
-        body.write_text(demo_request(args.rows))
+        features = challengers.champion(Registry(registry))[0].inputs.names
+        formats = loads(args.rows, features, workdir)
         script = workdir / "post.lua"
         script.write_text(WRK_SCRIPT)
         targets: list[Target] = []
         try:
             for name in names:
-                targets.append(start(name, prepared(name, registry, workdir), workdir, args.workers))
-            floor = InProcess(registry, body, args.workers)
+                load = formats[PROTOCOLS.get(name, "records")]
+                targets.append(start(name, prepared(name, registry, workdir), workdir, args.workers, load,
+                                     Path(args.peer_venvs)))  # fmt: skip
+            protocols = list(dict.fromkeys(target.load.protocol for target in targets))
+            floor = InProcess(registry, formats, protocols, args.workers)
             for target in targets:  # warm-up, not counted
-                wrk(target, script, body, args.warmup, args.connections, args.rate)
+                wrk(target, script, args.warmup, args.connections, args.rate)
             for round_ in range(args.rounds):
                 order = targets if round_ % 2 == 0 else targets[::-1]
                 for target in order:
                     time.sleep(args.rest)
-                    target.rounds.append(
-                        wrk(target, script, body, args.duration, args.connections, args.rate)
-                    )
+                    target.rounds.append(wrk(target, script, args.duration, args.connections, args.rate))
                     print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
                           file=sys.stderr)  # fmt: skip
                 print(
@@ -498,7 +598,7 @@ def run(args: argparse.Namespace) -> int:
             report = table(targets, args.rows)
             report.extend(["", *floor.lines(targets)])
             if args.soak:
-                report.extend(["", *soak(targets[-1], script, body, args.soak, args.connections)])
+                report.extend(["", *soak(targets[-1], script, args.soak, args.connections)])
         finally:
             for target in targets:
                 target.stop()
@@ -525,7 +625,8 @@ def run(args: argparse.Namespace) -> int:
             f"# modelgate benchmark, {datetime.date.today().isoformat()}",
             "",
             f"Machine: {machine()}.",
-            f"Model: {DEMO_MODEL} (demo champion), {args.rows} row(s) a request to /predict; "
+            f"Model: {DEMO_MODEL} (demo champion), {args.rows} row(s) a request, in each target's format "
+            f"({', '.join(f'{t.name}: {t.load.protocol} to {t.path}' for t in targets)}); "
             f"{args.workers} worker(s) each; wrk -t1 -c{args.connections}"
             f"{f' at about {args.rate:g} requests/s' if args.rate else ''}, {args.rounds} alternating "
             f"rounds of {args.duration:g} s after {args.warmup:g} s of warm-up; medians over the rounds.",
@@ -560,6 +661,8 @@ def main() -> int:
     parser.add_argument("--soak", type=int, default=0,
                         help="then load the last target as fast as answered for this many seconds, "
                         "sampling its memory")  # fmt: skip
+    parser.add_argument("--peer-venvs", default=str(ROOT / ".venv-peers"),
+                        help="where the peers' virtual environments are made (on first use)")  # fmt: skip
     parser.add_argument("--out", help="also write the markdown report here")
     args = parser.parse_args()
     # a stopped bench stops its servers too (run's finally), not only on Ctrl-C

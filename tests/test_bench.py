@@ -12,10 +12,13 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "load_tests" / "bench.py"
 
 
-def report(script: Path, out: Path, *args: str) -> str:
+def report(script: Path, out: Path, *args: str, timeout: float = 600) -> str:
     """Run a load_tests script with ``--out``; its markdown report, after checking it exited 0."""
     completed = subprocess.run(
-        [sys.executable, str(script), *args, "--out", str(out)], capture_output=True, text=True, timeout=600
+        [sys.executable, str(script), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return out.read_text()
@@ -33,7 +36,27 @@ def test_bench_compares_the_gateway_with_a_bare_bentoml_service(tool, tmp_path):
     assert "gateway-on vs gateway-off: requests/s " in table and "gateway-all vs gateway-off: " in table
     assert "gateway-all: challenger inference" in table  # everything on includes shadow mode
     assert "requests in the prediction log" in table and "Load generator: at most" in table
-    assert "- session.run: " in table and "- decoding the JSON body (orjson) and session.run: " in table
+    assert "- session.run: " in table and "- decoding the target's own request body" in table
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a fresh clone installs the three peers' environments first
+def test_bench_loads_the_peers_and_the_gateway_in_each_format(tool, tmp_path):
+    """MLServer, KServe and FastAPI in their own environments (made on first use), beside the gateway
+    on the v1, binary v2 and columnar formats: every request answered, every gateway one logged."""
+    tool("wrk")
+    table = report(BENCH, tmp_path / "peers.md", "--targets",
+                   "kserve,mlserver,fastapi,gateway-v1,gateway-binary,gateway-columns", "--rows", "8",
+                   "--rounds", "1", "--duration", "1", "--warmup", "1", "--rest", "0", "--connections", "4",
+                   timeout=1800)  # fmt: skip
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert set(rows) - {"target"} == {"kserve", "mlserver", "fastapi", "gateway-v1", "gateway-binary",
+                                      "gateway-columns"}  # fmt: skip
+    assert all(row.rstrip().endswith("| 0 |") for name, row in rows.items() if name != "target")
+    assert "kserve: v1 to /v1/models/bare:predict" in table
+    assert "gateway-binary: v2-binary to /v2/models/breast-cancer/infer" in table
+    for name in ("gateway-v1", "gateway-binary", "gateway-columns"):
+        assert f"{name}: " in table and re.search(rf"{name}: \d+ requests in the prediction log", table)
 
 
 @pytest.mark.slow
