@@ -61,6 +61,13 @@ class GatewayMetrics:
             registry=registry,
         )
         self.rows = counter("rows_predicted_total", "Rows predicted.", ("model", "version", "arm"))
+        self.batch_rows = Histogram(
+            "modelgate_batch_rows",
+            "Rows in each session run that merged concurrent requests (adaptive batching).",
+            ("model",),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=registry,
+        )
         self.classes = counter(
             "predictions_total",
             "Predicted rows by class (classifiers).",

@@ -11,8 +11,8 @@ import functools
 import importlib.metadata
 import os
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
 from service import binary, openapi, responses
 from service.admin import Admin, check_bearer, promotion, reason, routing_policy
+from service.batching import Batcher, BatchPolicy
 from service.errors import (
     Implausible,
     MalformedRequest,
@@ -86,7 +87,7 @@ def request_id(request: Request) -> str:
     rid: str | None = request.scope.get("modelgate.request_id")
     if rid is None:
         given = request.headers.get("x-request-id")
-        rid = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = given if given and REQUEST_ID.match(given) else secrets.token_hex(16)
         request.scope["modelgate.request_id"] = rid
     return rid
 
@@ -226,6 +227,8 @@ class Gateway:
         #: None when MODELGATE_MONITORING=false: no record, no plausibility check, no metrics
         self.observability = Observability(settings, self.pool) if settings.monitoring else None
         self.rejected_rules = settings.rejected_rules
+        self.batch_policies = settings.batch_policies
+        self.batchers: dict[tuple[str, int], Batcher] = {}
         self.admin = Admin(settings.admin_token, self.pool.registry)
         self.predict_token = settings.predict_token.encode()
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
@@ -278,10 +281,11 @@ class Gateway:
         is broken); otherwise the log writer checks, off the request path."""
         served, batch = exchange.served, exchange.batch
         assert served is not None and batch is not None
-        if batch.rows * served.row_ms <= self.settings.inline_ms:
-            prediction = served.predict(batch)
+        policy = self.batch_policies.get(served.name)
+        if policy is None:
+            prediction = await self._predict(served, batch)
         else:
-            prediction = await anyio.to_thread.run_sync(served.predict, batch)
+            prediction = await self._batcher(served, policy).predict(batch)
         exchange.prediction = prediction
         if self.observability is None or not self.rejected_rules:
             return prediction  # the log writer checks it, off the request path
@@ -291,6 +295,22 @@ class Gateway:
             broken = ", ".join(f"{key} ({exchange.flags[key]} rows)" for key in rejected)
             raise Implausible(f"implausible, refused by policy: {broken}", field=rejected[0])
         return prediction
+
+    async def _predict(self, served: ServedVersion, batch: Batch) -> Prediction:
+        """On the event loop when the version should be done within ``inline_ms``, else in a thread."""
+        if batch.rows * served.row_ms <= self.settings.inline_ms:
+            return served.predict(batch)
+        return await anyio.to_thread.run_sync(served.predict, batch)
+
+    def _batcher(self, served: ServedVersion, policy: BatchPolicy) -> Batcher:
+        """The version's batcher; a new one when the version was loaded again."""
+        key = (served.name, served.version)
+        batcher = self.batchers.get(key)
+        if batcher is None or batcher.served is not served:
+            metrics = self.metrics
+            observe = None if metrics is None else metrics.batch_rows.labels(served.name).observe
+            batcher = self.batchers[key] = Batcher(served, policy, self._predict, observe)
+        return batcher
 
     async def predict_batch(
         self, request: Request, exchange: Exchange, route: str, parse: Callable[[ServedVersion], Batch]

@@ -28,8 +28,10 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import structlog
 
 from monitoring.records import Checker, RequestRecord
@@ -39,23 +41,76 @@ from service.children import spawn, wait_or_kill
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
 
-#: each message: its length, then a pickle of (final, frames)
+#: each message: its length, then a pickled Shipment
 HEADER = struct.Struct("<Q")
 #: the environment variable naming the pipe on which a writer says it is ready
 READY_FD = "MODELGATE_LOG_WRITER_READY_FD"
 
 log = structlog.get_logger("modelgate.log_writer")
 
-Frame = tuple[Any, ...]
+#: record fields shipped as they are, one list a field
+PLAIN = ("request_id", "ts", "route", "status", "latency_ms", "model", "version", "arm", "rows",
+         "features", "columns", "error", "flags", "classes")  # fmt: skip
+#: array fields (the inputs matrix, the prediction's), concatenated over a batch when they stack
+STACKED = ("matrix", "labels", "probabilities", "values")
 
 
-def frame(r: RequestRecord) -> Frame:
-    """A record as plain values and arrays; the checker (not picklable, rebuilt there) as a yes/no."""
-    p = r.prediction
-    labels, probabilities, values = (None, None, None) if p is None else (p.labels, p.probabilities, p.values)
-    return (r.request_id, r.ts, r.route, r.status, r.latency_ms, r.model, r.version, r.arm, r.rows,
-            r.features, r.matrix, r.columns, labels, probabilities, values, r.error, r.flags, r.classes,
-            r.checker is not None)  # fmt: skip
+@dataclass(frozen=True)
+class Shipment:
+    """A batch of records as the writer process receives it: one list a plain field; each array
+    field concatenated over the batch with each record's row count (-1: none), or, when the
+    arrays do not stack, one array a record; whether each record is to be checked for
+    plausibility (its checker is not picklable: the writer builds its own).
+
+    Why columns: pickling a single-row record's three small arrays took ~11 us in the worker;
+    the batch's few concatenated arrays take ~2 us a record.
+    """
+
+    final: bool
+    plain: dict[str, list[Any]]
+    stacked: dict[str, tuple[np.ndarray | None, list[Any]]]
+    checked: list[bool]
+
+
+def _arrays(record: RequestRecord) -> tuple[np.ndarray | None, ...]:
+    p = record.prediction
+    return (record.matrix, *((None, None, None) if p is None else (p.labels, p.probabilities, p.values)))
+
+
+def ship(batch: list[RequestRecord], final: bool) -> Shipment:
+    stacked: dict[str, tuple[np.ndarray | None, list[Any]]] = {}
+    for name, items in zip(STACKED, zip(*map(_arrays, batch), strict=True), strict=True):
+        present = [a for a in items if a is not None]
+        if present and len({(a.dtype, a.shape[1:]) for a in present}) == 1:
+            stacked[name] = (np.concatenate(present), [-1 if a is None else len(a) for a in items])
+        else:
+            stacked[name] = (None, list(items))
+    plain = {name: [getattr(r, name) for r in batch] for name in PLAIN}
+    return Shipment(final, plain, stacked, [r.checker is not None for r in batch])
+
+
+def _unstacked(array: np.ndarray | None, items: list[Any]) -> list[Any]:
+    if array is None:
+        return items
+    parts, start = [], 0
+    for count in items:
+        parts.append(None if count < 0 else array[start : start + count])
+        start += max(count, 0)
+    return parts
+
+
+def unship(shipment: Shipment, checkers: Checkers) -> list[RequestRecord]:
+    arrays = [_unstacked(*shipment.stacked[name]) for name in STACKED]
+    records = []
+    for index, (matrix, labels, probabilities, values) in enumerate(zip(*arrays, strict=True)):
+        fields = {name: column[index] for name, column in shipment.plain.items()}
+        model, version = fields["model"], fields["version"]
+        answered = labels is not None or probabilities is not None or values is not None
+        prediction = Prediction(labels, probabilities, values) if answered else None
+        checked = shipment.checked[index] and model and version is not None
+        checker = checkers.get(model, version) if checked else None
+        records.append(RequestRecord(**fields, matrix=matrix, prediction=prediction, checker=checker))
+    return records
 
 
 class LogShipper:
@@ -97,7 +152,7 @@ class LogShipper:
         )
 
     def write(self, batch: list[RequestRecord], final: bool) -> None:
-        message = pickle.dumps((final, [frame(r) for r in batch]), protocol=pickle.HIGHEST_PROTOCOL)
+        message = pickle.dumps(ship(batch, final), protocol=pickle.HIGHEST_PROTOCOL)
         data = HEADER.pack(len(message)) + message
         attempts = 0
         while True:
@@ -158,19 +213,6 @@ class Checkers:
         return self._known[key]
 
 
-def record(item: Frame, checkers: Checkers) -> RequestRecord:
-    (request_id, ts, route, status, latency_ms, model, version, arm, rows, features, matrix, columns,
-     labels, probabilities, values, error, flags, classes, checked) = item  # fmt: skip
-    answered = labels is not None or probabilities is not None or values is not None
-    checker = checkers.get(model, version) if checked and model and version is not None else None
-    return RequestRecord(
-        request_id=request_id, ts=ts, route=route, status=status, latency_ms=latency_ms, model=model,
-        version=version, arm=arm, rows=rows, features=features, matrix=matrix, columns=columns,
-        prediction=Prediction(labels, probabilities, values) if answered else None, error=error,
-        flags=flags, classes=classes, checker=checker,
-    )  # fmt: skip
-
-
 def main() -> int:
     # a stop or Ctrl-C signals the whole group: keep writing until the worker ends our input
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -201,11 +243,11 @@ def main() -> int:
         if len(message) < size:
             log.error("log.truncated_message", expected=size, received=len(message))
             break
-        final, frames = pickle.loads(message)
+        shipment: Shipment = pickle.loads(message)
         try:
-            writer.write([record(item, checkers) for item in frames], final)
+            writer.write(unship(shipment, checkers), shipment.final)
         except Exception:  # a record this writer cannot handle must not stop the log
-            log.exception("log.batch_failed", records=len(frames))
+            log.exception("log.batch_failed", records=len(shipment.checked))
     store.close()
     return 0
 

@@ -14,6 +14,7 @@ import yaml
 from monitoring.plausibility import INPUT_RULES, OUTPUT_RULES
 from registry.onnx_model import check_providers
 from registry.store import DEFAULT_ROOT, ENV_VAR
+from service.batching import BatchPolicy, parse_policies
 
 
 def _boolean(raw: object) -> bool:
@@ -55,6 +56,9 @@ class Settings:
     #: ONNX Runtime execution providers in order of preference, comma-separated (e.g.
     #: "CUDAExecutionProvider,CPUExecutionProvider"); each must be in this ONNX Runtime build
     providers: str = "CPUExecutionProvider"
+    #: adaptive batching, opt-in per model: NAME:MAX_ROWS:MAX_WAIT_MS entries, comma-separated
+    #: (e.g. "breast-cancer:64:2"); concurrent requests merged into one session run
+    batching: str = ""
     #: false: only serve; no prediction log, plausibility, drift, quality, alerts or modelgate_ metrics
     monitoring: bool = True
     #: the prediction log (SQLite); empty means predictions.sqlite3 inside the registry directory
@@ -110,12 +114,17 @@ class Settings:
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
         check_providers(self.execution_providers)
+        parse_policies(self.batching)
         unknown = self.rejected_rules - set(OUTPUT_RULES) - set(INPUT_RULES)
         if unknown:
             raise ValueError(
                 f"setting reject_rules: unknown rules {sorted(unknown)}; "
                 f"known: {', '.join(OUTPUT_RULES + INPUT_RULES)}"
             )
+
+    @property
+    def batch_policies(self) -> dict[str, BatchPolicy]:
+        return parse_policies(self.batching)
 
     @property
     def execution_providers(self) -> tuple[str, ...]:

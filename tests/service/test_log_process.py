@@ -105,3 +105,38 @@ def test_a_writer_that_cannot_start_fails_the_start_with_a_reason(settings, tmp_
     with pytest.raises(RuntimeError, match="did not start"):
         shipper.start(timeout=30)
     assert shipper.child is not None and shipper.child.wait(10) != 0
+
+
+def test_a_shipment_gives_back_every_record_whatever_its_arrays(records, cancer_registry):
+    """Stacked when the arrays stack (one matrix width, one dtype), one a record when they do not
+    (another model's width), and none for refused requests."""
+    import numpy as np
+
+    from monitoring.records import RequestRecord
+    from registry.onnx_model import Prediction
+    from service.log_process import Checkers, ship, unship
+
+    other = RequestRecord(request_id="wide", ts=3000.0, route="v1", status=200, latency_ms=1.0, model="x",
+                          version=1, rows=2, features=("a", "b"), matrix=np.ones((2, 2), np.float64),
+                          prediction=Prediction(values=np.array([1.5, 2.5])))  # fmt: skip
+    batch = [*records, other]
+    back = unship(ship(batch, final=True), Checkers(str(cancer_registry.root)))
+    assert [r.request_id for r in back] == [r.request_id for r in batch]
+    for sent, got in zip(batch, back, strict=True):
+        assert (sent.matrix is None) == (got.matrix is None)
+        if sent.matrix is not None:
+            np.testing.assert_array_equal(sent.matrix, got.matrix)
+        assert (sent.prediction is None) == (got.prediction is None)
+        if sent.prediction is not None:
+            for part in ("labels", "probabilities", "values"):
+                mine, theirs = getattr(sent.prediction, part), getattr(got.prediction, part)
+                assert (mine is None) == (theirs is None)
+                if mine is not None:
+                    np.testing.assert_array_equal(mine, theirs)
+        assert (sent.error, sent.rows, sent.route, sent.status) == (
+            got.error,
+            got.rows,
+            got.route,
+            got.status,
+        )
+        assert (got.checker is not None) == (sent.checker is not None and sent.model == "cancer")
