@@ -1,41 +1,38 @@
-"""The gateway's HTTP API as a Starlette app: ``/predict``, the Open Inference Protocol, status.
+"""The gateway's HTTP API as a Starlette app: the prediction path (``/predict``, the Open Inference
+Protocol, feedback) and the routes of every other module, wired together in ``create_app``.
 
-BentoML mounts this app (``service.gateway``); it also runs on its own under
-any ASGI server, which is how the unit tests drive it.
+``modelgate serve`` runs this app on uvicorn (``service.server``), BentoML mounts
+it (``service.gateway``), and the unit tests drive it in-process. Other
+servers' formats live in ``service.protocols``, status and metadata routes in
+``service.status``, the monitor's findings in ``service.reports``, the control
+plane in ``service.control``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.metadata
-import os
-import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-import orjson
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Match, Mount, Route
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from monitoring.notify import RECENT_SECONDS, alert_json
 from monitoring.plausibility import rule_parts
 from monitoring.records import RequestRecord
 from registry.onnx_model import Prediction, threads_per_worker
 from registry.store import Registry
-from service import binary, openapi, responses
-from service.admin import Admin, check_bearer, promotion, reason, routing_policy
+from service import binary, control, protocols, reports, responses, status
+from service.admin import Admin, check_bearer
 from service.batching import Batcher, BatchPolicy
 from service.errors import (
     Implausible,
@@ -43,11 +40,12 @@ from service.errors import (
     MethodNotAllowed,
     ModelRequired,
     NotFound,
-    PayloadTooLarge,
     ServiceError,
 )
+from service.http import JSONResponse, infer_body, json_body, model_and_version, request_id, routing_key
 from service.observability import Observability
 from service.pool import ModelPool, ServedVersion
+from service.recording import Endpoint, Exchange, recorded
 from service.routing import to_challenger
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
@@ -60,155 +58,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("modelgate.app")
 
 PREDICT_FIELDS = ("model", "version", "inputs", "routing_key")
-CATCH_ALL = "/{path:path}"
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-VERSION = importlib.metadata.version("modelgate")
-#: Swagger UI on /openapi.json, from the files swagger-ui-bundle ships (no CDN: gateways run offline)
-DOCS_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>modelgate API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>"""
-
-
-class JSONResponse(Response):
-    """orjson-rendered JSON; numpy arrays are serialised natively (v2 tensor data)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def request_id(request: Request) -> str:
-    """The caller's ``X-Request-ID`` when it is sane, else a new one; the same for the whole request."""
-    rid: str | None = request.scope.get("modelgate.request_id")
-    if rid is None:
-        given = request.headers.get("x-request-id")
-        rid = given if given and REQUEST_ID.match(given) else secrets.token_hex(16)
-        request.scope["modelgate.request_id"] = rid
-    return rid
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body's bytes; 413 past ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    """``data`` as a JSON object; 400 when it is not JSON, or not an object."""
-    try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if data[exc.pos : exc.pos + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
-            raise MalformedRequest(
-                f"request body is not valid JSON: NaN and Infinity are not JSON numbers "
-                f"(at char {exc.pos}); send null for a missing value"
-            ) from None
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise MalformedRequest(f"request body: expected a JSON object, got {type(body).__name__}")
-    return body
-
-
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
-    if binary.HEADER in request.headers:
-        raise MalformedRequest(
-            "binary tensor data (Inference-Header-Content-Length) is accepted by "
-            "/v2/models/{name}/infer only; send JSON here"
-        )
-    return _json_object(await _read_body(request, limit))
-
-
-async def _infer_body(request: Request, limit: int) -> dict[str, Any]:
-    """A v2 inference request, JSON or with binary tensor data after its JSON header."""
-    data = await _read_body(request, limit)
-    raw = request.headers.get(binary.HEADER)
-    if raw is None:
-        return _json_object(data)
-    length = binary.header_length(raw, len(data))
-    body = _json_object(data[:length])
-    binary.attach_inputs(body, data, length)
-    return body
-
-
-def routing_key(request: Request, given: Any) -> str | None:
-    """The ``X-Routing-Key`` header, else the key in the body: the same key, the same arm."""
-    key = request.headers.get("x-routing-key")
-    if key is not None or given is None:
-        return key
-    if not isinstance(given, str) or not given:
-        raise MalformedRequest("routing_key: expected a non-empty string", field="routing_key")
-    return given
-
-
-def _model_and_version(request: Request) -> tuple[str, int | None]:
-    """``{name}`` and the optional ``{version}`` of a v2 model route."""
-    params = request.path_params
-    raw = params.get("version")
-    if raw is not None and not raw.isdigit():
-        raise NotFound(f"version {raw!r} is not a version number", field="version")
-    return params["name"], None if raw is None else int(raw)
-
-
-@dataclass
-class Exchange:
-    """What a handler learned about its request, for the request's record in the prediction log."""
-
-    served: ServedVersion | None = None
-    arm: str = "champion"
-    batch: Batch | None = None
-    prediction: Prediction | None = None
-    #: plausibility, when checked on the request path (a rule that refuses is configured)
-    flags: dict[str, int] | None = None
-
-    def resolved(self, served: ServedVersion, arm: str) -> ServedVersion:
-        self.served = served
-        self.arm = arm
-        return served
-
-
-Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awaitable[Response]]]:
-    """Time the handler and queue one record of the request, answered, refused or failed."""
-
-    def decorate(handler: Handler) -> Callable[[Gateway, Request], Awaitable[Response]]:
-        @functools.wraps(handler)
-        async def observed(self: Gateway, request: Request) -> Response:
-            if self.observability is None:
-                return await handler(self, request, Exchange())
-            ts, started = time.time(), time.perf_counter()
-            exchange = Exchange()
-            try:
-                response = await handler(self, request, exchange)
-            except ServiceError as exc:
-                await self.record(request, route, exchange, ts, started, exc.status, exc.message)
-                raise
-            except Exception as exc:
-                await self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
-                raise
-            await self.record(request, route, exchange, ts, started, 200, None)
-            return response
-
-        return observed
-
-    return decorate
 
 
 class Gateway:
@@ -323,7 +172,7 @@ class Gateway:
         self.mirror(request, exchange, route, parse)
         return prediction
 
-    async def _served(self, name: str, version: int | None) -> ServedVersion:
+    async def version_served(self, name: str, version: int | None) -> ServedVersion:
         """The champion, or a pinned version (loaded in a thread the first time)."""
         if version is None:
             return self.pool.champion(name)
@@ -345,7 +194,7 @@ class Gateway:
     ) -> ServedVersion:
         """A pinned version answers as pinned, bypassing any split."""
         if version is not None:
-            return exchange.resolved(await self._served(name, version), "pinned")
+            return exchange.resolved(await self.version_served(name, version), "pinned")
         return self._answering(exchange, name, key)
 
     def mirror(
@@ -414,9 +263,9 @@ class Gateway:
     @recorded("v2")
     async def infer(self, request: Request, exchange: Exchange) -> Response:
         self.authorize(request)
-        name, version = _model_and_version(request)
-        await self._served(name, version)  # an unknown model or version: 404 before the body is read
-        body = await _infer_body(request, self.settings.max_body_bytes)
+        name, version = model_and_version(request)
+        await self.version_served(name, version)  # an unknown model or version: 404 before the body is read
+        body = await infer_body(request, self.settings.max_body_bytes)
         parameters = body.get("parameters")
         given_key = parameters.get("routing_key") if isinstance(parameters, dict) else None
         served = await self.resolve(exchange, name, version, routing_key(request, given_key))
@@ -442,71 +291,12 @@ class Gateway:
         headers[binary.HEADER] = str(length)
         return Response(content, media_type="application/octet-stream", headers=headers)
 
-    async def set_routing(self, request: Request) -> Response:
-        actor = self.admin.actor(request)
-        name = request.path_params["name"]
-        body = await json_body(request, self.settings.max_body_bytes)
-        policy, why = routing_policy(body), reason(body)
-        registry = self.pool.registry
-        entry = await self.admin.run(
-            name, lambda: registry.set_routing(name, policy, reason=why, actor=actor)
-        )
-        return JSONResponse(entry)
-
-    async def promote(self, request: Request) -> Response:
-        """Point an alias at a version; by default the challenger becomes champion."""
-        actor = self.admin.actor(request)
-        name = request.path_params["name"]
-        body = await json_body(request, self.settings.max_body_bytes)
-        (version, alias), why = promotion(body), reason(body)
-        registry = self.pool.registry
-        entry = await self.admin.run(
-            name,
-            lambda: registry.promote(name, registry.resolve(name, version), alias, reason=why, actor=actor),
-        )
-        return JSONResponse(entry)
-
-    async def rollback(self, request: Request) -> Response:
-        actor = self.admin.actor(request)
-        name = request.path_params["name"]
-        why = reason(await json_body(request, self.settings.max_body_bytes))
-        registry = self.pool.registry
-        entry = await self.admin.run(name, lambda: registry.rollback(name, reason=why, actor=actor))
-        return JSONResponse(entry)
-
     async def feedback(self, request: Request) -> Response:
         self.authorize(request)
         body = await json_body(request, self.settings.max_body_bytes)
         status, answer = await self.observed.feedback.take(body)
         answer["request_id"] = request_id(request)
         return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})
-
-    async def drift(self, request: Request) -> Response:
-        """The monitor's latest report on a model: drift per feature and output, plausibility rates."""
-        name = request.query_params.get("model") or self.only_model()
-        self.pool.slots(name)  # 404 for a model this gateway does not serve
-        saved = await anyio.to_thread.run_sync(self.observed.log.report, name)
-        if saved is None:
-            return JSONResponse({"model": name, "status": "no_traffic", "features": [], "plausibility": []})
-        return Response(saved[1], media_type="application/json")
-
-    async def compare(self, request: Request) -> Response:
-        """Champion against challenger, from the monitor's latest report on the model."""
-        name = request.query_params.get("model") or self.only_model()
-        self.pool.slots(name)  # 404 for a model this gateway does not serve
-        saved = await anyio.to_thread.run_sync(self.observed.log.report, name)
-        comparison = orjson.loads(saved[1]).get("comparison") if saved is not None else None
-        if saved is None or comparison is None:
-            return JSONResponse({"model": name, "status": "no_challenger_traffic"})
-        return JSONResponse({"model": name, "status": "ok", "computed_at": saved[0], **comparison})
-
-    async def alerts(self, request: Request) -> Response:
-        """Alerts firing and pending now, and those resolved in the last day."""
-        alerts = await anyio.to_thread.run_sync(self.observed.log.alerts, time.time() - RECENT_SECONDS)
-        grouped: dict[str, list[dict[str, Any]]] = {"firing": [], "pending": [], "resolved": []}
-        for alert in alerts:
-            grouped[alert.status].append({**alert_json(alert), "status": alert.status, "value": alert.value})
-        return JSONResponse(grouped)
 
     def only_model(self) -> str:
         names = self.pool.names
@@ -515,115 +305,6 @@ class Gateway:
                 f"model: required, this gateway serves {len(names)} models: {', '.join(names)}", field="model"
             )
         return names[0]
-
-    async def model_metadata(self, request: Request) -> Response:
-        served = await self._served(*_model_and_version(request))
-        versions = self.pool.registry.versions(served.name)
-        return JSONResponse(responses.model_metadata(served, versions))
-
-    async def model_ready(self, request: Request) -> Response:
-        served = await self._served(*_model_and_version(request))  # 404 / 503 when not servable
-        return JSONResponse({"name": served.name, "version": str(served.version), "ready": True})
-
-    async def index(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "name": "modelgate",
-                "version": VERSION,
-                "models": self.pool.names,
-                "routes": [
-                    "POST /predict",
-                    "POST /feedback",
-                    "GET /models",
-                    "GET /monitoring/drift?model=NAME",
-                    "GET /monitoring/alerts",
-                    "GET /monitoring/compare?model=NAME",
-                    "PUT /admin/models/{name}/routing (bearer token)",
-                    "POST /admin/models/{name}/promote (bearer token)",
-                    "POST /admin/models/{name}/rollback (bearer token)",
-                    "GET /livez",
-                    "GET /readyz",
-                    "GET /v1/models",
-                    "GET /v1/models/{name}",
-                    "POST /v1/models/{name}:predict",
-                    "POST /invocations[?model=NAME]",
-                    "GET /ping",
-                    "GET /health",
-                    "GET /v2/health/live",
-                    "GET /v2/health/ready",
-                    "GET /v2/models/{name}[/versions/{version}]",
-                    "GET /v2/models/{name}[/versions/{version}]/ready",
-                    "POST /v2/models/{name}[/versions/{version}]/infer",
-                    "GET /metrics",
-                    "GET /openapi.json",
-                    "GET /docs",
-                ],
-            }
-        )
-
-    async def not_found(self, request: Request) -> Response:
-        """The catch-all route: 405 when another route has this path, else 404."""
-        allowed = {
-            method
-            for route in request.app.routes
-            if isinstance(route, Route) and route.path != CATCH_ALL
-            and route.matches(request.scope)[0] == Match.PARTIAL
-            for method in route.methods or ()
-        }  # fmt: skip
-        if allowed:
-            raise MethodNotAllowed(
-                f"{request.method} is not allowed on {request.url.path}", allow=tuple(sorted(allowed))
-            )
-        raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
-
-    async def openapi(self, request: Request) -> Response:
-        """The OpenAPI document, from the schemas of the champions served now."""
-        champions = [slots.champion for slots in map(self.pool.slots, self.pool.names) if slots.champion]
-        return JSONResponse(openapi.document(champions, VERSION, self.settings.max_batch_rows))
-
-    async def docs(self, request: Request) -> Response:
-        return HTMLResponse(DOCS_PAGE)
-
-    async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": ["binary_tensor_data"]})
-
-    async def live(self, request: Request) -> Response:
-        return JSONResponse({"live": True})
-
-    async def metrics_text(self, request: Request) -> Response:
-        """Prometheus text of every process of the deployment (workers, log writers, the monitor)
-        when they share a multiprocess directory, as under ``modelgate serve``; else this process's."""
-        body = await anyio.to_thread.run_sync(self._exposition)
-        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    def _exposition(self) -> bytes:
-        # imported here: prometheus-client picks its value class at import, from the environment
-        from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
-
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if directory:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=directory)
-        else:
-            registry = self.metrics.registry if self.metrics is not None else REGISTRY
-        return generate_latest(registry)
-
-    async def ready(self, request: Request) -> Response:
-        ready = self.pool.ready()
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    async def models(self, request: Request) -> Response:
-        """What this process serves, per model and alias, with any load failure."""
-        listing = {}
-        for name in self.pool.names:
-            slots = self.pool.slots(name)
-            listing[name] = {
-                "champion": slots.champion.version if slots.champion else None,
-                "challenger": slots.challenger.version if slots.challenger else None,
-                "routing": {"mode": slots.routing.mode, "challenger_weight": slots.routing.challenger_weight},
-                "errors": slots.errors,
-            }
-        return JSONResponse({"models": listing, "refreshed_at": self.pool.refreshed_at})
 
     async def poll_registry(self) -> None:
         while True:
@@ -667,9 +348,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    # the other protocols' handlers are built on this module's Gateway, so imported once it exists
-    from service import protocols
-
     gateway = Gateway(settings)
 
     def bound(handler: Callable[[Gateway, Request], Awaitable[Response]]) -> Endpoint:
@@ -703,25 +381,25 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/predict", gateway.predict, methods=["POST"]),
         Route("/feedback", gateway.feedback, methods=["POST"]),
-        Route("/models", gateway.models, methods=["GET"]),
-        Route("/monitoring/drift", gateway.drift, methods=["GET"]),
-        Route("/monitoring/alerts", gateway.alerts, methods=["GET"]),
-        Route("/monitoring/compare", gateway.compare, methods=["GET"]),
-        Route("/admin/models/{name}/routing", gateway.set_routing, methods=["PUT"]),
-        Route("/admin/models/{name}/promote", gateway.promote, methods=["POST"]),
-        Route("/admin/models/{name}/rollback", gateway.rollback, methods=["POST"]),
+        Route("/models", bound(status.models), methods=["GET"]),
+        Route("/monitoring/drift", bound(reports.drift), methods=["GET"]),
+        Route("/monitoring/alerts", bound(reports.alerts), methods=["GET"]),
+        Route("/monitoring/compare", bound(reports.compare), methods=["GET"]),
+        Route("/admin/models/{name}/routing", bound(control.set_routing), methods=["PUT"]),
+        Route("/admin/models/{name}/promote", bound(control.promote), methods=["POST"]),
+        Route("/admin/models/{name}/rollback", bound(control.rollback), methods=["POST"]),
         # BentoML answers these three itself; under any other ASGI server the app does
-        Route("/livez", gateway.live, methods=["GET"]),
-        Route("/readyz", gateway.ready, methods=["GET"]),
-        Route("/metrics", gateway.metrics_text, methods=["GET"]),
-        Route("/v2", gateway.server_metadata, methods=["GET"]),
-        Route("/v2/health/live", gateway.live, methods=["GET"]),
-        Route("/v2/health/ready", gateway.ready, methods=["GET"]),
-        Route("/v2/models/{name}", gateway.model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/ready", gateway.model_ready, methods=["GET"]),
+        Route("/livez", bound(status.live), methods=["GET"]),
+        Route("/readyz", bound(status.ready), methods=["GET"]),
+        Route("/metrics", bound(status.metrics_text), methods=["GET"]),
+        Route("/v2", bound(status.server_metadata), methods=["GET"]),
+        Route("/v2/health/live", bound(status.live), methods=["GET"]),
+        Route("/v2/health/ready", bound(status.ready), methods=["GET"]),
+        Route("/v2/models/{name}", bound(status.model_metadata), methods=["GET"]),
+        Route("/v2/models/{name}/ready", bound(status.model_ready), methods=["GET"]),
         Route("/v2/models/{name}/infer", gateway.infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}", gateway.model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/ready", gateway.model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", bound(status.model_metadata), methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", bound(status.model_ready), methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/infer", gateway.infer, methods=["POST"]),
         # KServe v1 and MLflow's scoring protocol (service.protocols)
         Route("/v1/models", bound(protocols.kserve_models), methods=["GET"]),
@@ -729,14 +407,15 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models/{name}:predict", bound(protocols.kserve_predict), methods=["POST"]),
         Route("/v1/models/{name}", bound(protocols.kserve_model), methods=["GET"]),
         Route("/invocations", bound(protocols.mlflow_invocations), methods=["POST"]),
-        Route("/ping", bound(protocols.ping), methods=["GET"]),
-        Route("/health", bound(protocols.ping), methods=["GET"]),
-        Route("/openapi.json", gateway.openapi, methods=["GET"]),
-        Route("/docs", gateway.docs, methods=["GET"]),
+        # MLflow's health checks
+        Route("/ping", bound(status.ready), methods=["GET"]),
+        Route("/health", bound(status.ready), methods=["GET"]),
+        Route("/openapi.json", bound(status.openapi_document), methods=["GET"]),
+        Route("/docs", bound(status.docs), methods=["GET"]),
         Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs"),
-        Route("/", gateway.index, methods=["GET"]),
+        Route("/", bound(status.index), methods=["GET"]),
         # BentoML answers paths no mounted route claims with plain text; claim them all, in JSON
-        Route(CATCH_ALL, gateway.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route(status.CATCH_ALL, bound(status.not_found), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     app = Starlette(
         routes=routes,

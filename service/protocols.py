@@ -11,16 +11,20 @@ Routing, the prediction log and monitoring treat them like ``/predict``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import responses
-from service.app import Exchange, Gateway, JSONResponse, json_body, recorded, request_id, routing_key
 from service.errors import MalformedRequest, UnsupportedMediaType
+from service.http import JSONResponse, json_body, request_id, routing_key
 from service.pool import ServedVersion
+from service.recording import Exchange, recorded
 from service.validation import Batch, instances_to_batch, records_to_batch, rows_to_batch
+
+if TYPE_CHECKING:
+    from service.app import Gateway
 
 #: the input formats of MLflow's scoring protocol; a request carries exactly one
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -126,9 +130,3 @@ async def kserve_model(gateway: Gateway, request: Request) -> Response:
 
 async def kserve_models(gateway: Gateway, request: Request) -> Response:
     return JSONResponse({"models": gateway.pool.names})
-
-
-async def ping(gateway: Gateway, request: Request) -> Response:
-    """MLflow's ``/ping`` and ``/health``: 200 once every model's champion is loaded."""
-    ready = gateway.pool.ready()
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)

@@ -322,10 +322,20 @@ def rows_to_batch(
             )
     if len(set(names)) != len(names):
         raise InvalidInput(f"{field}: column names repeat: {list(names)}", field=field)
-    columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {}
-    if not rows:
-        _check_rows(0, max_rows, field)
-    return columns_to_batch(columns, schema, max_rows, field)
+    _check_rows(len(rows), max_rows, field)
+
+    def columns() -> dict[str, list[Any]]:
+        return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+
+    if schema.layout == "matrix" and names == schema.names:
+        # already the matrix's order: typed row after row, no columns built unless a value is wrong
+        assert schema.tensor_dtype is not None
+        values = [value for row in rows for value in row]
+        matrix = _typed(values, schema.features, schema.tensor_dtype, len(rows),
+                        lambda: _diagnose_columns(columns(), schema, field),
+                        f"{field}.{{name}}[{{row}}]")  # fmt: skip
+        return Batch(rows=len(rows), matrix=matrix)
+    return columns_to_batch(columns(), schema, max_rows, field)
 
 
 def instances_to_batch(instances: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:

@@ -15,15 +15,6 @@ from service.settings import Settings
 
 
 @pytest.fixture
-def client(cancer_registry):
-    app = create_app(
-        Settings(registry=cancer_registry.root, poll_interval=3600, max_batch_rows=50, max_body_bytes=200_000)
-    )
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
-
-
-@pytest.fixture
 def records(cancer_model):
     return cancer_model.frame.iloc[:3].to_dict(orient="records")
 

@@ -1,0 +1,47 @@
+"""The control plane's routes: set the routing policy, promote, roll back (bearer token, audited)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.admin import promotion, reason, routing_policy
+from service.http import JSONResponse, json_body
+
+if TYPE_CHECKING:
+    from service.app import Gateway
+
+
+async def set_routing(gateway: Gateway, request: Request) -> Response:
+    actor = gateway.admin.actor(request)
+    name = request.path_params["name"]
+    body = await json_body(request, gateway.settings.max_body_bytes)
+    policy, why = routing_policy(body), reason(body)
+    registry = gateway.pool.registry
+    entry = await gateway.admin.run(name, lambda: registry.set_routing(name, policy, reason=why, actor=actor))
+    return JSONResponse(entry)
+
+
+async def promote(gateway: Gateway, request: Request) -> Response:
+    """Point an alias at a version; by default the challenger becomes champion."""
+    actor = gateway.admin.actor(request)
+    name = request.path_params["name"]
+    body = await json_body(request, gateway.settings.max_body_bytes)
+    (version, alias), why = promotion(body), reason(body)
+    registry = gateway.pool.registry
+    entry = await gateway.admin.run(
+        name,
+        lambda: registry.promote(name, registry.resolve(name, version), alias, reason=why, actor=actor),
+    )
+    return JSONResponse(entry)
+
+
+async def rollback(gateway: Gateway, request: Request) -> Response:
+    actor = gateway.admin.actor(request)
+    name = request.path_params["name"]
+    why = reason(await json_body(request, gateway.settings.max_body_bytes))
+    registry = gateway.pool.registry
+    entry = await gateway.admin.run(name, lambda: registry.rollback(name, reason=why, actor=actor))
+    return JSONResponse(entry)

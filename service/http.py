@@ -1,0 +1,107 @@
+"""Reading request bodies and writing JSON answers: what every route of the gateway shares."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import binary
+from service.errors import MalformedRequest, NotFound, PayloadTooLarge
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class JSONResponse(Response):
+    """orjson-rendered JSON; numpy arrays are serialised natively (v2 tensor data)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` when it is sane, else a new one; the same for the whole request."""
+    rid: str | None = request.scope.get("modelgate.request_id")
+    if rid is None:
+        given = request.headers.get("x-request-id")
+        rid = given if given and REQUEST_ID.match(given) else secrets.token_hex(16)
+        request.scope["modelgate.request_id"] = rid
+    return rid
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body's bytes; 413 past ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """``data`` as a JSON object; 400 when it is not JSON, or not an object."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if data[exc.pos : exc.pos + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
+            raise MalformedRequest(
+                f"request body is not valid JSON: NaN and Infinity are not JSON numbers "
+                f"(at char {exc.pos}); send null for a missing value"
+            ) from None
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedRequest(f"request body: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+async def json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    if binary.HEADER in request.headers:
+        raise MalformedRequest(
+            "binary tensor data (Inference-Header-Content-Length) is accepted by "
+            "/v2/models/{name}/infer only; send JSON here"
+        )
+    return json_object(await read_body(request, limit))
+
+
+async def infer_body(request: Request, limit: int) -> dict[str, Any]:
+    """A v2 inference request, JSON or with binary tensor data after its JSON header."""
+    data = await read_body(request, limit)
+    raw = request.headers.get(binary.HEADER)
+    if raw is None:
+        return json_object(data)
+    length = binary.header_length(raw, len(data))
+    body = json_object(data[:length])
+    binary.attach_inputs(body, data, length)
+    return body
+
+
+def routing_key(request: Request, given: Any) -> str | None:
+    """The ``X-Routing-Key`` header, else the key in the body: the same key, the same arm."""
+    key = request.headers.get("x-routing-key")
+    if key is not None or given is None:
+        return key
+    if not isinstance(given, str) or not given:
+        raise MalformedRequest("routing_key: expected a non-empty string", field="routing_key")
+    return given
+
+
+def model_and_version(request: Request) -> tuple[str, int | None]:
+    """``{name}`` and the optional ``{version}`` of a v2 model route."""
+    params = request.path_params
+    raw = params.get("version")
+    if raw is not None and not raw.isdigit():
+        raise NotFound(f"version {raw!r} is not a version number", field="version")
+    return params["name"], None if raw is None else int(raw)

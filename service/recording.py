@@ -1,0 +1,67 @@
+"""What a prediction handler learned about its request, and the decorator that records it."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.onnx_model import Prediction
+from service.errors import ServiceError
+from service.pool import ServedVersion
+from service.validation import Batch
+
+if TYPE_CHECKING:
+    from service.app import Gateway
+
+
+@dataclass
+class Exchange:
+    """What a handler learned about its request, for the request's record in the prediction log."""
+
+    served: ServedVersion | None = None
+    arm: str = "champion"
+    batch: Batch | None = None
+    prediction: Prediction | None = None
+    #: plausibility, when checked on the request path (a rule that refuses is configured)
+    flags: dict[str, int] | None = None
+
+    def resolved(self, served: ServedVersion, arm: str) -> ServedVersion:
+        self.served = served
+        self.arm = arm
+        return served
+
+
+Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awaitable[Response]]]:
+    """Time the handler and queue one record of the request, answered, refused or failed."""
+
+    def decorate(handler: Handler) -> Callable[[Gateway, Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def observed(self: Gateway, request: Request) -> Response:
+            if self.observability is None:
+                return await handler(self, request, Exchange())
+            ts, started = time.time(), time.perf_counter()
+            exchange = Exchange()
+            try:
+                response = await handler(self, request, exchange)
+            except ServiceError as exc:
+                await self.record(request, route, exchange, ts, started, exc.status, exc.message)
+                raise
+            except Exception as exc:
+                await self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
+                raise
+            await self.record(request, route, exchange, ts, started, 200, None)
+            return response
+
+        return observed
+
+    return decorate
