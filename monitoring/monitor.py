@@ -103,8 +103,13 @@ class Window(Generic[T]):
         self.rows = 0
 
     def add(self, entry: T) -> None:
+        """Add ``entry``, dropping the oldest past ``max_rows`` at once: a pass that catches up on a
+        backlog (the log grows faster than one pass reads it) held every record it read until the
+        report trimmed them, 3.4 GB of 256-row records in one minute of binary requests."""
         self.requests.append(entry)
         self.rows += entry.rows
+        while self.rows > self.settings.max_rows and self.requests:
+            self.rows -= self.requests.popleft().rows
 
     def trim(self, now: float) -> None:
         oldest = now - self.settings.max_age_seconds

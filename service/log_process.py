@@ -45,10 +45,6 @@ from service.settings import Settings
 HEADER = struct.Struct("<Q")
 #: the environment variable naming the pipe on which a writer says it is ready
 READY_FD = "MODELGATE_LOG_WRITER_READY_FD"
-#: added to the writer's niceness: where it shares a core with its worker, the worker answering
-#: requests comes first; the writer needs about a quarter of a core at 3,000 requests/s and catches
-#: up in the worker's idle time (the pipe and the worker's queue hold what waits meanwhile)
-WRITER_NICENESS = 5
 
 log = structlog.get_logger("modelgate.log_writer")
 
@@ -221,7 +217,6 @@ def main() -> int:
     # a stop or Ctrl-C signals the whole group: keep writing until the worker ends our input
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(WRITER_NICENESS)
     from prometheus_client import CollectorRegistry
 
     from monitoring.logs import configure_logging

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor, Window, WindowSettings
+from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor, Traffic, Window, WindowSettings
 from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import LoggedRequest, RequestRecord
 from monitoring.sink import encode
@@ -135,6 +135,16 @@ def test_a_window_keeps_the_newest_rows_within_its_age():
     assert [r.request_id for r in window.requests] == ["3", "4", "5"] and window.rows == 9
     window.trim(now=145.0)
     assert [r.request_id for r in window.requests] == ["5"]
+
+
+def test_a_window_never_holds_more_rows_than_its_size_between_reports():
+    """A pass catching up on a backlog adds thousands of records before its report trims: each add
+    drops what falls out, so the monitor's memory is the window's, not the backlog's."""
+    window = Window(WindowSettings(max_rows=1000, max_age_seconds=3600))
+    for i in range(300):
+        window.add(Traffic(ts=float(i), status=200, latency_ms=1.0, rows=256))
+        assert window.rows <= 1000
+    assert [entry.ts for entry in window.requests] == [297.0, 298.0, 299.0]  # 768 rows; a fourth is 1,024
 
 
 class CountedLog(SQLitePredictionLog):
