@@ -137,7 +137,7 @@ def _model_schemas(served: ServedVersion, several: bool, max_rows: int) -> dict[
                 "nullable": True,
                 "description": "Pin a version instead of the champion",
             },
-            "inputs": _inputs(served.manifest.inputs, max_rows),
+            "inputs": _ref(f"{name}.Inputs"),
             "routing_key": {"type": "string", "minLength": 1, "nullable": True},
         },
         "required": required,

@@ -21,9 +21,10 @@ def test_features_are_typed_from_the_champion_schema(registry, columns_model, ca
     ) as client:
         document = client.get("/openapi.json").json()
         assert document["openapi"].startswith("3.0")
-        record = document["components"]["schemas"]["columns.PredictRequest"]["properties"]["inputs"]["oneOf"][
-            0
-        ]
+        schemas = document["components"]["schemas"]
+        inputs = schemas["columns.PredictRequest"]["properties"]["inputs"]
+        assert inputs == {"$ref": "#/components/schemas/columns.Inputs"}
+        record = schemas["columns.Inputs"]["oneOf"][0]
         assert record["maxItems"] == 70
         assert record["items"]["properties"]["color"] == {"type": "string"}
         size = record["items"]["properties"]["size"]  # the reference had missing sizes: null accepted
@@ -37,7 +38,8 @@ def test_features_are_typed_from_the_champion_schema(registry, columns_model, ca
         document = client.get("/openapi.json").json()
         request = document["components"]["schemas"]["cancer.PredictRequest"]
         assert request["required"] == ["inputs", "model"]  # two models served: model is required
-        assert len(request["properties"]["inputs"]["oneOf"][0]["items"]["properties"]) == 30
+        inputs = document["components"]["schemas"]["cancer.Inputs"]
+        assert len(inputs["oneOf"][0]["items"]["properties"]) == 30
         for path in ("/predict", "/v2/models/{name}/infer", "/v1/models/{name}:predict", "/invocations"):
             operation = document["paths"][path]["post"]
             assert {"200", "400", "404", "413", "422", "503"} <= set(operation["responses"]), path
