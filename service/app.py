@@ -257,7 +257,7 @@ class Gateway:
                 "arm": exchange.arm,
                 "predictions": responses.predictions(served, prediction),
             },
-            headers={"x-request-id": rid, "x-modelgate-arm": exchange.arm},
+            headers=exchange.headers(rid),
         )
 
     @recorded("v2")
@@ -284,7 +284,7 @@ class Gateway:
             "outputs": responses.infer_outputs(served, prediction, outputs),
             "parameters": {"arm": exchange.arm},
         }
-        headers = {"x-request-id": rid, "x-modelgate-arm": exchange.arm}
+        headers = exchange.headers(rid)
         if not in_binary:
             return JSONResponse(answer, headers=headers)
         content, length = binary.encode(answer, in_binary)

@@ -32,9 +32,7 @@ MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 def _answer(request: Request, exchange: Exchange, predictions: list[Any]) -> Response:
     rid = request_id(request)
-    return JSONResponse(
-        {"predictions": predictions}, headers={"x-request-id": rid, "x-modelgate-arm": exchange.arm}
-    )
+    return JSONResponse({"predictions": predictions}, headers=exchange.headers(rid))
 
 
 def _one_format(body: dict[str, Any], formats: tuple[str, ...], extra: tuple[str, ...]) -> str:
@@ -93,6 +91,14 @@ def _dataframe_split(split: Any, limit: int) -> Callable[[ServedVersion], Batch]
     return lambda version: rows_to_batch(data, version.manifest.inputs, limit, "dataframe_split.data", names)
 
 
+def _mlflow_parser(key: str, given: Any, limit: int) -> Callable[[ServedVersion], Batch]:
+    """How one of MLflow's input formats becomes a batch for a version's schema."""
+    if key == "dataframe_split":
+        return _dataframe_split(given, limit)
+    convert = records_to_batch if key == "dataframe_records" else instances_to_batch
+    return lambda version: convert(given, version.manifest.inputs, limit, key)
+
+
 @recorded("mlflow")
 async def mlflow_invocations(gateway: Gateway, request: Request, exchange: Exchange) -> Response:
     """MLflow's scoring server: one of ``dataframe_split``, ``dataframe_records``, ``instances``,
@@ -110,14 +116,8 @@ async def mlflow_invocations(gateway: Gateway, request: Request, exchange: Excha
     body = await json_body(request, gateway.settings.max_body_bytes)
     key = _one_format(body, MLFLOW_FORMATS, ("params",))
     await gateway.resolve(exchange, name, None, routing_key(request, None))
-    given, limit = body[key], gateway.settings.max_batch_rows
-    convert = records_to_batch if key == "dataframe_records" else instances_to_batch
-
-    def parse(version: ServedVersion) -> Batch:
-        return convert(given, version.manifest.inputs, limit, key)
-
-    split = _dataframe_split(given, limit) if key == "dataframe_split" else None
-    prediction = await gateway.predict_batch(request, exchange, "mlflow", split or parse)
+    parse = _mlflow_parser(key, body[key], gateway.settings.max_batch_rows)
+    prediction = await gateway.predict_batch(request, exchange, "mlflow", parse)
     return _answer(request, exchange, responses.plain(prediction))
 
 

@@ -36,6 +36,10 @@ class Exchange:
         self.arm = arm
         return served
 
+    def headers(self, rid: str) -> dict[str, str]:
+        """The headers every prediction answer carries: its request id and the arm that answered."""
+        return {"x-request-id": rid, "x-modelgate-arm": self.arm}
+
 
 Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
