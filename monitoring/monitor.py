@@ -486,7 +486,7 @@ class Monitor:
         read = 0
         while True:
             limit = min(batch, self.read_limit)
-            records = self.store.read_after(self.seq, limit, decode_inputs=False)
+            records = self.store.read_after(self.seq, limit, decode=False)
             if not records:
                 break
             self.ingest(records)

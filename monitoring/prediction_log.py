@@ -94,9 +94,9 @@ class PredictionLog(Protocol):
     def write(self, records: Sequence[EncodedRecord]) -> None:
         """Commit a batch of records in one transaction."""
 
-    def read_after(self, seq: int, limit: int, decode_inputs: bool = True) -> list[LoggedRequest]:
-        """Records with ``seq`` greater than the one given, oldest first (``decode_inputs=False``:
-        their inputs left encoded, see ``LoggedRequest``)."""
+    def read_after(self, seq: int, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        """Records with ``seq`` greater than the one given, oldest first (``decode=False``: their
+        inputs and outputs left encoded, see ``LoggedRequest``)."""
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         """Records of ``model`` (every model when None) at or after ``since`` (epoch seconds)."""
@@ -165,7 +165,7 @@ def _text(value: Any) -> str:
 INSERT_ROWS = 500
 
 
-def _loaded(row: tuple[Any, ...], decode_inputs: bool = True) -> LoggedRequest:
+def _loaded(row: tuple[Any, ...], decode: bool = True) -> LoggedRequest:
     (
         seq,
         request_id,
@@ -193,11 +193,12 @@ def _loaded(row: tuple[Any, ...], decode_inputs: bool = True) -> LoggedRequest:
         status=status,
         latency_ms=latency_ms,
         rows=rows,
-        inputs=orjson.loads(inputs) if inputs and decode_inputs else None,
-        outputs=orjson.loads(outputs) if outputs else None,
+        inputs=orjson.loads(inputs) if inputs and decode else None,
+        outputs=orjson.loads(outputs) if outputs and decode else None,
         flags=orjson.loads(flags) if flags else {},
         error=error,
-        raw_inputs=inputs if inputs and not decode_inputs else None,
+        raw_inputs=inputs if inputs and not decode else None,
+        raw_outputs=outputs if outputs and not decode else None,
     )
 
 
@@ -255,11 +256,11 @@ class SQLitePredictionLog:
                     [value for row in chunk for value in row],
                 )
 
-    def read_after(self, seq: int, limit: int, decode_inputs: bool = True) -> list[LoggedRequest]:
+    def read_after(self, seq: int, limit: int, decode: bool = True) -> list[LoggedRequest]:
         cursor = self._connection().execute(
             f"SELECT {_COLUMNS} FROM requests WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
         )
-        return [_loaded(row, decode_inputs) for row in cursor]
+        return [_loaded(row, decode) for row in cursor]
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         query = f"SELECT {_COLUMNS} FROM requests WHERE ts >= ?"

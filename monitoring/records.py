@@ -133,9 +133,10 @@ class EncodedRecord:
 class LoggedRequest:
     """A request as read back from the prediction log; ``inputs``/``outputs`` are decoded JSON.
 
-    Read with ``decode_inputs=False``, ``inputs`` is None and ``raw_inputs`` holds them still encoded:
-    the monitor decodes only the records its windows keep (of 5,000 256-row records read, about 4
-    stay in a 1,000-row window, and decoding the rest was most of its time).
+    Read with ``decode=False``, ``inputs`` and ``outputs`` are None and ``raw_inputs`` and
+    ``raw_outputs`` hold them still encoded: the monitor decodes only the records its windows
+    keep (of 5,000 256-row records read, about 4 stay in a 1,000-row window, and decoding the
+    rest was most of its time).
     """
 
     seq: int
@@ -153,12 +154,25 @@ class LoggedRequest:
     flags: dict[str, Any]
     error: str | None
     raw_inputs: str | bytes | None = None
+    raw_outputs: str | bytes | None = None
 
     def decoded(self) -> LoggedRequest:
-        """This record with its inputs decoded (itself, when they are)."""
-        if self.raw_inputs is None:
+        """This record with its inputs and outputs decoded (itself, when they are)."""
+        if self.raw_inputs is None and self.raw_outputs is None:
             return self
-        return replace(self, inputs=orjson.loads(self.raw_inputs), raw_inputs=None)
+        return replace(
+            self,
+            inputs=self.inputs if self.raw_inputs is None else orjson.loads(self.raw_inputs),
+            outputs=self.outputs if self.raw_outputs is None else orjson.loads(self.raw_outputs),
+            raw_inputs=None,
+            raw_outputs=None,
+        )
+
+    def encoded_outputs(self) -> str | bytes | None:
+        """The outputs as JSON, whether or not they were decoded."""
+        if self.raw_outputs is not None:
+            return self.raw_outputs
+        return orjson.dumps(self.outputs) if self.outputs else None
 
 
 @dataclass(frozen=True, slots=True)

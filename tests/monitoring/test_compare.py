@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -17,14 +18,23 @@ from service.settings import Settings
 
 
 def test_paired_predictions_agree_on_labels_and_differ_by_their_probabilities():
-    champion = Predicted(1.0, 2, {"label": ["a", "b"], "probabilities": [[0.9, 0.1], [0.2, 0.8]]})
-    challenger = Predicted(2.0, 2, {"label": ["a", "a"], "probabilities": [[0.7, 0.3], [0.6, 0.4]]})
+    champion = Predicted(
+        1.0, 2, orjson.dumps({"label": ["a", "b"], "probabilities": [[0.9, 0.1], [0.2, 0.8]]})
+    )
+    challenger = Predicted(
+        2.0, 2, orjson.dumps({"label": ["a", "a"], "probabilities": [[0.7, 0.3], [0.6, 0.4]]})
+    )
     paired = pair(champion, challenger)
     assert paired is not None and paired.agreed == 1 and paired.ts == 2.0
     assert paired.abs_diff == pytest.approx(0.2 + 0.4)
-    values = pair(Predicted(1.0, 2, {"value": [1.0, 5.0]}), Predicted(1.0, 2, {"value": [2.0, 2.0]}))
+    values = pair(
+        Predicted(1.0, 2, orjson.dumps({"value": [1.0, 5.0]})),
+        Predicted(1.0, 2, orjson.dumps({"value": [2.0, 2.0]})),
+    )
     assert values is not None and values.agreed is None and values.abs_diff == pytest.approx(4.0)
-    assert pair(champion, Predicted(1.0, 1, {"label": ["a"], "probabilities": [[1, 0]]})) is None
+    assert (
+        pair(champion, Predicted(1.0, 1, orjson.dumps({"label": ["a"], "probabilities": [[1, 0]]}))) is None
+    )
 
 
 def test_mcnemar_counts_only_the_rows_one_arm_got_right():

@@ -154,9 +154,9 @@ class CountedLog(SQLitePredictionLog):
         super().__init__(*args, **kwargs)
         self.limits: list[int] = []
 
-    def read_after(self, seq, limit, decode_inputs=True):
+    def read_after(self, seq, limit, decode=True):
         self.limits.append(limit)
-        return super().read_after(seq, limit, decode_inputs)
+        return super().read_after(seq, limit, decode)
 
 
 def test_big_batches_are_read_a_few_at_a_time_and_unmirrored_ones_are_not_hoarded(cancer_registry, tmp_path):

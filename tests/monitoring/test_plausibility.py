@@ -81,3 +81,23 @@ def test_checking_many_batches_at_once_finds_what_checking_each_finds():
     assert CHECKER.check_each([good, good, good]) == [{}, {}, {}]
     assert CHECKER.check_each([good, odd, good]) == [{}, CHECKER.check(*odd), {}]
     assert CHECKER.check(*odd) == {"probability_sum": 1, "label_known": 1, "input_range:b": 1}
+
+
+def test_a_stack_of_batches_counts_each_rule_within_each_batch():
+    odd = (np.array([[5.0, 3.0]], dtype=np.float32), None, classify([[0.5, 0.6]], labels=("maybe",)))
+    nulls = (
+        np.array([[np.nan, 0.0], [12.0, 0.0], [np.nan, 0.5]], dtype=np.float32),
+        None,
+        classify([[0.3, 0.7]] * 3, labels=("no",) * 3),
+    )
+    good = (GOOD_INPUTS, None, classify([[0.3, 0.7], [0.9, 0.1]]))
+    batches = [nulls, good, odd, nulls, good]
+    assert CHECKER.check_each(batches) == [CHECKER.check(*batch) for batch in batches]
+    assert CHECKER.check(*nulls) == {"input_missing:a": 2, "input_range:a": 1}
+
+
+def test_a_stack_of_regressions_counts_rows_with_any_broken_value():
+    two_values = Prediction(values=np.array([[1.0, np.inf], [150.0, 200.0]]))
+    one_value = Prediction(values=np.array([[50.0, 50.0]]))
+    batches = [(GOOD_INPUTS, None, two_values), (GOOD_INPUTS[:1], None, one_value)]
+    assert CHECKER.check_each(batches) == [{"value_finite": 1, "value_range": 1}, {}]
