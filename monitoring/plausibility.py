@@ -169,7 +169,7 @@ class PlausibilityChecker:
 
 def _per_row(broken: np.ndarray) -> np.ndarray:
     """A row is broken when any of its values is (a regressor may answer several values a row)."""
-    return broken if broken.ndim == 1 else broken.reshape(len(broken), -1).any(axis=1)
+    return broken if broken.ndim == 1 else np.asarray(broken.reshape(len(broken), -1).any(axis=1))
 
 
 def _stack(
