@@ -88,6 +88,8 @@ TARGETS: dict[str, dict[str, str]] = {
     "bare": {},
     "gateway-off": {"MODELGATE_MONITORING": "false"},
     "gateway-on": {"MODELGATE_MONITORING": "true"},
+    # monitored, its state in PostgreSQL (a server the bench starts, fsync on) instead of SQLite
+    "gateway-pg": {"MODELGATE_MONITORING": "true"},
     # everything on: monitoring, and shadow mode to the demo's challenger
     "gateway-all": {"MODELGATE_MONITORING": "true"},
     # shadow mode against bad challengers (see challengers.py), beside no shadow at all
@@ -105,6 +107,8 @@ TARGETS: dict[str, dict[str, str]] = {
     # the servers users would pick instead (peers.py), each in its own environment
     **{name: {} for name in peers.PEERS},
 }
+#: targets whose monitoring state is in PostgreSQL (MODELGATE_LOG_URL)
+POSTGRES_TARGETS = {"gateway-pg"}
 #: name -> the request format its load is sent in; records (the /predict body) when not named
 PROTOCOLS: dict[str, str] = {
     "gateway-v2": "v2-json",
@@ -224,6 +228,8 @@ class Target:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: where its prediction log is: ``log_path``, or a PostgreSQL URL
+    log_location: str
     output: Path
     load: Load
     path: str
@@ -276,9 +282,13 @@ class Target:
                 self.process.wait()
 
 
-def start(name: str, registry: Path, workdir: Path, workers: int, load: Load, peer_venvs: Path) -> Target:
+def start(
+    name: str, registry: Path, workdir: Path, workers: int, load: Load, peer_venvs: Path, postgres: str | None
+) -> Target:
+    """``postgres``: a server's URL (its ``postgres`` database), for the targets that log there."""
     port = peers.free_port()
     log_path = workdir / f"{name}.sqlite3"
+    log_location = str(log_path)
     output = workdir / f"{name}.out"
     env = {**os.environ, **TARGETS[name], "BENTOML_DO_NOT_TRACK": "true"}
     model = DEMO_MODEL
@@ -301,6 +311,9 @@ def start(name: str, registry: Path, workdir: Path, workers: int, load: Load, pe
         ready = peer.ready_path
     else:
         env["MODELGATE_LOG_PATH"] = str(log_path)
+        if name in POSTGRES_TARGETS:
+            assert postgres is not None
+            log_location = env["MODELGATE_LOG_URL"] = fresh_database(postgres, name.replace("-", "_"))
         command = [sys.executable, "-m", "service", "serve", "--registry", str(registry),
                    "--port", str(port), "--workers", str(workers)]  # fmt: skip
         ready = "/v2/health/ready"
@@ -308,7 +321,7 @@ def start(name: str, registry: Path, workdir: Path, workers: int, load: Load, pe
         process = subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=workdir
         )
-    target = Target(name, f"http://127.0.0.1:{port}", process, log_path, output, load,
+    target = Target(name, f"http://127.0.0.1:{port}", process, log_path, log_location, output, load,
                     route(load.protocol, model))  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -352,10 +365,41 @@ def wrk(target: Target, script: Path, seconds: int, connections: int, rate: floa
     return measurement
 
 
-def logged_requests(path: Path) -> int:
-    """Records in a stopped gateway's prediction log (the embedded SQLite default)."""
-    with contextlib.closing(sqlite3.connect(path)) as connection:
-        return int(connection.execute("SELECT count(*) FROM requests").fetchone()[0])
+def logged_requests(location: str) -> int:
+    """Records in a stopped gateway's prediction log (a SQLite file or a PostgreSQL URL)."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as connection:
+            row = connection.execute("SELECT count(*) FROM requests").fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(location)) as connection:
+            row = connection.execute("SELECT count(*) FROM requests").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """An empty database ``name`` on the server; its URL."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name}".encode())
+        connection.execute(f"CREATE DATABASE {name}".encode())
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextlib.contextmanager
+def postgres_for(names: list[str], given: str | None) -> Iterator[str | None]:
+    """A PostgreSQL server's URL when a target needs one: ``given``, else a throwaway server with
+    the default durability (fsync on), as a deployment would run it."""
+    if given or not POSTGRES_TARGETS & set(names):
+        yield given
+        return
+    from postgres_server import local_postgres
+
+    with local_postgres() as server:
+        yield server.url()
 
 
 def machine() -> str:
@@ -411,7 +455,7 @@ def monitoring_lines(targets: list[Target]) -> list[str]:
     return [
         f"{t.name} vs gateway-off: requests/s {paired(t, off, 'rate')}, p99 {paired(t, off, 'p99_us')}"
         for t in targets
-        if t.name in ("gateway-on", "gateway-all")
+        if t.name in ("gateway-on", "gateway-pg", "gateway-all")
     ]
 
 
@@ -569,7 +613,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(names) - set(TARGETS)
     if unknown:
         raise SystemExit(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
-    with demo_registry(args.registry) as registry, tempfile.TemporaryDirectory() as tmp:
+    with (
+        demo_registry(args.registry) as registry,
+        tempfile.TemporaryDirectory() as tmp,
+        postgres_for(names, args.postgres_url) as postgres,
+    ):
         workdir = Path(tmp)
         features = challengers.champion(Registry(registry))[0].inputs.names
         formats = loads(args.rows, features, workdir)
@@ -580,7 +628,7 @@ def run(args: argparse.Namespace) -> int:
             for name in names:
                 load = formats[PROTOCOLS.get(name, "records")]
                 targets.append(start(name, prepared(name, registry, workdir), workdir, args.workers, load,
-                                     Path(args.peer_venvs)))  # fmt: skip
+                                     Path(args.peer_venvs), postgres))  # fmt: skip
             protocols = list(dict.fromkeys(target.load.protocol for target in targets))
             floor = InProcess(registry, formats, protocols, args.workers)
             for target in targets:  # warm-up, not counted
@@ -608,7 +656,7 @@ def run(args: argparse.Namespace) -> int:
             if bad:
                 failures.append(f"{target.name}: {bad} requests failed (see {target.output})")
             if TARGETS[target.name].get("MODELGATE_MONITORING") == "true":
-                logged = logged_requests(target.log_path)
+                logged = logged_requests(target.log_location)
                 report.append("")
                 # wrk counts the answers inside its window; those in flight at its end are logged too
                 report.append(
@@ -663,6 +711,9 @@ def main() -> int:
                         "sampling its memory")  # fmt: skip
     parser.add_argument("--peer-venvs", default=str(ROOT / ".venv-peers"),
                         help="where the peers' virtual environments are made (on first use)")  # fmt: skip
+    parser.add_argument("--postgres-url",
+                        help="a PostgreSQL server for the gateway-pg target (its databases are made there); "
+                             "default: a throwaway server of the Debian package")  # fmt: skip
     parser.add_argument("--out", help="also write the markdown report here")
     args = parser.parse_args()
     # a stopped bench stops its servers too (run's finally), not only on Ctrl-C

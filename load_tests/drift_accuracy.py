@@ -43,9 +43,9 @@ from bench import machine
 
 from monitoring.alerts import AlertConfig, AlertEngine, conditions
 from monitoring.monitor import Monitor, WindowSettings
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
 from monitoring.sink import encode
+from monitoring.store.sqlite import open_sqlite
 from registry.manifest import Manifest
 from registry.onnx_model import OnnxModel, load_session
 from registry.store import Registry
@@ -96,8 +96,14 @@ class Gateway:
         session = load_session(model_bytes, intra_op_threads=1)
         self.manifest = manifest
         self.model = OnnxModel(session, manifest.inputs, manifest.output)
-        self.store = SQLitePredictionLog(log_path)
-        self.monitor = Monitor(self.store, lambda name, version: manifest, settings)
+        self.store = open_sqlite(log_path)
+        self.monitor = Monitor(
+            self.store.requests,
+            self.store.feedback,
+            self.store.reports,
+            lambda name, version: manifest,
+            settings,
+        )
         self.reports: list[dict] = []
         self.monitor.on_report = self.reports.append
 
@@ -119,7 +125,7 @@ class Gateway:
             )  # fmt: skip
             records.append(record)
             ts += spacing
-        self.store.write(encode(records))
+        self.store.requests.write(encode(records))
         return ts
 
     def judge(self, now: float) -> dict:

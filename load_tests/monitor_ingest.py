@@ -22,14 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from bench import machine
 from prometheus_client import CollectorRegistry
 
 from monitoring.metrics import GatewayMetrics
 from monitoring.monitor import Monitor, WindowSettings
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
 from monitoring.sink import encode
+from monitoring.store import RequestLog
+from monitoring.store.sqlite import open_sqlite
 from registry.demo import DEMO_MODEL, breast_cancer, build_demo
 from registry.store import Registry
 from service.pool import load_version
@@ -39,25 +41,40 @@ from service.validation import Batch
 WRITE_BATCH = 1000
 
 
-def fill(registry: Registry, log: SQLitePredictionLog, records: int) -> float:
+class DemoTraffic:
+    """Records of the demo champion's requests as a worker builds them: held-out rows, real predictions,
+    the version's plausibility checker attached (the log writer checks them)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.served = load_version(
+            registry, DEMO_MODEL, registry.resolve(DEMO_MODEL), warmup_rows=16, threads=1
+        )
+        _, x_test, _, _ = breast_cancer()
+        self.rows = x_test[list(self.served.feature_names)].to_numpy(dtype="float32")
+
+    def records(self, start: int, count: int, rows: int = 1, ts: float | None = None) -> list[RequestRecord]:
+        """``count`` requests of ``rows`` rows each, ids from ``start``."""
+        served, now = self.served, time.time() if ts is None else ts
+        made = []
+        for i in range(start, start + count):
+            matrix = np.resize(np.roll(self.rows, -i, axis=0), (rows, self.rows.shape[1]))
+            made.append(RequestRecord(
+                request_id=f"r{i}", ts=now, route="predict", status=200, latency_ms=1.0, model=DEMO_MODEL,
+                version=served.version, rows=rows, features=served.feature_names, matrix=matrix,
+                prediction=served.predict(Batch(rows=rows, matrix=matrix)),
+                classes=served.manifest.output.classes, checker=served.checker,
+            ))  # fmt: skip
+        return made
+
+
+def fill(registry: Registry, log: RequestLog, records: int) -> float:
     """Write ``records`` single-row champion requests, spread over the last ten minutes; seconds taken."""
-    served = load_version(registry, DEMO_MODEL, registry.resolve(DEMO_MODEL), warmup_rows=16, threads=1)
-    _, x_test, _, _ = breast_cancer()
-    rows = x_test[list(served.feature_names)].to_numpy(dtype="float32")
-    predictions = [served.predict(Batch(rows=1, matrix=row.reshape(1, -1))) for row in rows]
+    traffic = DemoTraffic(registry)
     started = time.perf_counter()
     now = time.time()
     for start in range(0, records, WRITE_BATCH):
-        batch = []
-        for i in range(start, min(start + WRITE_BATCH, records)):
-            j = i % len(rows)
-            batch.append(RequestRecord(
-                request_id=f"r{i}", ts=now - 600 + 600 * i / records, route="predict", status=200,
-                latency_ms=1.0, model=DEMO_MODEL, version=served.version, rows=1,
-                features=served.feature_names, matrix=rows[j].reshape(1, -1), prediction=predictions[j],
-                classes=served.manifest.output.classes, checker=served.checker,
-            ))  # fmt: skip
-        log.write(encode(batch))
+        count = min(WRITE_BATCH, records - start)
+        log.write(encode(traffic.records(start, count, ts=now - 600 + 600 * start / records)))
     return time.perf_counter() - started
 
 
@@ -72,14 +89,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="modelgate-ingest-") as tmp:
         registry = Registry(Path(tmp) / "registry")
         build_demo(registry)
-        log = SQLitePredictionLog(Path(tmp) / "predictions.sqlite3")
-        filled = fill(registry, log, args.records)
-        monitor = Monitor(log, registry.manifest, WindowSettings())
+        store = open_sqlite(Path(tmp) / "predictions.sqlite3")
+        filled = fill(registry, store.requests, args.records)
+        monitor = Monitor(store.requests, store.feedback, store.reports, registry.manifest, WindowSettings())
         monitor.on_report = GatewayMetrics(CollectorRegistry()).observe_report
         started = time.perf_counter()
         read = monitor.step(time.time())
         took = time.perf_counter() - started
-        log.close()
+        store.close()
     rate = read / took
     lines = [
         f"# Monitor ingestion, {datetime.date.today().isoformat()}",

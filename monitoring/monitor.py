@@ -40,9 +40,9 @@ from monitoring.drift import (
     reference,
 )
 from monitoring.plausibility import rule_parts
-from monitoring.prediction_log import PredictionLog
 from monitoring.quality import classification_quality, regression_quality
 from monitoring.records import Feedback, LoggedRequest
+from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from registry.manifest import Manifest
 
 log = structlog.get_logger("modelgate.monitor")
@@ -280,9 +280,16 @@ class Monitor:
     """Windows per (model, version) fed from the log; a report per model on its latest version."""
 
     def __init__(
-        self, store: PredictionLog, manifests: Callable[[str, int], Manifest], settings: WindowSettings
+        self,
+        requests: RequestLog,
+        feedback: FeedbackLog,
+        reports: ReportStore,
+        manifests: Callable[[str, int], Manifest],
+        settings: WindowSettings,
     ) -> None:
-        self.store = store
+        self.requests = requests
+        self.feedback = feedback
+        self.saved_reports = reports
         self.manifests = manifests
         self.settings = settings
         self.windows: dict[tuple[str, int], Window[LoggedRequest]] = {}
@@ -378,8 +385,8 @@ class Monitor:
 
     def label(self, feedback: list[Feedback]) -> None:
         """Join ground truth to the requests it names, into each version's labelled window."""
-        requests = {r.request_id: r for r in self.store.answered(f.request_id for f in feedback)}
-        shadows = {r.request_id: r for r in self.store.shadowed(f.request_id for f in feedback)}
+        requests = {r.request_id: r for r in self.requests.answered(f.request_id for f in feedback)}
+        shadows = {r.request_id: r for r in self.requests.shadowed(f.request_id for f in feedback)}
         for item in feedback:
             request = requests.get(item.request_id)
             if request is None or request.model is None or request.version is None or not request.outputs:
@@ -482,11 +489,11 @@ class Monitor:
         """Tail the log, refresh the windows, save a report per model; how many records were read.
         ``batch``: records a read at most (fewer when they are large, see ``ROWS_A_READ``)."""
         if self.seq is None:
-            self.seq = self.store.seq_before(now - self.settings.max_age_seconds)
+            self.seq = self.requests.seq_before(now - self.settings.max_age_seconds)
         read = 0
         while True:
             limit = min(batch, self.read_limit)
-            records = self.store.read_after(self.seq, limit, decode=False)
+            records = self.requests.read_after(self.seq, limit, decode=False)
             if not records:
                 break
             self.ingest(records)
@@ -497,8 +504,8 @@ class Monitor:
             if len(records) < limit:
                 break
         if self.feedback_seq is None:
-            self.feedback_seq = self.store.seq_before(now - self.settings.max_age_seconds, "feedback")
-        while feedback := self.store.feedback_after(self.feedback_seq, batch):
+            self.feedback_seq = self.feedback.seq_before(now - self.settings.max_age_seconds)
+        while feedback := self.feedback.after(self.feedback_seq, batch):
             self.label([item for _, item in feedback])
             self.feedback_seq = feedback[-1][0]
             if len(feedback) < batch:
@@ -507,7 +514,7 @@ class Monitor:
         if self.controller is not None:
             self.controller(reports, now)
         for model, body in reports.items():
-            self.store.save_report(model, now, orjson.dumps(body))
+            self.saved_reports.save(model, now, orjson.dumps(body))
             if self.on_report is not None:
                 self.on_report(body)
         if self.on_reports is not None:

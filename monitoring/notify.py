@@ -21,7 +21,7 @@ import orjson
 import structlog
 
 from monitoring.alerts import Alert, AlertConfig, AlertEngine, conditions, fingerprint
-from monitoring.prediction_log import PredictionLog
+from monitoring.store import AlertStore, Outbox
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
@@ -76,8 +76,11 @@ def webhook_payload(alert: Alert, receiver: str = "modelgate", external_url: str
 class Alerting:
     """The alert stage of the leading monitor: evaluate, remember, queue, deliver."""
 
-    def __init__(self, store: PredictionLog, config: AlertConfig, external_url: str = "") -> None:
-        self.store = store
+    def __init__(
+        self, alerts: AlertStore, outbox: Outbox, config: AlertConfig, external_url: str = ""
+    ) -> None:
+        self.alerts = alerts
+        self.outbox = outbox
         self.config = config
         self.external_url = external_url
         self.engine = AlertEngine(config.rules)
@@ -89,18 +92,16 @@ class Alerting:
     def step(self, reports: dict[str, dict[str, Any]], now: float) -> list[Alert]:
         """One pass over this pass's reports; returns the alerts that fired or resolved."""
         if not self._loaded:  # resume: an alert firing before a restart is not announced again
-            self.engine.active = {a.fingerprint: a for a in self.store.alerts(now) if a.resolved_at is None}
+            self.engine.active = {a.fingerprint: a for a in self.alerts.since(now) if a.resolved_at is None}
             self._loaded = True
         held = [c for report in reports.values() for c in conditions(self.config.rules, report)]
         changed = self.engine.evaluate(held, set(reports), now)
-        self.store.save_alerts(
-            [*self.engine.active.values(), *(a for a in changed if a.resolved_at is not None)]
-        )
+        self.alerts.save([*self.engine.active.values(), *(a for a in changed if a.resolved_at is not None)])
         for alert in changed:
             log.warning(f"alert.{alert.status}", fingerprint=alert.fingerprint, **alert.labels)
         if self.metrics is not None:
             self.metrics.observe_alerts(list(self.engine.active.values()), changed)
-        self.store.enqueue(self._notifications(changed, now), now)
+        self.outbox.enqueue(self._notifications(changed, now), now)
         self.deliver(now)
         return changed
 
@@ -112,7 +113,7 @@ class Alerting:
         event = Alert(fingerprint(labels), labels, annotations, now, 1.0, firing_since=now)
         payload = webhook_payload(event, external_url=self.external_url)
         key = f"{event.fingerprint}:event:{now}"
-        self.store.enqueue(
+        self.outbox.enqueue(
             [(key, f"webhook {url}", orjson.dumps(payload)) for url in self.config.webhooks], now
         )
         log.warning("automatic_action", **labels, description=description)
@@ -140,7 +141,7 @@ class Alerting:
     def deliver(self, now: float) -> int:
         """Send what is due; a receiver that fails is not tried again in this pass. How many were sent."""
         sent, failing = 0, set()
-        for delivery in self.store.due(now, DELIVERIES_A_PASS):
+        for delivery in self.outbox.due(now, DELIVERIES_A_PASS):
             if delivery.target in failing:
                 continue
             _, url = delivery.target.split(" ", 1)
@@ -154,12 +155,12 @@ class Alerting:
                 backoff = min(2.0 ** (delivery.attempts + 1), self.config.max_backoff_seconds)
                 give_up = now - delivery.created_at >= self.config.give_up_after_seconds
                 error = str(exc) or type(exc).__name__
-                self.store.retry(delivery.id, now + backoff, error, give_up, now)
+                self.outbox.retry(delivery.id, now + backoff, error, give_up, now)
                 log.error(
                     "alert.delivery_failed", target=delivery.target, attempts=delivery.attempts + 1,
                     retry_in_s=backoff, gave_up=give_up, error=error,
                 )  # fmt: skip
                 continue
-            self.store.delivered(delivery.id, time.time())
+            self.outbox.delivered(delivery.id, time.time())
             sent += 1
         return sent

@@ -35,8 +35,8 @@ import orjson
 import structlog
 
 from monitoring.logs import batched_lines
-from monitoring.prediction_log import PredictionLog
 from monitoring.records import EncodedRecord, RequestRecord
+from monitoring.store import RequestLog
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
@@ -160,7 +160,7 @@ class LogWriter:
 
     def __init__(
         self,
-        store: PredictionLog,
+        store: RequestLog,
         *,
         payload_rows: int = 100,
         retry_seconds: float = 0.5,

@@ -11,12 +11,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.aliases import ROUTING_MODES, RoutingPolicy
 from registry.errors import RegistryError
 from registry.store import ENV_VAR, Registry
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from monitoring.store import Store
 
 
 class CommandError(Exception):
@@ -249,17 +252,33 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prediction_log(args: argparse.Namespace) -> Path:
-    """The log the gateway would write for this registry (``MODELGATE_LOG_PATH`` or ``--log`` win)."""
-    settings = replace(Settings.from_env(), registry=_registry(args).root)
-    return Path(args.log) if args.log else settings.prediction_log
+def _store_location(args: argparse.Namespace) -> str:
+    """The store the gateway would use for this registry: ``--log`` (a path or a postgresql:// URL),
+    else ``MODELGATE_LOG_URL``, else ``MODELGATE_LOG_PATH``, else the file in the registry."""
+    if args.log:
+        return str(args.log)
+    return replace(Settings.from_env(), registry=_registry(args).root).store_location
+
+
+def _open_existing_store(args: argparse.Namespace) -> Store:
+    """The store, which must exist already: a SQLite file is not created by a command that reads it."""
+    from monitoring.store import is_postgres, open_store
+
+    location = _store_location(args)
+    if not is_postgres(location) and not Path(location).is_file():
+        raise CommandError(
+            f"no prediction log at {location}; the gateway writes it once it has answered requests"
+        )
+    try:
+        return open_store(location, pool_size=1)
+    except ConnectionError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_log_export(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from monitoring.export import parse_since, prediction_table
-    from monitoring.prediction_log import SQLitePredictionLog
 
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -269,15 +288,10 @@ def cmd_log_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"--since: {exc}") from None
     registry = _registry(args)
-    path = _prediction_log(args)
-    if not path.is_file():
-        raise RegistryError(
-            f"no prediction log at {path}; the gateway writes it once it has answered requests"
-        )
-    store = SQLitePredictionLog(path)
+    store = _open_existing_store(args)
     try:
-        records = store.fetch(args.model, since)
-        feedback = store.feedback(r.request_id for r in records)
+        records = store.requests.fetch(args.model, since)
+        feedback = store.feedback.of(r.request_id for r in records)
     finally:
         store.close()
     classes = functools.cache(lambda name, version: registry.manifest(name, version).output.classes)
@@ -292,22 +306,20 @@ def cmd_log_export(args: argparse.Namespace) -> int:
 
 def cmd_log_prune(args: argparse.Namespace) -> int:
     from monitoring.export import parse_duration
-    from monitoring.prediction_log import SQLitePredictionLog
 
     try:
         age = parse_duration(args.older_than)
     except ValueError as exc:
         raise CommandError(f"--older-than: {exc}") from None
-    path = _prediction_log(args)
-    if not path.is_file():
-        raise CommandError(f"no prediction log at {path}")
-    store = SQLitePredictionLog(path)
+    store = _open_existing_store(args)
     try:
-        requests, feedback = store.prune(time.time() - age)
+        before = time.time() - age
+        requests, feedback = store.requests.prune(before), store.feedback.prune(before)
     finally:
         store.close()
     print(
-        f"pruned {requests} requests and {feedback} feedback entries older than {args.older_than} from {path}"
+        f"pruned {requests} requests and {feedback} feedback entries older than {args.older_than} "
+        f"from {store.location}"
     )
     return 0
 
@@ -431,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     log_common = argparse.ArgumentParser(add_help=False, parents=[common])
     log_common.add_argument(
-        "--log", help="the prediction log (default: $MODELGATE_LOG_PATH, else in the registry)"
+        "--log",
+        help="the prediction log: a SQLite file or a postgresql:// URL "
+        "(default: $MODELGATE_LOG_URL, else $MODELGATE_LOG_PATH, else in the registry)",
     )
     logs = verbs.add_parser("log", help="the prediction log").add_subparsers(dest="verb", required=True)
     export = logs.add_parser("export", parents=[log_common], help="predictions as a CSV or Parquet table")

@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio.to_thread
 
-from monitoring.prediction_log import FeedbackOutcome, PredictionLog
 from monitoring.records import Feedback, FeedbackTarget
+from monitoring.store import FeedbackLog, FeedbackOutcome, RequestLog
 from registry.manifest import OutputSpec
 from service.errors import MalformedRequest, PayloadTooLarge, ServiceError
 from service.pool import ModelPool
@@ -106,8 +106,9 @@ def _normalise(truth: Any, target: FeedbackTarget, output: OutputSpec) -> tuple[
 
 
 class FeedbackDesk:
-    def __init__(self, log: PredictionLog, pool: ModelPool, max_items: int) -> None:
-        self.log = log
+    def __init__(self, requests: RequestLog, feedback: FeedbackLog, pool: ModelPool, max_items: int) -> None:
+        self.requests = requests
+        self.feedback = feedback
         self.pool = pool
         self.max_items = max_items
 
@@ -124,11 +125,11 @@ class FeedbackDesk:
         items, single = _parse(body, self.max_items)
         wanted = [item for item in items if item.status == 200]
         ids = [item.request_id for item in wanted]
-        targets = await anyio.to_thread.run_sync(self.log.targets, ids)
+        targets = await anyio.to_thread.run_sync(self.requests.targets, ids)
         if any(i not in targets for i in ids):
             await asyncio.sleep(SETTLE_SECONDS)
             targets.update(
-                await anyio.to_thread.run_sync(self.log.targets, [i for i in ids if i not in targets])
+                await anyio.to_thread.run_sync(self.requests.targets, [i for i in ids if i not in targets])
             )
         accepted: list[tuple[Item, Feedback]] = []
         now = time.time()
@@ -144,7 +145,7 @@ class FeedbackDesk:
                 continue
             accepted.append((item, Feedback(item.request_id, values, now)))
         if accepted:
-            outcomes = await anyio.to_thread.run_sync(self.log.add_feedback, [f for _, f in accepted])
+            outcomes = await anyio.to_thread.run_sync(self.feedback.add, [f for _, f in accepted])
             for (item, _), outcome in zip(accepted, outcomes, strict=True):
                 if outcome is FeedbackOutcome.CONFLICT:
                     item.refuse(409, "different ground truth is already stored for this request")

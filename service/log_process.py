@@ -221,14 +221,14 @@ def main() -> int:
 
     from monitoring.logs import configure_logging
     from monitoring.metrics import GatewayMetrics
-    from monitoring.prediction_log import SQLitePredictionLog
     from monitoring.sink import LogWriter
+    from monitoring.store import open_store
 
     settings = Settings.from_env()
     configure_logging()
-    store = SQLitePredictionLog(settings.prediction_log)
+    store = open_store(settings.store_location, pool_size=1)
     writer = LogWriter(
-        store, payload_rows=settings.log_payload_rows, metrics=GatewayMetrics(CollectorRegistry())
+        store.requests, payload_rows=settings.log_payload_rows, metrics=GatewayMetrics(CollectorRegistry())
     )
     checkers = Checkers(str(settings.registry))
     tune_garbage_collector()

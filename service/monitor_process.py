@@ -27,7 +27,7 @@ import time
 
 import structlog
 
-from monitoring.prediction_log import PredictionLog
+from monitoring.store import MonitorLease
 from service.children import spawn, wait_or_kill
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
@@ -44,9 +44,9 @@ log = structlog.get_logger("modelgate.monitor")
 class MonitorSupervisor:
     """Keeps one monitor process alive per log, from inside a gateway worker."""
 
-    def __init__(self, settings: Settings, store: PredictionLog) -> None:
+    def __init__(self, settings: Settings, lease: MonitorLease) -> None:
         self.settings = settings
-        self.store = store
+        self.lease = lease
         self.interval = settings.monitor_interval
         self.child: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
@@ -71,9 +71,18 @@ class MonitorSupervisor:
                     log.error("monitor.exited", pid=child.pid, returncode=child.returncode)
                 _forget_gauges(child.pid)
                 self.child = child = None
-            if child is None and not self.store.monitor_lease_held():
+            if child is None and not self._lease_held():
                 self.child = spawn("service.monitor_process", self.settings)
             self._stop.wait(self.interval)
+
+    def _lease_held(self) -> bool:
+        """Whether a monitor leads; when the store cannot say (PostgreSQL unreachable), start none:
+        it could not read the log either."""
+        try:
+            return self.lease.held()
+        except Exception as exc:
+            log.error("monitor.lease_unknown", error=str(exc))
+            return True
 
 
 def _forget_gauges(pid: int) -> None:
@@ -85,11 +94,11 @@ def _forget_gauges(pid: int) -> None:
 
 
 def main() -> int:
-    from monitoring.prediction_log import SQLitePredictionLog
+    from monitoring.store import open_store
 
     settings = Settings.from_env()
-    store = SQLitePredictionLog(settings.prediction_log)
-    if not store.acquire_monitor_lease():
+    store = open_store(settings.store_location, pool_size=2)
+    if not store.lease.acquire():
         store.close()
         return STANDBY
     # background work: when the cores are busy, the workers answering requests go first
@@ -113,7 +122,9 @@ def main() -> int:
     configure_logging()
     registry = Registry(settings.registry)
     monitor = Monitor(
-        store,
+        store.requests,
+        store.feedback,
+        store.reports,
         functools.lru_cache(maxsize=64)(registry.manifest),
         WindowSettings(
             max_rows=settings.window_rows,
@@ -125,15 +136,20 @@ def main() -> int:
         ),
     )
     metrics = GatewayMetrics(CollectorRegistry())
-    alerting = Alerting(store, AlertConfig.load(settings.alert_rules or None), settings.external_url)
+    alerting = Alerting(
+        store.alerts, store.outbox, AlertConfig.load(settings.alert_rules or None), settings.external_url
+    )
     alerting.metrics = metrics
     monitor.on_report = metrics.observe_report
     monitor.controller = RoutingController(registry, monitor, alerting).step
     monitor.on_reports = alerting.step
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
-    log.info("monitor.leading", pid=os.getpid(), log=str(settings.prediction_log))
+    log.info("monitor.leading", pid=os.getpid(), log=store.location)
     tune_garbage_collector()
     while not stop.is_set() and os.getppid() == parent:
+        if not store.lease.acquire():  # its connection lost (PostgreSQL): another may lead now
+            log.error("monitor.lease_lost", pid=os.getpid())
+            break
         try:
             monitor.step(time.time())
         except Exception as exc:  # a bad record or a locked database must not stop monitoring

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from monitoring.alerts import AlertConfig
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.sink import EventSink
+from monitoring.store import open_store
 from service.feedback import FeedbackDesk
 from service.log_process import LogShipper
 from service.monitor_process import MonitorSupervisor
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 class Observability:
     def __init__(self, settings: Settings, pool: ModelPool) -> None:
-        self.log = SQLitePredictionLog(settings.prediction_log)
+        self.store = open_store(settings.store_location)
         self.shipper = LogShipper(settings)
         self.sink = EventSink(
             self.shipper,
@@ -44,8 +44,10 @@ class Observability:
         )
         # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
         AlertConfig.load(settings.alert_rules or None)
-        self.monitor = MonitorSupervisor(settings, self.log)
-        self.feedback = FeedbackDesk(self.log, pool, max_items=settings.max_feedback_items)
+        self.monitor = MonitorSupervisor(settings, self.store.lease)
+        self.feedback = FeedbackDesk(
+            self.store.requests, self.store.feedback, pool, max_items=settings.max_feedback_items
+        )
 
     def start(self, metrics: GatewayMetrics) -> None:
         self.shipper.start()
@@ -61,4 +63,4 @@ class Observability:
         self.shadow.stop()
         self.monitor.stop()
         self.sink.close()
-        self.log.close()
+        self.store.close()

@@ -21,7 +21,7 @@ async def drift(gateway: Gateway, request: Request) -> Response:
     """The monitor's latest report on a model: drift per feature and output, plausibility rates."""
     name = request.query_params.get("model") or gateway.only_model()
     gateway.pool.slots(name)  # 404 for a model this gateway does not serve
-    saved = await anyio.to_thread.run_sync(gateway.observed.log.report, name)
+    saved = await anyio.to_thread.run_sync(gateway.observed.store.reports.latest, name)
     if saved is None:
         return JSONResponse({"model": name, "status": "no_traffic", "features": [], "plausibility": []})
     return Response(saved[1], media_type="application/json")
@@ -31,7 +31,7 @@ async def compare(gateway: Gateway, request: Request) -> Response:
     """Champion against challenger, from the monitor's latest report on the model."""
     name = request.query_params.get("model") or gateway.only_model()
     gateway.pool.slots(name)  # 404 for a model this gateway does not serve
-    saved = await anyio.to_thread.run_sync(gateway.observed.log.report, name)
+    saved = await anyio.to_thread.run_sync(gateway.observed.store.reports.latest, name)
     comparison = orjson.loads(saved[1]).get("comparison") if saved is not None else None
     if saved is None or comparison is None:
         return JSONResponse({"model": name, "status": "no_challenger_traffic"})
@@ -40,7 +40,7 @@ async def compare(gateway: Gateway, request: Request) -> Response:
 
 async def alerts(gateway: Gateway, request: Request) -> Response:
     """Alerts firing and pending now, and those resolved in the last day."""
-    alerts = await anyio.to_thread.run_sync(gateway.observed.log.alerts, time.time() - RECENT_SECONDS)
+    alerts = await anyio.to_thread.run_sync(gateway.observed.store.alerts.since, time.time() - RECENT_SECONDS)
     grouped: dict[str, list[dict[str, Any]]] = {"firing": [], "pending": [], "resolved": []}
     for alert in alerts:
         grouped[alert.status].append({**alert_json(alert), "status": alert.status, "value": alert.value})

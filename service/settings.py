@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from monitoring.plausibility import INPUT_RULES, OUTPUT_RULES
+from monitoring.store import is_postgres, redacted
 from registry.onnx_model import check_providers
 from registry.store import DEFAULT_ROOT, ENV_VAR
 from service.batching import BatchPolicy, parse_policies
@@ -63,6 +64,9 @@ class Settings:
     monitoring: bool = True
     #: the prediction log (SQLite); empty means predictions.sqlite3 inside the registry directory
     log_path: Path = Path()
+    #: a postgresql:// URL: the prediction log and all monitoring state in PostgreSQL instead of the
+    #: SQLite file, shared by every replica of a deployment (log_path is then unused)
+    log_url: str = dataclasses.field(default="", repr=False)
     #: records queued for the log writer before the overflow policy applies
     log_queue_size: int = 10_000
     #: when the queue is full: "block" (the request waits for room; nothing is lost) or "drop" (counted)
@@ -111,6 +115,11 @@ class Settings:
         return frozenset(rule.strip() for rule in self.reject_rules.split(",") if rule.strip())
 
     def __post_init__(self) -> None:
+        if self.log_url and not is_postgres(self.log_url):
+            raise ValueError(
+                f"setting log_url: {redacted(self.log_url)!r} is not a postgresql:// URL "
+                "(leave it empty for the SQLite file at log_path)"
+            )
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
         check_providers(self.execution_providers)
@@ -133,6 +142,11 @@ class Settings:
     @property
     def prediction_log(self) -> Path:
         return self.log_path if self.log_path != Path() else self.registry / "predictions.sqlite3"
+
+    @property
+    def store_location(self) -> str:
+        """Where the monitoring state is: the PostgreSQL URL, or the SQLite file's path."""
+        return self.log_url or str(self.prediction_log)
 
     def to_env(self) -> dict[str, str]:
         """These settings as the environment ``from_env`` reads back (for a child process)."""

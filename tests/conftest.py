@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -395,3 +397,43 @@ def gateway_factory(spawn: Callable[..., RunningServer]) -> Callable[..., Runnin
         return spawn(command, env={"MODELGATE_POLL_INTERVAL": "0.2", **settings})
 
     return start
+
+
+def _load_tests_module(name: str) -> Any:
+    """A module of load_tests/ (not a package: its scripts run as programs)."""
+    path = Path(__file__).resolve().parent.parent / "load_tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"load_tests_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+postgres_server = _load_tests_module("postgres_server")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server (load_tests/postgres_server.py) for the test session. Skipped where
+    PostgreSQL is not installed, except in CI, whose .ci/run installs it. ``fsync=off``: tests kill
+    gateways, never the machine, and it makes each commit cheap."""
+    if postgres_server.postgres_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; .ci/run installs it (apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with postgres_server.local_postgres("fsync=off") as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: Any) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    import psycopg
+
+    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}".encode())
+    yield postgres.url(name)
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())

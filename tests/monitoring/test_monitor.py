@@ -10,9 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor, Traffic, Window, WindowSettings
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import LoggedRequest, RequestRecord
 from monitoring.sink import encode
+from monitoring.store.sqlite import SQLiteDatabase, SQLiteRequestLog, open_sqlite
 from registry.demo import breast_cancer
 from registry.onnx_model import Prediction
 from service.app import create_app
@@ -115,11 +115,11 @@ def test_a_restarted_monitor_rebuilds_its_window_from_the_log(cancer_registry):
 
 def test_one_monitor_leads_a_log_until_it_stops(tmp_path):
     path = tmp_path / "p.sqlite3"
-    first, second = SQLitePredictionLog(path), SQLitePredictionLog(path)
-    assert first.acquire_monitor_lease() and first.acquire_monitor_lease()
-    assert not second.acquire_monitor_lease()
+    first, second = open_sqlite(path), open_sqlite(path)
+    assert first.lease.acquire() and first.lease.acquire()
+    assert not second.lease.acquire() and second.lease.held()
     first.close()
-    assert second.acquire_monitor_lease()
+    assert second.lease.acquire()
     second.close()
 
 
@@ -147,11 +147,11 @@ def test_a_window_never_holds_more_rows_than_its_size_between_reports():
     assert [entry.ts for entry in window.requests] == [297.0, 298.0, 299.0]  # 768 rows; a fourth is 1,024
 
 
-class CountedLog(SQLitePredictionLog):
+class CountedLog(SQLiteRequestLog):
     """The real log, remembering how many records each read asked for."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, db):
+        super().__init__(db)
         self.limits: list[int] = []
 
     def read_after(self, seq, limit, decode=True):
@@ -175,21 +175,23 @@ def test_big_batches_are_read_a_few_at_a_time_and_unmirrored_ones_are_not_hoarde
             prediction=prediction, classes=("benign", "malignant"),
         )  # fmt: skip
 
-    log = CountedLog(tmp_path / "p.sqlite3")
+    store = open_sqlite(tmp_path / "p.sqlite3")
+    log = CountedLog(SQLiteDatabase(tmp_path / "p.sqlite3"))
     log.write(encode([record(i) for i in range(300)]))
-    monitor = Monitor(log, cancer_registry.manifest, WindowSettings())
+    monitor = Monitor(log, store.feedback, store.reports, cancer_registry.manifest, WindowSettings())
     assert monitor.step(time.time()) == 300
     assert max(log.limits[1:]) * 256 <= ROWS_A_READ  # after the first, small read: by rows
     kept = monitor.windows[("cancer", 1)].requests  # what the report tested drift on, decoded
     assert sum(r.rows for r in kept) <= 1000 + 256 and all(len(r.inputs[features[0]]) == 256 for r in kept)
-    assert orjson.loads(log.report("cancer")[1])["window"]["rows"] == sum(r.rows for r in kept)
+    assert orjson.loads(store.reports.latest("cancer")[1])["window"]["rows"] == sum(r.rows for r in kept)
     waiting = monitor.unpaired["champion"]
     assert monitor.unpaired_rows["champion"] == 256 * len(waiting) <= UNPAIRED_MAX_ROWS
     assert "r299" in waiting and "r0" not in waiting  # the newest wait, the oldest gave up
     log.write(encode([record(299, arm="shadow")]))  # the newest one's twin still pairs
     monitor.step(time.time())
     assert monitor.pairs["cancer"].rows == 256 and "r299" not in waiting
-    log.close()
+    log.db.close()
+    store.close()
 
 
 def test_feedback_turns_into_live_quality_per_version(cancer_registry):

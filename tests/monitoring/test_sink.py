@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
 from monitoring.sink import EventSink, LogWriter
+from monitoring.store.sqlite import open_sqlite
 from registry.onnx_model import Prediction
 
 
@@ -26,7 +26,7 @@ def record(i: int, rows: int = 1) -> RequestRecord:
 
 @pytest.fixture
 def store(tmp_path):
-    log = SQLitePredictionLog(tmp_path / "p.sqlite3")
+    log = open_sqlite(tmp_path / "p.sqlite3")
     yield log
     log.close()
 
@@ -48,17 +48,17 @@ class GatedStore:
 
 
 def test_close_drains_everything_queued(store):
-    writer = LogWriter(store)
+    writer = LogWriter(store.requests)
     sink = EventSink(writer, capacity=10_000)
     sink.start()
     for i in range(5000):
         assert sink.offer(record(i))
     sink.close()
-    assert writer.written == 5000 and len(store.read_after(0, 10_000)) == 5000
+    assert writer.written == 5000 and len(store.requests.read_after(0, 10_000)) == 5000
 
 
 def test_each_request_is_one_json_log_line_with_its_payload(store):
-    sink = EventSink(LogWriter(store, payload_rows=2))
+    sink = EventSink(LogWriter(store.requests, payload_rows=2))
     with capture_logs() as logs:
         sink.start()
         sink.offer(record(1))
@@ -72,7 +72,7 @@ def test_each_request_is_one_json_log_line_with_its_payload(store):
 
 def overflow_dropping(store, metrics=None):
     """20 records into a sink of 5 under the drop policy while the store waits; then drained."""
-    gated = GatedStore(store)
+    gated = GatedStore(store.requests)
     sink = EventSink(LogWriter(gated, metrics=metrics), capacity=5, overflow="drop", batch_size=1)
     sink.metrics = metrics
     sink.start()
@@ -90,11 +90,11 @@ def overflow_dropping(store, metrics=None):
 def test_a_full_queue_drops_and_counts_under_the_drop_policy(store):
     sink = overflow_dropping(store)
     assert sink.dropped > 0 and sink.handed + sink.dropped == 20
-    assert len(store.read_after(0, 100)) == sink.handed
+    assert len(store.requests.read_after(0, 100)) == sink.handed
 
 
 def test_a_full_queue_blocks_and_loses_nothing_under_the_block_policy(store):
-    gated = GatedStore(store)
+    gated = GatedStore(store.requests)
     sink = EventSink(LogWriter(gated), capacity=5, overflow="block", batch_size=1)
     sink.start()
 
@@ -107,18 +107,18 @@ def test_a_full_queue_blocks_and_loses_nothing_under_the_block_policy(store):
 
     asyncio.run(send())
     sink.close()
-    assert sink.dropped == 0 and sink.handed == 20 and len(store.read_after(0, 100)) == 20
+    assert sink.dropped == 0 and sink.handed == 20 and len(store.requests.read_after(0, 100)) == 20
 
 
 def test_a_failing_store_is_retried_not_lost(store):
-    gated = GatedStore(store, failures=2)
+    gated = GatedStore(store.requests, failures=2)
     gated.gate.set()
     writer = LogWriter(gated, retry_seconds=0.01)
     sink = EventSink(writer)
     sink.start()
     sink.offer(record(1))
     sink.close()
-    assert writer.write_errors == 2 and writer.written == 1 and len(store.read_after(0, 10)) == 1
+    assert writer.write_errors == 2 and writer.written == 1 and len(store.requests.read_after(0, 10)) == 1
 
 
 def test_requests_are_counted_in_metrics_even_when_the_log_drops_them(store):
@@ -144,7 +144,7 @@ def test_a_dropped_record_still_has_its_plausibility_counted(store):
             return [{"value_range": 1} for _ in batches]
 
     metrics = GatewayMetrics(CollectorRegistry())
-    sink = EventSink(LogWriter(store), capacity=0, overflow="drop")
+    sink = EventSink(LogWriter(store.requests), capacity=0, overflow="drop")
     sink.metrics = metrics
     asyncio.run(sink.put(replace(record(1), checker=AlwaysOneViolation())))
     labels = {"model": "m", "version": "1", "arm": "champion", "rule": "value_range", "feature": ""}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from monitoring.prediction_log import SQLitePredictionLog
+from monitoring.store.sqlite import open_sqlite
 
 pytestmark = pytest.mark.slow
 
@@ -153,8 +153,8 @@ def test_every_acknowledged_request_is_logged_after_sigterm(gateway_factory, can
     gateway.stop()  # SIGTERM right after the last answer: the queues drain before exit
     assert gateway.process.returncode is not None
 
-    store = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
-    records = store.read_after(0, 10_000)
+    store = open_sqlite(cancer_registry.root / "predictions.sqlite3")
+    records = store.requests.read_after(0, 10_000)
     store.close()
     assert sorted(r.request_id for r in records) == sorted(acknowledged)
     assert all(r.status == 200 and r.rows == 2 and r.outputs for r in records)
@@ -189,8 +189,8 @@ def test_kserve_v1_and_mlflow_requests_are_answered_logged_and_counted(
         in metrics
     )
     assert 'route="mlflow",status="200"' in metrics
-    store = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
-    records = {r.request_id: r for r in store.read_after(0, 100)}
+    store = open_sqlite(cancer_registry.root / "predictions.sqlite3")
+    records = {r.request_id: r for r in store.requests.read_after(0, 100)}
     store.close()
     assert records["ml-1"].route == "mlflow" and records["ml-1"].rows == 3 and records["ml-1"].outputs
     assert sorted(r.route for r in records.values()) == ["mlflow", "v1"]

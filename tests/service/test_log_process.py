@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.records import RequestRecord
 from monitoring.sink import LogWriter
+from monitoring.store.sqlite import open_sqlite
 from service.log_process import LogShipper
 from service.pool import load_version, warmup_batch
 from service.settings import Settings
@@ -47,10 +47,10 @@ def records(cancer_registry):
 
 
 def logged(path):
-    store = SQLitePredictionLog(path)
+    store = open_sqlite(path)
     try:
         return [(r.request_id, r.status, r.rows, r.inputs, r.outputs, r.flags, r.error)
-                for r in store.read_after(0, 1000)]  # fmt: skip
+                for r in store.requests.read_after(0, 1000)]  # fmt: skip
     finally:
         store.close()
 
@@ -62,8 +62,8 @@ def test_the_writer_process_logs_what_writing_in_the_worker_would(settings, reco
     shipper.write(records[5:], final=True)
     shipper.close()
 
-    direct = SQLitePredictionLog(tmp_path / "direct.sqlite3")
-    LogWriter(direct).write(records, final=True)
+    direct = open_sqlite(tmp_path / "direct.sqlite3")
+    LogWriter(direct.requests).write(records, final=True)
     direct.close()
     expected = logged(tmp_path / "direct.sqlite3")
     assert logged(settings.prediction_log) == expected

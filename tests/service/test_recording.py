@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.prediction_log import SQLitePredictionLog
+from monitoring.store.sqlite import open_sqlite
 from service.app import create_app
 from service.settings import Settings
 
@@ -23,9 +23,9 @@ def client(settings):
 
 def logged(settings):
     """What the log holds once the gateway has shut down (which drains the queue)."""
-    store = SQLitePredictionLog(settings.prediction_log)
+    store = open_sqlite(settings.prediction_log)
     try:
-        return store.read_after(0, 10_000)
+        return store.requests.read_after(0, 10_000)
     finally:
         store.close()
 

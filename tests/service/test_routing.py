@@ -106,13 +106,13 @@ def test_raising_the_weight_only_moves_keys_to_the_challenger():
 
 
 def test_the_prediction_log_records_which_arm_answered(cancer_registry, rows):
-    from monitoring.prediction_log import SQLitePredictionLog
+    from monitoring.store.sqlite import open_sqlite
 
     cancer_registry.set_routing("cancer", RoutingPolicy(mode="ab", challenger_weight=0.5))
     with client_for(cancer_registry, monitoring=True) as client:
         answers = {a["request_id"]: (a["arm"], a["version"]) for a in
                    (client.post("/predict", json={"inputs": rows}).json() for _ in range(30))}  # fmt: skip
-    log = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
-    logged = {r.request_id: (r.arm, r.version) for r in log.read_after(0, 100)}
+    log = open_sqlite(cancer_registry.root / "predictions.sqlite3")
+    logged = {r.request_id: (r.arm, r.version) for r in log.requests.read_after(0, 100)}
     log.close()
     assert logged == answers

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.prediction_log import SQLitePredictionLog
 from monitoring.sink import EventSink, LogWriter
+from monitoring.store.sqlite import open_sqlite
 from registry.aliases import RoutingPolicy
 from registry.errors import RegistryError
 from service.app import create_app
@@ -40,8 +40,8 @@ def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cance
             time.sleep(0.05)
         time.sleep(0.2)  # and finish the one in hand
     assert {(a["arm"], a["version"]) for a in answers} == {("champion", 1)}
-    log = SQLitePredictionLog(cancer_registry.root / "predictions.sqlite3")
-    logged = log.read_after(0, 100)
+    log = open_sqlite(cancer_registry.root / "predictions.sqlite3")
+    logged = log.requests.read_after(0, 100)
     log.close()
     by_arm = {arm: {r.request_id: r for r in logged if r.arm == arm} for arm in ("champion", "shadow")}
     assert set(by_arm["shadow"]) == set(by_arm["champion"]) == {a["request_id"] for a in answers}
@@ -62,7 +62,7 @@ def test_a_failing_or_refusing_challenger_is_a_logged_error_not_an_answer(cancer
     challenger = served(cancer_registry, 2)
     batch = warmup_batch(challenger.manifest, 2)
     narrow = dataclasses.replace(batch, matrix=np.ascontiguousarray(batch.matrix[:, :29]))
-    runner = ShadowRunner(EventSink(LogWriter(SQLitePredictionLog(tmp_path / "log.sqlite3"))))
+    runner = ShadowRunner(EventSink(LogWriter(open_sqlite(tmp_path / "log.sqlite3").requests)))
     failed = runner.mirror(job(challenger, narrow))  # ONNX Runtime refuses 29 columns
     assert failed.status == 500 and failed.prediction is None and "29" in failed.error
 
@@ -86,8 +86,8 @@ class Slow(ServedVersion):
 def test_a_slow_challenger_sheds_shadow_jobs_and_never_holds_the_caller(cancer_registry, tmp_path):
     real = served(cancer_registry, 2)
     slow = Slow(real.manifest, real.model, real.label_datatype, real.checker)
-    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
-    sink = EventSink(LogWriter(store))
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store.requests))
     runner = ShadowRunner(sink, capacity=2)
     sink.start()
     runner.start()
@@ -103,7 +103,7 @@ def test_a_slow_challenger_sheds_shadow_jobs_and_never_holds_the_caller(cancer_r
     time.sleep(0.5)
     runner.stop()
     sink.close()
-    mirrored = [r for r in store.read_after(0, 100) if r.arm == "shadow"]
+    mirrored = [r for r in store.requests.read_after(0, 100) if r.arm == "shadow"]
     store.close()
     assert len(mirrored) == 10 - runner.shed and all(r.status == 200 for r in mirrored)
 
@@ -113,8 +113,8 @@ def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
 ):
     rests: list[float] = []
     real = served(cancer_registry, 2)
-    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
-    sink = EventSink(LogWriter(store))
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store.requests))
     runner = ShadowRunner(sink, capacity=10, budget=0.2)
     monkeypatch.setattr(runner, "_rest", rests.append)  # the rests asked for, not taken
     runner.start()
@@ -127,7 +127,7 @@ def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
     runner.stop(timeout=10)
     sink.start()
     sink.close()
-    took = [r.latency_ms / 1000 for r in store.read_after(0, 10)]
+    took = [r.latency_ms / 1000 for r in store.requests.read_after(0, 10)]
     store.close()
     assert len(took) == 5 and runner.shed == 0
     # rest = time taken * (1 - 0.2) / 0.2: at least four times the prediction it followed
@@ -141,7 +141,7 @@ def test_a_fast_challenger_is_mirrored_at_most_max_rate_times_a_second(
 ):
     rests: list[float] = []
     real = served(cancer_registry, 2)
-    sink = EventSink(LogWriter(SQLitePredictionLog(tmp_path / "log.sqlite3")))
+    sink = EventSink(LogWriter(open_sqlite(tmp_path / "log.sqlite3").requests))
     runner = ShadowRunner(sink, capacity=10, budget=1.0, max_rate=50)  # no budget rest; 20 ms a job
     monkeypatch.setattr(runner, "_rest", rests.append)
     runner.start()
@@ -170,19 +170,19 @@ def one_row(x: float) -> Batch:
 
 
 def test_a_hung_challenger_is_stopped_at_the_shadow_timeout_and_logged_as_504(looping, tmp_path):
-    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
-    sink = EventSink(LogWriter(store))
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store.requests))
     runner = ShadowRunner(sink, budget=1.0, timeout=0.2)
     sink.start()
     runner.start()
     runner.offer(job(looping, one_row(3.0), request_id="hung"))
     runner.offer(job(looping, one_row(0.7), request_id="after"))
     deadline = time.monotonic() + 10
-    while len(store.read_after(0, 10)) < 2 and time.monotonic() < deadline:
+    while len(store.requests.read_after(0, 10)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     runner.stop()
     sink.close()
-    hung, after = sorted(store.read_after(0, 10), key=lambda r: r.request_id != "hung")
+    hung, after = sorted(store.requests.read_after(0, 10), key=lambda r: r.request_id != "hung")
     store.close()
     assert (hung.request_id, hung.status, hung.error) == (
         "hung",
@@ -195,16 +195,16 @@ def test_a_hung_challenger_is_stopped_at_the_shadow_timeout_and_logged_as_504(lo
 
 
 def test_a_record_is_logged_before_the_rest_and_a_stop_cuts_the_rest_short(looping, tmp_path):
-    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
-    sink = EventSink(LogWriter(store))
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store.requests))
     runner = ShadowRunner(sink, budget=0.01, timeout=0.5)  # after the 0.5 s run, a 50 s rest
     sink.start()
     runner.start()
     runner.offer(job(looping, one_row(3.0), request_id="hung"))
     deadline = time.monotonic() + 10
-    while not store.read_after(0, 10) and time.monotonic() < deadline:
+    while not store.requests.read_after(0, 10) and time.monotonic() < deadline:
         time.sleep(0.05)
-    (record,) = store.read_after(0, 10)  # logged while the thread rests
+    (record,) = store.requests.read_after(0, 10)  # logged while the thread rests
     assert record.status == 504
     started = time.monotonic()
     runner.stop(timeout=10)
@@ -214,8 +214,8 @@ def test_a_record_is_logged_before_the_rest_and_a_stop_cuts_the_rest_short(loopi
 
 
 def test_a_stop_does_not_wait_out_a_hung_challenger(looping, tmp_path):
-    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
-    sink = EventSink(LogWriter(store))
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store.requests))
     runner = ShadowRunner(sink, timeout=3600)
     sink.start()
     runner.start()
@@ -227,7 +227,7 @@ def test_a_stop_does_not_wait_out_a_hung_challenger(looping, tmp_path):
     runner.stop(timeout=10)
     assert time.monotonic() - started < 5
     sink.close()
-    (record,) = store.read_after(0, 10)
+    (record,) = store.requests.read_after(0, 10)
     store.close()
     assert (record.status, record.error) == (503, "stopped: the gateway is shutting down")
 
@@ -236,16 +236,16 @@ def test_the_challenger_runs_niced_on_a_one_thread_session_of_its_own(cancer_reg
     pool = ModelPool(cancer_registry, threads=2)
     pool.refresh()
     challenger = pool.slots("cancer").challenger
-    store = SQLitePredictionLog(tmp_path / "log.sqlite3")
-    sink = EventSink(LogWriter(store))
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    sink = EventSink(LogWriter(store.requests))
     runner = ShadowRunner(sink, budget=1.0, background=pool.single_threaded)
     sink.start()
     runner.start()
     runner.offer(job(challenger, warmup_batch(challenger.manifest, 2)))
     deadline = time.monotonic() + 10
-    while not store.read_after(0, 10) and time.monotonic() < deadline:
+    while not store.requests.read_after(0, 10) and time.monotonic() < deadline:
         time.sleep(0.05)
-    (record,) = store.read_after(0, 10)
+    (record,) = store.requests.read_after(0, 10)
     stat = Path(f"/proc/self/task/{runner._thread.native_id}/stat").read_text()
     nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of stat(5), counted after the name
     runner.stop()

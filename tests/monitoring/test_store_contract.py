@@ -1,0 +1,267 @@
+"""The store's contract, run against each backend: SQLite (a file) and PostgreSQL (a real server).
+
+Every seam behaves the same on both: the request log keeps every request and
+reads it back in commit order, feedback is taken once, reports and alert
+states are replaced, the outbox queues a delivery once, and one process at a
+time holds the monitor lease.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from monitoring.alerts import Alert
+from monitoring.records import EncodedRecord, Feedback, RequestRecord
+from monitoring.store import FeedbackOutcome, Store, open_store
+from registry.onnx_model import Prediction
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "log" / "predictions.sqlite3")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(location):
+    opened = open_store(location)
+    yield opened
+    opened.close()
+
+
+def record(request_id="r1", ts=100.0, model="cancer", status=200, arm="champion", rows=2, **extra):
+    defaults = dict(
+        features=("a", "b"),
+        matrix=np.array([[1.5, np.nan], [3.0, 4.0]], dtype=np.float32)[:rows],
+        prediction=Prediction(
+            labels=np.array(["yes", "no"], dtype=object)[:rows],
+            probabilities=np.array([[0.2, 0.8], [0.9, 0.1]])[:rows],
+        ),
+    )
+    if status != 200:
+        defaults = dict(error="inputs[0].a: missing")
+    return RequestRecord(request_id=request_id, ts=ts, route="predict", status=status, latency_ms=1.25,
+                         model=model, version=1, arm=arm, rows=rows, **{**defaults, **extra})  # fmt: skip
+
+
+def write(store: Store, *records: RequestRecord) -> None:
+    store.requests.write([EncodedRecord.of(r) for r in records])
+
+
+def test_records_read_back_in_order_with_inputs_outputs_and_errors(store):
+    write(store, record("r1"), record("r2", status=422))
+    first, second = store.requests.read_after(0, 10)
+    assert first.seq < second.seq
+    assert first.inputs["a"] == [1.5, 3.0] and first.inputs["b"][0] is None and first.inputs["b"][1] == 4.0
+    assert first.outputs == {"label": ["yes", "no"], "probabilities": [[0.2, 0.8], [0.9, 0.1]]}
+    assert (first.ts, first.latency_ms, first.rows, first.version) == (100.0, 1.25, 2, 1)
+    assert (second.status, second.error, second.inputs) == (422, "inputs[0].a: missing", None)
+    assert store.requests.read_after(first.seq, 10) == [second]
+
+
+def test_records_can_be_read_with_their_payloads_still_encoded(store):
+    write(store, record("r1"))
+    (raw,) = store.requests.read_after(0, 1, decode=False)
+    assert raw.inputs is None and raw.outputs is None
+    assert raw.decoded() == store.requests.read_after(0, 1)[0]
+
+
+def test_per_feature_columns_with_strings_round_trip(store):
+    columns = {
+        "color": np.array(["red", "blue"], dtype=object),
+        "size": np.array([1.0, math.nan], np.float32),
+    }
+    write(store, record(features=("color", "size"), matrix=None, columns=columns))
+    (logged,) = store.requests.read_after(0, 1)
+    assert logged.inputs == {"color": ["red", "blue"], "size": [1.0, None]}
+
+
+def test_regression_outputs_and_flags_round_trip(store):
+    write(store, record(prediction=Prediction(values=np.array([151.5, 80.25])), flags={"value_range": 1}))
+    (logged,) = store.requests.read_after(0, 1)
+    assert logged.outputs == {"value": [151.5, 80.25]} and logged.flags == {"value_range": 1}
+
+
+def test_fetch_filters_by_model_and_time(store):
+    write(store, record("old", ts=10), record("new", ts=20), record("other", ts=30, model="iris"))
+    assert [r.request_id for r in store.requests.fetch("cancer", None)] == ["old", "new"]
+    assert [r.request_id for r in store.requests.fetch("cancer", 15)] == ["new"]
+    assert [r.request_id for r in store.requests.fetch(None, 15)] == ["new", "other"]
+
+
+def test_feedback_targets_are_answered_requests_only(store):
+    write(store, record("ok"), record("refused", status=422), record("shadow", arm="shadow"))
+    targets = store.requests.targets(["ok", "refused", "shadow", "unknown"])
+    assert list(targets) == ["ok"] and targets["ok"].rows == 2 and targets["ok"].version == 1
+
+
+def test_answered_and_shadowed_predictions_of_a_request(store):
+    write(store, record("r1"), record("r1", arm="shadow"), record("r2", status=422))
+    assert [(r.request_id, r.arm) for r in store.requests.answered(["r1", "r2", "r1"])] == [
+        ("r1", "champion")
+    ]
+    assert [(r.request_id, r.arm) for r in store.requests.shadowed(["r1", "r2"])] == [("r1", "shadow")]
+
+
+def test_feedback_is_idempotent_and_conflicts_are_refused(store):
+    write(store, record("r1"), record("r2"))
+    outcomes = store.feedback.add([Feedback("r1", ["yes", "no"], 200.0), Feedback("r2", ["no", "no"], 200.0)])
+    assert outcomes == [FeedbackOutcome.ACCEPTED, FeedbackOutcome.ACCEPTED]
+    again = store.feedback.add([Feedback("r1", ["yes", "no"], 201.0), Feedback("r2", ["yes", "yes"], 201.0)])
+    assert again == [FeedbackOutcome.DUPLICATE, FeedbackOutcome.CONFLICT]
+    assert store.feedback.of(["r1", "r2", "x"])["r2"].ground_truth == ["no", "no"]
+    tail = store.feedback.after(0, 10)
+    assert [f.request_id for _, f in tail] == ["r1", "r2"] and tail[0][0] < tail[1][0]
+    assert store.feedback.after(tail[0][0], 10) == tail[1:]
+
+
+def test_prune_deletes_what_is_older(store):
+    write(store, record("old", ts=10), record("new", ts=20))
+    store.feedback.add([Feedback("old", ["yes", "no"], 11.0), Feedback("new", ["yes", "no"], 21.0)])
+    assert (store.requests.prune(before=15), store.feedback.prune(before=15)) == (1, 1)
+    assert [r.request_id for r in store.requests.read_after(0, 10)] == ["new"]
+    assert list(store.feedback.of(["old", "new"])) == ["new"]
+
+
+def test_where_a_monitor_starts(store):
+    assert store.requests.seq_before(0) == 0  # an empty log: from the start
+    write(store, record("a", ts=10), record("b", ts=20), record("c", ts=30))
+    _, b, c = (r.seq for r in store.requests.read_after(0, 10))
+    assert store.requests.seq_before(15) == b - 1  # the first record at or after 15 is b
+    assert store.requests.read_after(store.requests.seq_before(15), 10)[0].request_id == "b"
+    assert store.requests.seq_before(99) == c  # nothing that recent: after the last one
+    assert store.feedback.seq_before(15) == 0
+
+
+def test_a_reader_tailing_concurrent_writers_misses_nothing(location):
+    """Writers in several processes' stead (one store each) commit batches while a monitor tails by
+    seq: it must end with every record, each once, in ascending seq. On PostgreSQL this is what the
+    write lock is for: sequence numbers taken in one order and committed in the other would be
+    skipped by a reader that had already passed them."""
+    stores = [open_store(location) for _ in range(4)]
+    writers_done = threading.Event()
+
+    def writer(index: int, store: Store) -> None:
+        for batch in range(25):
+            write(store, *(record(f"w{index}-{batch}-{i}", rows=1) for i in range(8)))
+
+    seen: list[tuple[int, str]] = []
+
+    def tail(store: Store) -> None:
+        seq = 0
+        while True:
+            finished = writers_done.is_set()  # read before the last pass: nothing is left after it
+            read = store.requests.read_after(seq, 50, decode=False)
+            for r in read:
+                seen.append((r.seq, r.request_id))
+                seq = r.seq
+            if finished and len(read) < 50:
+                return
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores[:3])]
+    reader = threading.Thread(target=tail, args=(stores[3],))
+    reader.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writers_done.set()
+    reader.join()
+    for store in stores:
+        store.close()
+    assert len(seen) == 600 and len({rid for _, rid in seen}) == 600
+    assert [seq for seq, _ in seen] == sorted(seq for seq, _ in seen)
+
+
+def test_a_report_replaces_the_one_before(store):
+    assert store.reports.latest("cancer") is None
+    store.reports.save("cancer", 1.0, b'{"window": 1}')
+    store.reports.save("cancer", 2.0, b'{"window": 2}')
+    store.reports.save("iris", 3.0, b"{}")
+    assert store.reports.latest("cancer") == (2.0, b'{"window": 2}')
+
+
+def test_alert_states_are_replaced_and_resolved_ones_kept_a_while(store):
+    labels = {"alertname": "DriftDetected", "model": "cancer", "severity": "warning"}
+    pending = Alert("f1", labels, {"summary": "drift"}, pending_since=10.0, value=0.4)
+    resolved = Alert("f2", labels, {}, pending_since=5.0, value=1.0, firing_since=6.0, resolved_at=8.0)
+    store.alerts.save([pending, resolved])
+    firing = Alert("f1", labels, {"summary": "drift"}, pending_since=10.0, value=0.5, firing_since=12.0)
+    store.alerts.save([firing])
+    assert store.alerts.since(9.0) == [firing]  # f2 resolved before 9
+    assert store.alerts.since(7.0) == [resolved, firing]  # by pending_since
+
+
+def test_the_outbox_queues_a_delivery_once_until_delivered_or_given_up(store):
+    entries = [("k1", "webhook http://a", b'{"n": 1}'), ("k1", "webhook http://b", b'{"n": 1}')]
+    assert store.outbox.enqueue(entries, now=100.0) == 2
+    assert store.outbox.enqueue([*entries, ("k2", "webhook http://a", b"{}")], now=101.0) == 1
+    first, second, third = store.outbox.due(now=101.0, limit=10)
+    assert (first.target, first.payload, first.attempts, first.created_at) == (
+        "webhook http://a",
+        b'{"n": 1}',
+        0,
+        100.0,
+    )
+    store.outbox.delivered(first.id, now=102.0)
+    store.outbox.retry(second.id, next_attempt=110.0, error="503", give_up=False, now=102.0)
+    store.outbox.retry(third.id, next_attempt=110.0, error="503", give_up=True, now=102.0)
+    assert store.outbox.due(now=105.0, limit=10) == []
+    (again,) = store.outbox.due(now=110.0, limit=10)
+    assert (again.id, again.attempts) == (second.id, 1)
+    assert store.outbox.due(now=110.0, limit=0) == []
+
+
+def test_one_process_holds_the_monitor_lease_at_a_time(location):
+    first, second = open_store(location), open_store(location)
+    try:
+        assert not second.lease.held()
+        assert first.lease.acquire() and first.lease.acquire()  # still held: asking again is fine
+        assert second.lease.held() and not second.lease.acquire()
+        first.lease.release()
+        assert second.lease.acquire() and not first.lease.acquire()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_lease_holder_that_is_killed_frees_the_lease(location):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from monitoring.store import open_store; "
+         "s = open_store(sys.argv[1]); assert s.lease.acquire(); print('held', flush=True); time.sleep(60)",
+         location],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    store = open_store(location)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        assert store.lease.held() and not store.lease.acquire()
+        holder.kill()
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while not store.lease.acquire() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.lease.acquire()
+    finally:
+        holder.kill()
+        store.close()
+
+
+def test_opening_a_store_again_keeps_what_it_holds(location):
+    first = open_store(location)
+    write(first, record("r1"))
+    first.close()
+    again = open_store(location)  # the schema is there: nothing is created or migrated twice
+    try:
+        assert [r.request_id for r in again.requests.read_after(0, 10)] == ["r1"]
+    finally:
+        again.close()
