@@ -96,3 +96,28 @@ def test_monitor_ingestion_is_measured_on_a_prefilled_log(tmp_path):
                     "--peak", "100")  # fmt: skip
     assert re.search(r"the monitor read them in [\d.]+ s from a cold start: \*\*[\d,]+ records/s\*\*", result)
     assert re.search(r"- [\d.]+x the gateway's peak of 100 requests/s", result)
+
+
+@pytest.mark.slow
+def test_bench_runs_a_gateway_on_postgresql_and_counts_its_log_there(tool, postgres, tmp_path):
+    """gateway-pg: the bench makes a database on the server it is given and counts the requests
+    logged in it, as it counts the SQLite file's."""
+    tool("wrk")
+    table = report(BENCH, tmp_path / "pg.md", "--targets", "gateway-off,gateway-pg", "--postgres-url",
+                   postgres.url(), "--rounds", "1", "--duration", "1", "--warmup", "1", "--rest", "0",
+                   "--connections", "4")  # fmt: skip
+    assert re.search(r"gateway-pg: \d+ requests in the prediction log", table)
+    assert "gateway-pg vs gateway-off: requests/s " in table and "| gateway-pg | " in table
+
+
+@pytest.mark.slow
+def test_the_log_writer_benchmark_writes_into_both_stores(postgres, tmp_path):
+    table = report(BENCH.with_name("log_writer.py"), tmp_path / "writer.md", "--records", "2000",
+                   "--writers", "2", "--peak", "1000", "--postgres-url", postgres.url())  # fmt: skip
+    rows = [line.split("|")[1:4] for line in table.splitlines() if line.startswith("| sqlite") or
+            line.startswith("| postgres")]  # fmt: skip
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        [store, writers, request_rows]
+        for store in ("sqlite", "postgres")
+        for writers, request_rows in (("1", "1"), ("2", "1"), ("1", "256"))
+    ]
