@@ -30,17 +30,24 @@ per deployment: the advisory lock keys are fixed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from monitoring.alerts import Alert
-from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
-from monitoring.store import FeedbackOutcome, Store, redacted
-from monitoring.store.rows import REQUEST_COLUMNS, loaded, request_rows
+from monitoring.store import Store, redacted
+from monitoring.store.rows import REQUEST_COLUMNS
+from monitoring.store.sql import (
+    SqlAlertStore,
+    SqlFeedbackLog,
+    SqlOutbox,
+    SqlReportStore,
+    SqlRequestLog,
+    Tailed,
+    Transaction,
+)
 
 #: advisory lock keys: (LOCK_SPACE, one of the others)
 LOCK_SPACE = 0x6D67  # "mg"
@@ -119,6 +126,15 @@ def with_keepalives(url: str) -> str:
     return url + ("&" if "?" in url else "?") + KEEPALIVES.replace(" ", "&")
 
 
+#: the advisory lock a write to each tailed table takes first
+APPEND_LOCKS: dict[str, int] = {"requests": REQUESTS_LOCK, "feedback": FEEDBACK_LOCK}
+
+
+def _format(query: str) -> bytes:
+    """A ``?``-placeholder statement (sql.py's) in psycopg's ``%s`` style."""
+    return query.replace("%", "%%").replace("?", "%s").encode()
+
+
 class PostgresDatabase:
     """A connection pool (autocommit: each method says where its transaction is) and the schema."""
 
@@ -140,251 +156,61 @@ class PostgresDatabase:
             raise ConnectionError(
                 f"cannot connect to PostgreSQL at {redacted(url)} within {connect_timeout:g} s"
             ) from None
-        self.migrate()
-
-    def migrate(self) -> None:
-        with self.pool.connection() as connection, connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, MIGRATION_LOCK))
-            connection.execute(
+        with self.transaction() as transaction:
+            transaction.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, MIGRATION_LOCK))
+            transaction.execute(
                 "CREATE TABLE IF NOT EXISTS modelgate_schema (version INTEGER PRIMARY KEY, "
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
-            row = connection.execute("SELECT COALESCE(MAX(version), 0) FROM modelgate_schema").fetchone()
-            version = int(row[0]) if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                connection.execute(script.encode())
-                connection.execute("INSERT INTO modelgate_schema (version) VALUES (%s)", (number,))
+            (version,) = transaction.one("SELECT COALESCE(MAX(version), 0) FROM modelgate_schema") or (0,)
+            for number, script in enumerate(MIGRATIONS[int(version) :], start=int(version) + 1):
+                transaction.connection.execute(script.encode())
+                transaction.execute("INSERT INTO modelgate_schema (version) VALUES (?)", (number,))
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.pool.connection() as connection:
-            return connection.execute(query.encode(), params).fetchall()
+            return connection.execute(_format(query), params).fetchall()
+
+    def rows_in(self, query: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
+        return self.rows(query.format(ids="= ANY(?)"), (list(dict.fromkeys(ids)),))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Transaction]:
+        with self.pool.connection() as connection, connection.transaction():
+            yield _Transaction(connection)
+
+    def appending(self, transaction: Transaction, table: Tailed) -> None:
+        """The table's advisory lock, held to the commit: ``seq`` values taken and committed one
+        writer at a time (see the module's docstring)."""
+        transaction.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, APPEND_LOCKS[table]))
+
+    def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
+        assert isinstance(transaction, _Transaction)  # COPY is a psycopg connection's own
+        columns = REQUEST_COLUMNS.removeprefix("seq, ")
+        with (
+            transaction.connection.cursor() as cursor,
+            cursor.copy(f"COPY requests ({columns}) FROM STDIN".encode()) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
     def close(self) -> None:
         self.pool.close()
 
 
-class PostgresRequestLog:
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
+class _Transaction:
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
 
-    def write(self, records: Sequence[EncodedRecord]) -> None:
-        rows = request_rows(records)
-        with self.db.pool.connection() as connection, connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, REQUESTS_LOCK))
-            with connection.cursor() as cursor:
-                columns = REQUEST_COLUMNS.removeprefix("seq, ")
-                with cursor.copy(f"COPY requests ({columns}) FROM STDIN".encode()) as copy:
-                    for row in rows:
-                        copy.write_row(row)
+    def execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        return self.connection.execute(_format(query), params).rowcount
 
-    def read_after(self, seq: int, limit: int, decode: bool = True) -> list[LoggedRequest]:
-        rows = self.db.rows(
-            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit)
-        )
-        return [loaded(row, decode) for row in rows]
+    def executemany(self, query: str, params: Sequence[Sequence[Any]]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(_format(query), params)
 
-    def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
-        query = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE ts >= %s"
-        params: list[object] = [since if since is not None else float("-inf")]
-        if model is not None:
-            query += " AND model = %s"
-            params.append(model)
-        return [loaded(row) for row in self.db.rows(query + " ORDER BY seq", params)]
-
-    def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
-        rows = self.db.rows(
-            "SELECT request_id, model, version, rows FROM requests "
-            "WHERE status = 200 AND arm != 'shadow' AND request_id = ANY(%s)",
-            (list(request_ids),),
-        )
-        return {
-            request_id: FeedbackTarget(request_id, model, version, n)
-            for request_id, model, version, n in rows
-        }
-
-    def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
-        return self._by_arm("arm != 'shadow'", request_ids)
-
-    def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
-        return self._by_arm("arm = 'shadow'", request_ids)
-
-    def _by_arm(self, condition: str, request_ids: Iterable[str]) -> list[LoggedRequest]:
-        rows = self.db.rows(
-            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE status = 200 AND {condition} "
-            "AND request_id = ANY(%s) ORDER BY seq",
-            (list(dict.fromkeys(request_ids)),),
-        )
-        return [loaded(row) for row in rows]
-
-    def seq_before(self, ts: float) -> int:
-        return _seq_before(self.db, "requests", ts)
-
-    def prune(self, before: float) -> int:
-        with self.db.pool.connection() as connection:
-            return connection.execute("DELETE FROM requests WHERE ts < %s", (before,)).rowcount
-
-
-def _seq_before(db: PostgresDatabase, table: str, ts: float) -> int:
-    # one statement, one snapshot: asked in two, a batch committed in between would be skipped
-    (row,) = db.rows(
-        f"SELECT COALESCE((SELECT MIN(seq) - 1 FROM {table} WHERE ts >= %s), "
-        f"(SELECT COALESCE(MAX(seq), 0) FROM {table}))",
-        (ts,),
-    )
-    return int(row[0])
-
-
-class PostgresFeedbackLog:
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    def add(self, items: Sequence[Feedback]) -> list[FeedbackOutcome]:
-        outcomes = []
-        with self.db.pool.connection() as connection, connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, FEEDBACK_LOCK))
-            for item in items:
-                truth = orjson.dumps(item.ground_truth).decode()
-                inserted = connection.execute(
-                    "INSERT INTO feedback (request_id, ground_truth, ts) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (request_id) DO NOTHING",
-                    (item.request_id, truth, item.ts),
-                ).rowcount
-                if inserted:
-                    outcomes.append(FeedbackOutcome.ACCEPTED)
-                    continue
-                row = connection.execute(
-                    "SELECT ground_truth FROM feedback WHERE request_id = %s", (item.request_id,)
-                ).fetchone()
-                same = row is not None and orjson.loads(row[0]) == item.ground_truth
-                outcomes.append(FeedbackOutcome.DUPLICATE if same else FeedbackOutcome.CONFLICT)
-        return outcomes
-
-    def of(self, request_ids: Iterable[str]) -> dict[str, Feedback]:
-        rows = self.db.rows(
-            "SELECT request_id, ground_truth, ts FROM feedback WHERE request_id = ANY(%s)",
-            (list(dict.fromkeys(request_ids)),),
-        )
-        return {request_id: Feedback(request_id, orjson.loads(truth), ts) for request_id, truth, ts in rows}
-
-    def after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
-        rows = self.db.rows(
-            "SELECT seq, request_id, ground_truth, ts FROM feedback WHERE seq > %s ORDER BY seq LIMIT %s",
-            (seq, limit),
-        )
-        return [(s, Feedback(rid, orjson.loads(truth), ts)) for s, rid, truth, ts in rows]
-
-    def seq_before(self, ts: float) -> int:
-        return _seq_before(self.db, "feedback", ts)
-
-    def prune(self, before: float) -> int:
-        with self.db.pool.connection() as connection:
-            return connection.execute("DELETE FROM feedback WHERE ts < %s", (before,)).rowcount
-
-
-class PostgresReportStore:
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    def save(self, model: str, ts: float, report: bytes) -> None:
-        with self.db.pool.connection() as connection:
-            connection.execute(
-                "INSERT INTO monitor_reports (model, ts, report) VALUES (%s, %s, %s) "
-                "ON CONFLICT (model) DO UPDATE SET ts = excluded.ts, report = excluded.report",
-                (model, ts, report.decode()),
-            )
-
-    def latest(self, model: str) -> tuple[float, bytes] | None:
-        rows = self.db.rows("SELECT ts, report FROM monitor_reports WHERE model = %s", (model,))
-        return None if not rows else (rows[0][0], rows[0][1].encode())
-
-
-class PostgresAlertStore:
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    def save(self, alerts: Sequence[Alert]) -> None:
-        if not alerts:
-            return
-        with self.db.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO alerts (fingerprint, labels, annotations, value, pending_since, firing_since, "
-                "resolved_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO UPDATE SET "
-                "labels = excluded.labels, annotations = excluded.annotations, value = excluded.value, "
-                "pending_since = excluded.pending_since, firing_since = excluded.firing_since, "
-                "resolved_at = excluded.resolved_at",
-                [
-                    (
-                        a.fingerprint, _text(a.labels), _text(a.annotations), a.value, a.pending_since,
-                        a.firing_since, a.resolved_at,
-                    )
-                    for a in alerts
-                ],
-            )  # fmt: skip
-
-    def since(self, ts: float) -> list[Alert]:
-        rows = self.db.rows(
-            "SELECT fingerprint, labels, annotations, value, pending_since, firing_since, resolved_at "
-            "FROM alerts WHERE resolved_at IS NULL OR resolved_at >= %s ORDER BY pending_since",
-            (ts,),
-        )
-        return [
-            Alert(
-                key,
-                orjson.loads(labels),
-                orjson.loads(notes),
-                pending_since=pending,
-                value=value,
-                firing_since=firing,
-                resolved_at=resolved,
-            )
-            for key, labels, notes, value, pending, firing, resolved in rows
-        ]
-
-
-def _text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-class PostgresOutbox:
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    def enqueue(self, entries: Sequence[tuple[str, str, bytes]], now: float) -> int:
-        added = 0
-        with self.db.pool.connection() as connection, connection.transaction():
-            for key, target, payload in entries:
-                added += connection.execute(
-                    "INSERT INTO alert_outbox (dedupe_key, target, payload, created_at, next_attempt) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dedupe_key, target) DO NOTHING",
-                    (key, target, payload.decode(), now, now),
-                ).rowcount
-        return added
-
-    def due(self, now: float, limit: int) -> list[Delivery]:
-        rows = self.db.rows(
-            "SELECT id, target, payload, attempts, created_at FROM alert_outbox WHERE delivered_at IS NULL "
-            "AND given_up_at IS NULL AND next_attempt <= %s ORDER BY id LIMIT %s",
-            (now, limit),
-        )
-        return [
-            Delivery(i, target, payload.encode(), attempts, created)
-            for i, target, payload, attempts, created in rows
-        ]
-
-    def delivered(self, delivery_id: int, now: float) -> None:
-        with self.db.pool.connection() as connection:
-            connection.execute(
-                "UPDATE alert_outbox SET delivered_at = %s, attempts = attempts + 1 WHERE id = %s",
-                (now, delivery_id),
-            )
-
-    def retry(self, delivery_id: int, next_attempt: float, error: str, give_up: bool, now: float) -> None:
-        with self.db.pool.connection() as connection:
-            connection.execute(
-                "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt = %s, last_error = %s, "
-                "given_up_at = %s WHERE id = %s",
-                (next_attempt, error, now if give_up else None, delivery_id),
-            )
+    def one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.connection.execute(_format(query), params).fetchone()
 
 
 class AdvisoryLease:
@@ -423,7 +249,7 @@ class AdvisoryLease:
     def held(self) -> bool:
         (row,) = self.db.rows(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-            "AND classid = %s AND objid = %s AND granted)",
+            "AND classid = ? AND objid = ? AND granted)",
             (LOCK_SPACE, LEASE_LOCK),
         )
         return bool(row[0])
@@ -439,11 +265,11 @@ class AdvisoryLease:
 def open_postgres(url: str, *, pool_size: int = 4) -> Store:
     db = PostgresDatabase(url, pool_size)
     return Store(
-        requests=PostgresRequestLog(db),
-        feedback=PostgresFeedbackLog(db),
-        reports=PostgresReportStore(db),
-        alerts=PostgresAlertStore(db),
-        outbox=PostgresOutbox(db),
+        requests=SqlRequestLog(db),
+        feedback=SqlFeedbackLog(db),
+        reports=SqlReportStore(db),
+        alerts=SqlAlertStore(db),
+        outbox=SqlOutbox(db),
         lease=AdvisoryLease(url, db),
         closer=db.close,
         location=redacted(url),

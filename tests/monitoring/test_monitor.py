@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor, Traffic, Window, WindowSettings
 from monitoring.records import LoggedRequest, RequestRecord
 from monitoring.sink import encode
-from monitoring.store.sqlite import SQLiteDatabase, SQLiteRequestLog, open_sqlite
+from monitoring.store.sql import SqlRequestLog
+from monitoring.store.sqlite import SQLiteDatabase, open_sqlite
 from registry.demo import breast_cancer
 from registry.onnx_model import Prediction
 from service.app import create_app
@@ -147,7 +148,7 @@ def test_a_window_never_holds_more_rows_than_its_size_between_reports():
     assert [entry.ts for entry in window.requests] == [297.0, 298.0, 299.0]  # 768 rows; a fourth is 1,024
 
 
-class CountedLog(SQLiteRequestLog):
+class CountedLog(SqlRequestLog):
     """The real log, remembering how many records each read asked for."""
 
     def __init__(self, db):

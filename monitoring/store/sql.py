@@ -1,0 +1,266 @@
+"""The seams over SQL, written once for both backends.
+
+The schema and these statements are the same on SQLite and PostgreSQL;
+what differs is behind ``Database``: connections and transactions, how a
+batch of requests goes in (a multi-row INSERT, or COPY), how a list of ids
+is matched (chunked IN lists, or ``= ANY``), and what keeps ``seq`` in commit
+order when several processes append (SQLite's write lock, or an advisory
+lock). Statements are written with ``?`` placeholders; a backend that takes
+another style converts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from monitoring.alerts import Alert
+from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
+from monitoring.store import FeedbackOutcome
+from monitoring.store.rows import REQUEST_COLUMNS, loaded, request_rows
+
+#: the tables whose ``seq`` consumers tail
+Tailed = Literal["requests", "feedback"]
+
+
+class Transaction(Protocol):
+    def execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the rows it changed."""
+
+    def executemany(self, query: str, params: Sequence[Sequence[Any]]) -> None: ...
+
+    def one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row the query answers, if any."""
+
+
+class Database(Protocol):
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query outside any transaction (a snapshot of its own); its rows."""
+
+    def rows_in(self, query: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
+        """Rows of ``query``, whose ``{ids}`` stands where the id list is matched (``column {ids}``)."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction: committed when the block ends, rolled back when it raises."""
+
+    def appending(self, transaction: Transaction, table: Tailed) -> None:
+        """Called first in a transaction that appends to ``table``: whatever makes the ``seq`` values
+        it takes commit in order with other writers'."""
+
+    def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows of ``REQUEST_COLUMNS`` without ``seq``."""
+
+
+class SqlRequestLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def write(self, records: Sequence[EncodedRecord]) -> None:
+        rows = request_rows(records)
+        with self.db.transaction() as transaction:
+            self.db.appending(transaction, "requests")
+            self.db.insert_requests(transaction, rows)
+
+    def read_after(self, seq: int, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        rows = self.db.rows(
+            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [loaded(row, decode) for row in rows]
+
+    def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
+        query = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE ts >= ?"
+        params: list[object] = [since if since is not None else float("-inf")]
+        if model is not None:
+            query += " AND model = ?"
+            params.append(model)
+        return [loaded(row) for row in self.db.rows(query + " ORDER BY seq", params)]
+
+    def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
+        rows = self.db.rows_in(
+            "SELECT request_id, model, version, rows FROM requests "
+            "WHERE status = 200 AND arm != 'shadow' AND request_id {ids}",
+            request_ids,
+        )
+        return {
+            request_id: FeedbackTarget(request_id, model, version, n)
+            for request_id, model, version, n in rows
+        }
+
+    def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        return self._by_arm("arm != 'shadow'", request_ids)
+
+    def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        return self._by_arm("arm = 'shadow'", request_ids)
+
+    def _by_arm(self, condition: str, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        rows = self.db.rows_in(
+            f"SELECT {REQUEST_COLUMNS} FROM requests "
+            f"WHERE status = 200 AND {condition} AND request_id {{ids}}",
+            request_ids,
+        )
+        return [loaded(row) for row in sorted(rows, key=lambda row: row[0])]
+
+    def seq_before(self, ts: float) -> int:
+        return seq_before(self.db, "requests", ts)
+
+    def prune(self, before: float) -> int:
+        with self.db.transaction() as transaction:
+            return transaction.execute("DELETE FROM requests WHERE ts < ?", (before,))
+
+
+def seq_before(db: Database, table: Tailed, ts: float) -> int:
+    # one statement, one snapshot: asked in two, a batch committed in between would be skipped
+    ((seq,),) = db.rows(
+        f"SELECT COALESCE((SELECT MIN(seq) - 1 FROM {table} WHERE ts >= ?), "
+        f"(SELECT COALESCE(MAX(seq), 0) FROM {table}))",
+        (ts,),
+    )
+    return int(seq)
+
+
+class SqlFeedbackLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, items: Sequence[Feedback]) -> list[FeedbackOutcome]:
+        outcomes = []
+        with self.db.transaction() as transaction:
+            self.db.appending(transaction, "feedback")
+            for item in items:
+                truth = orjson.dumps(item.ground_truth).decode()
+                inserted = transaction.execute(
+                    "INSERT INTO feedback (request_id, ground_truth, ts) VALUES (?, ?, ?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    (item.request_id, truth, item.ts),
+                )
+                if inserted:
+                    outcomes.append(FeedbackOutcome.ACCEPTED)
+                    continue
+                existing = transaction.one(
+                    "SELECT ground_truth FROM feedback WHERE request_id = ?", (item.request_id,)
+                )
+                same = existing is not None and existing[0] == truth
+                outcomes.append(FeedbackOutcome.DUPLICATE if same else FeedbackOutcome.CONFLICT)
+        return outcomes
+
+    def of(self, request_ids: Iterable[str]) -> dict[str, Feedback]:
+        rows = self.db.rows_in(
+            "SELECT request_id, ground_truth, ts FROM feedback WHERE request_id {ids}", request_ids
+        )
+        return {request_id: Feedback(request_id, orjson.loads(truth), ts) for request_id, truth, ts in rows}
+
+    def after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
+        rows = self.db.rows(
+            "SELECT seq, request_id, ground_truth, ts FROM feedback WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+        return [(s, Feedback(rid, orjson.loads(truth), ts)) for s, rid, truth, ts in rows]
+
+    def seq_before(self, ts: float) -> int:
+        return seq_before(self.db, "feedback", ts)
+
+    def prune(self, before: float) -> int:
+        with self.db.transaction() as transaction:
+            return transaction.execute("DELETE FROM feedback WHERE ts < ?", (before,))
+
+
+class SqlReportStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save(self, model: str, ts: float, report: bytes) -> None:
+        with self.db.transaction() as transaction:
+            transaction.execute(
+                "INSERT INTO monitor_reports (model, ts, report) VALUES (?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET ts = excluded.ts, report = excluded.report",
+                (model, ts, report.decode()),
+            )
+
+    def latest(self, model: str) -> tuple[float, bytes] | None:
+        rows = self.db.rows("SELECT ts, report FROM monitor_reports WHERE model = ?", (model,))
+        return None if not rows else (rows[0][0], rows[0][1].encode())
+
+
+class SqlAlertStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        with self.db.transaction() as transaction:
+            transaction.executemany(
+                "INSERT INTO alerts (fingerprint, labels, annotations, value, pending_since, firing_since, "
+                "resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
+                "labels = excluded.labels, annotations = excluded.annotations, value = excluded.value, "
+                "pending_since = excluded.pending_since, firing_since = excluded.firing_since, "
+                "resolved_at = excluded.resolved_at",
+                [
+                    (
+                        a.fingerprint, _text(a.labels), _text(a.annotations), a.value, a.pending_since,
+                        a.firing_since, a.resolved_at,
+                    )
+                    for a in alerts
+                ],
+            )  # fmt: skip
+
+    def since(self, ts: float) -> list[Alert]:
+        rows = self.db.rows(
+            "SELECT fingerprint, labels, annotations, value, pending_since, firing_since, resolved_at "
+            "FROM alerts WHERE resolved_at IS NULL OR resolved_at >= ? ORDER BY pending_since",
+            (ts,),
+        )
+        return [
+            Alert(key, orjson.loads(labels), orjson.loads(notes), pending_since=pending, value=value,
+                  firing_since=firing, resolved_at=resolved)
+            for key, labels, notes, value, pending, firing, resolved in rows
+        ]  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class SqlOutbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def enqueue(self, entries: Sequence[tuple[str, str, bytes]], now: float) -> int:
+        with self.db.transaction() as transaction:
+            return sum(
+                transaction.execute(
+                    "INSERT INTO alert_outbox (dedupe_key, target, payload, created_at, next_attempt) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedupe_key, target) DO NOTHING",
+                    (key, target, payload.decode(), now, now),
+                )
+                for key, target, payload in entries
+            )
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        rows = self.db.rows(
+            "SELECT id, target, payload, attempts, created_at FROM alert_outbox WHERE delivered_at IS NULL "
+            "AND given_up_at IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        return [
+            Delivery(i, target, payload.encode(), attempts, created)
+            for i, target, payload, attempts, created in rows
+        ]
+
+    def delivered(self, delivery_id: int, now: float) -> None:
+        with self.db.transaction() as transaction:
+            transaction.execute(
+                "UPDATE alert_outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (now, delivery_id),
+            )
+
+    def retry(self, delivery_id: int, next_attempt: float, error: str, give_up: bool, now: float) -> None:
+        with self.db.transaction() as transaction:
+            transaction.execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?, "
+                "given_up_at = ? WHERE id = ?",
+                (next_attempt, error, now if give_up else None, delivery_id),
+            )
