@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -147,36 +146,3 @@ def test_a_notification_survives_a_receiver_outage(cancer_registry, tmp_path, re
         wait_for(lambda: len(receiver.bodies) == 1)
         time.sleep(0.5)
     assert [b["status"] for b in receiver.bodies] == ["firing"]
-
-
-@pytest.mark.slow
-def test_two_gateways_on_one_log_run_one_monitor_and_send_each_alert_once(
-    cancer_registry, tmp_path, receivers, gateway_factory
-):
-    _, x_test, _, _ = breast_cancer()
-    receiver = receivers()
-    url = receiver.start()
-    rules = tmp_path / "alerts.yml"
-    rules.write_text(
-        f"rules:\n  - {{name: ModelInputDrift, kind: drift, threshold: 1, for: 0s}}\nwebhooks: ['{url}']\n"
-    )
-    settings = {"MODELGATE_ALERT_RULES": str(rules), "MODELGATE_MONITOR_INTERVAL": "0.2",
-                "MODELGATE_WINDOW_ROWS": "140"}  # fmt: skip
-    gateways = [
-        gateway_factory(cancer_registry, workers=2, **settings),
-        gateway_factory(cancer_registry, **settings),
-    ]
-    drifted = x_test.assign(mean_texture=x_test["mean_texture"] * 1.6).iloc[:140]
-    for start in range(0, 140, 10):  # half the traffic through each gateway
-        rows = drifted.iloc[start : start + 10].to_dict(orient="records")
-        response = httpx.post(f"{gateways[start // 10 % 2].url}/predict", json={"inputs": rows})
-        assert response.status_code == 200
-    wait_for(lambda: len(receiver.bodies) == 1)
-    time.sleep(1.0)  # several more passes: no second monitor sends it again
-    assert [b["status"] for b in receiver.bodies] == ["firing"]
-    leading = [g for g in gateways if '"monitor.leading"' in g.output()]
-    assert len(leading) == 1 and leading[0].output().count('"monitor.leading"') == 1
-
-    leading[0].stop()  # its monitor goes with it; the other gateway's worker starts one
-    (other,) = [g for g in gateways if g is not leading[0]]
-    wait_for(lambda: '"monitor.leading"' in other.output())

@@ -1,4 +1,5 @@
-"""Replicas on one PostgreSQL: two gateway processes, one shared registry volume, one database.
+"""Replicas: two gateway processes, one shared registry, one store (PostgreSQL, or on one machine
+the SQLite file).
 
 What a team running modelgate behind a load balancer relies on: traffic to
 any replica lands in one drift window, one monitor leads and another takes
@@ -90,8 +91,20 @@ class Load:
                 i += 1
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def store_settings(request: pytest.FixtureRequest, cancer_registry) -> dict[str, str]:
+    """The replicas' store: a PostgreSQL database, or the SQLite file in the registry they share."""
+    if request.param == "postgres":
+        return {"MODELGATE_LOG_URL": request.getfixturevalue("postgres_url")}
+    return {"MODELGATE_LOG_PATH": str(cancer_registry.root / "predictions.sqlite3")}
+
+
+def location(settings: dict[str, str]) -> str:
+    return settings.get("MODELGATE_LOG_URL") or settings["MODELGATE_LOG_PATH"]
+
+
 def test_two_replicas_share_one_window_one_monitor_and_send_each_alert_once(
-    cancer_registry, tmp_path, receivers, gateway_factory, postgres_url
+    cancer_registry, tmp_path, receivers, gateway_factory, store_settings
 ):
     _, x_test, _, _ = breast_cancer()
     receiver = receivers()
@@ -100,8 +113,8 @@ def test_two_replicas_share_one_window_one_monitor_and_send_each_alert_once(
     rules.write_text(
         f"rules:\n  - {{name: ModelInputDrift, kind: drift, threshold: 1, for: 0s}}\nwebhooks: ['{url}']\n"
     )
-    settings = {"MODELGATE_LOG_URL": postgres_url, "MODELGATE_ALERT_RULES": str(rules),
-                "MODELGATE_MONITOR_INTERVAL": "0.5", "MODELGATE_WINDOW_ROWS": "140"}  # fmt: skip
+    settings = {**store_settings, "MODELGATE_ALERT_RULES": str(rules), "MODELGATE_MONITOR_INTERVAL": "0.5",
+                "MODELGATE_WINDOW_ROWS": "140"}  # fmt: skip
     replicas = [
         gateway_factory(cancer_registry, workers=2, **settings),
         gateway_factory(cancer_registry, **settings),
@@ -120,7 +133,7 @@ def test_two_replicas_share_one_window_one_monitor_and_send_each_alert_once(
     assert window(replicas[0]) == window(replicas[1])  # either replica answers with the one report
     wait_for(lambda: len(receiver.bodies) == 1, what="the drift alert at the receiver")
     leading = [r for r in replicas if LEADING in r.output()]
-    assert len(leading) == 1, "exactly one monitor leads"
+    assert len(leading) == 1 and leading[0].output().count(LEADING) == 1, "exactly one monitor leads"
 
     # the leading monitor dies (SIGKILL: no goodbye) while both replicas answer requests, still drifted
     with Load([r.url for r in replicas], drifted.to_dict(orient="records")) as load:
@@ -135,23 +148,23 @@ def test_two_replicas_share_one_window_one_monitor_and_send_each_alert_once(
     assert [b["status"] for b in receiver.bodies] == ["firing"]
     firing = httpx.get(f"{replicas[1].url}/monitoring/alerts").json()["firing"]
     assert [a["labels"]["alertname"] for a in firing] == ["ModelInputDrift"]
-    assert load.acknowledged and _missing(postgres_url, load.acknowledged) == []
+    assert load.acknowledged and _missing(location(store_settings), load.acknowledged) == []
 
 
 def test_replicas_stopped_under_load_lose_no_answered_prediction(
-    cancer_registry, gateway_factory, postgres_url
+    cancer_registry, gateway_factory, store_settings
 ):
-    """SIGTERM, as Kubernetes stops a pod: each replica drains what it answered into PostgreSQL."""
+    """SIGTERM, as Kubernetes stops a pod: each replica drains what it answered into the store."""
     _, x_test, _, _ = breast_cancer()
     rows = x_test.iloc[:50].to_dict(orient="records")
-    replicas = [gateway_factory(cancer_registry, workers=2, MODELGATE_LOG_URL=postgres_url) for _ in range(2)]
+    replicas = [gateway_factory(cancer_registry, workers=2, **store_settings) for _ in range(2)]
     with Load([r.url for r in replicas], rows) as load:
         time.sleep(2.0)
         replicas[0].stop()  # the load goes on against both: the stopped one refuses from now on
         time.sleep(1.0)
         replicas[1].stop()
     assert len(load.acknowledged) > 100
-    assert _missing(postgres_url, load.acknowledged) == []
+    assert _missing(location(store_settings), load.acknowledged) == []
 
 
 def test_a_promotion_reaches_every_replica_within_the_poll_interval(
