@@ -150,6 +150,19 @@ def test_two_replicas_share_one_window_one_monitor_and_send_each_alert_once(
     assert [a["labels"]["alertname"] for a in firing] == ["ModelInputDrift"]
     assert load.acknowledged and _missing(location(store_settings), load.acknowledged) == []
 
+    # then the whole replica running the monitor dies (its pod's node gone): the other one leads
+    (holder,) = [r for r in replicas if monitor_pid(r) is not None]
+    (survivor,) = [r for r in replicas if r is not holder]
+    before = survivor.output().count(LEADING)
+    with Load([survivor.url], drifted.to_dict(orient="records")) as load:
+        time.sleep(0.5)
+        os.killpg(holder.process.pid, signal.SIGKILL)
+        took = wait_for(lambda: survivor.output().count(LEADING) > before, what="the survivor's monitor")
+        time.sleep(2.0)
+    print(f"the surviving replica's monitor led {took:.1f} s after the other replica was killed")
+    assert [b["status"] for b in receiver.bodies] == ["firing"]
+    assert load.acknowledged and _missing(location(store_settings), load.acknowledged) == []
+
 
 def test_replicas_stopped_under_load_lose_no_answered_prediction(
     cancer_registry, gateway_factory, store_settings
