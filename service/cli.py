@@ -65,10 +65,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ[ENV_VAR] = str(registry.root.resolve())
     os.environ["MODELGATE_WORKERS"] = str(args.workers)
     try:
-        Settings.from_env()  # a bad setting stops here, in one line, before any worker starts
+        settings = Settings.from_env()  # a bad setting stops here, in one line, before any worker starts
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if settings.monitoring and settings.log_url:  # and so does a PostgreSQL it cannot reach
+        from monitoring.store import open_store
+
+        try:
+            open_store(settings.log_url, pool_size=1).close()  # also creates or migrates the schema
+        except ConnectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(f"serving {', '.join(registry.models())} from {registry.root} on http://{args.host}:{args.port}")
     sys.stdout.flush()
     run(args.host, args.port, args.workers)

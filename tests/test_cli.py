@@ -121,3 +121,13 @@ def test_serve_refuses_an_execution_provider_this_build_lacks(capsys, cancer_reg
     code, _, err = run(capsys, "serve", "--registry", str(cancer_registry.root))
     assert code == 1 and err.startswith("error: execution providers CUDAExecutionProvider not available")
     assert "available: " in err and "CPUExecutionProvider" in err.split("available: ")[1]
+
+
+def test_serve_refuses_a_log_url_it_cannot_use(capsys, cancer_registry, monkeypatch):
+    monkeypatch.setenv("MODELGATE_LOG_URL", "sqlite:///predictions.db")
+    code, _, err = run(capsys, "serve", "--registry", str(cancer_registry.root))
+    assert code == 1 and "setting log_url: 'sqlite:///predictions.db' is not a postgresql:// URL" in err
+    monkeypatch.setenv("MODELGATE_LOG_URL", "postgresql://modelgate:secret@127.0.0.1:1/modelgate")
+    code, _, err = run(capsys, "serve", "--registry", str(cancer_registry.root))
+    assert code == 1 and err.startswith("error: cannot connect to PostgreSQL at postgresql://modelgate:***@")
+    assert "secret" not in err

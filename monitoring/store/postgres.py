@@ -140,6 +140,14 @@ class PostgresDatabase:
 
     def __init__(self, url: str, pool_size: int, connect_timeout: float = 10.0) -> None:
         self.url = url
+        try:  # once by hand first: a refused connection is said at once, not after the pool's retries
+            psycopg.connect(with_keepalives(url), connect_timeout=max(1, int(connect_timeout))).close()
+        except psycopg.OperationalError as exc:
+            reason = (
+                "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                or type(exc).__name__
+            )
+            raise ConnectionError(f"cannot connect to PostgreSQL at {redacted(url)}: {reason}") from None
         self.pool = ConnectionPool(
             with_keepalives(url),
             min_size=1,
