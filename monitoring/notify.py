@@ -7,6 +7,12 @@ exponential backoff while a receiver is down, across restarts (the outbox is
 in the store), until it succeeds or ``give_up_after_seconds`` pass. An
 Alertmanager is pushed every firing alert again each minute (it expects to
 hear from a source while an alert fires) and each resolution once.
+
+A delivery is marked done once its receiver answers. A monitor that dies
+between the answer and that mark leaves the delivery to the next monitor,
+which sends it again: each POST carries an ``Idempotency-Key`` header, the
+same on every attempt of one delivery whichever monitor makes it, so a
+receiver that keeps recent keys sees each notification once.
 """
 
 from __future__ import annotations
@@ -147,7 +153,12 @@ class Alerting:
             _, url = delivery.target.split(" ", 1)
             try:
                 response = self.client.post(
-                    url, content=delivery.payload, headers={"content-type": "application/json"}
+                    url,
+                    content=delivery.payload,
+                    headers={
+                        "content-type": "application/json",
+                        "idempotency-key": f"modelgate-{delivery.id}",
+                    },
                 )
                 response.raise_for_status()
             except httpx.HTTPError as exc:

@@ -263,18 +263,24 @@ def child_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[
 class Receiver:
     """A local on-call receiver: records every POST body; can be started late (a receiver outage)."""
 
-    def __init__(self):
+    def __init__(self, failures: int = 0):
+        """``failures``: the first POSTs this many are answered 503 (a receiver in trouble)."""
         self.bodies: list[dict] = []
+        #: each POST's Idempotency-Key header, in the order of ``bodies``
+        self.keys: list[str | None] = []
+        self.failures = failures
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
 
     def start(self, port: int = 0) -> str:
-        bodies = self.bodies
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-                self.send_response(200)
+                receiver.keys.append(self.headers.get("idempotency-key"))
+                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                failing = len(receiver.bodies) <= receiver.failures
+                self.send_response(503 if failing else 200)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -292,12 +298,13 @@ class Receiver:
 
 
 @pytest.fixture
-def receivers() -> Iterator[Callable[[], Receiver]]:
-    """Local on-call receivers (``receivers()`` makes one); all stopped after the test."""
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    """Local on-call receivers (``receivers()`` makes one, ``receivers(failures=2)`` one that
+    answers its first two POSTs 503); all stopped after the test."""
     made: list[Receiver] = []
 
-    def make() -> Receiver:
-        made.append(Receiver())
+    def make(failures: int = 0) -> Receiver:
+        made.append(Receiver(failures))
         return made[-1]
 
     yield make

@@ -129,6 +129,7 @@ def test_drift_fires_once_and_resolves_once_at_the_receiver(cancer_registry, tmp
         )
     assert [b["status"] for b in receiver.bodies] == ["firing", "resolved"]
     assert receiver.bodies[0]["alerts"][0]["fingerprint"] == receiver.bodies[1]["alerts"][0]["fingerprint"]
+    assert len(set(receiver.keys)) == 2 and all(key and key.startswith("modelgate-") for key in receiver.keys)
     assert receiver.bodies[0]["version"] == "4"
 
 
@@ -146,3 +147,16 @@ def test_a_notification_survives_a_receiver_outage(cancer_registry, tmp_path, re
         wait_for(lambda: len(receiver.bodies) == 1)
         time.sleep(0.5)
     assert [b["status"] for b in receiver.bodies] == ["firing"]
+
+
+def test_every_attempt_of_a_delivery_carries_the_same_idempotency_key(cancer_registry, tmp_path, receivers):
+    """What lets a receiver drop the one resend a monitor dying mid-delivery can cause."""
+    _, x_test, _, _ = breast_cancer()
+    receiver = receivers(failures=2)
+    url = receiver.start()
+    with TestClient(gateway(cancer_registry, tmp_path, url)) as client:
+        send(client, x_test.assign(mean_texture=x_test["mean_texture"] * 1.6).iloc[:140])
+        wait_for(lambda: len(receiver.bodies) == 3)  # two refused, then taken
+        time.sleep(0.5)
+    assert len(receiver.bodies) == 3 and receiver.bodies[0] == receiver.bodies[2]
+    assert len(set(receiver.keys)) == 1 and receiver.keys[0] is not None
