@@ -39,3 +39,21 @@ def test_bentoml_build_and_serve_from_the_bentofile(tmp_path, spawn, cancer_regi
     answer = httpx.post(f"{server.url}/predict", json=body, timeout=10)
     assert answer.status_code == 200, server.output()[-2000:]
     assert answer.json()["version"] == 1
+    # what deploy/kubernetes/gateway.yaml runs in the bento's image: the faster server, started from
+    # the bento's own copy of the sources (its working directory there)
+    source_dir = sources[0].parents[1]
+    deployment = next(
+        doc
+        for doc in yaml.safe_load_all((ROOT / "deploy/kubernetes/gateway.yaml").read_text())
+        if doc["kind"] == "Deployment"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["workingDir"] == "/home/bentoml/bento/src"
+    assert container["command"][:3] == ["python", "-m", "service"]
+    command = [sys.executable, *container["command"][1:]]
+    command[command.index("--port") + 1] = "{port}"
+    command[command.index("--host") + 1] = "127.0.0.1"
+    fast = spawn(command, cwd=source_dir, env={**env, "MODELGATE_REGISTRY": str(cancer_registry.root),
+                                               "PYTHONPATH": ""})  # fmt: skip
+    answer = httpx.post(f"{fast.url}/predict", json=body, timeout=10)
+    assert answer.status_code == 200, fast.output()[-2000:]
