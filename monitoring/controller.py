@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from registry.aliases import Aliases, AuditEntry, RoutingPolicy, fold
-from registry.store import Registry
+from registry.aliases import AuditEntry, RoutingPolicy, fold
+from registry.store import Registry, refusal
 
 log = structlog.get_logger("modelgate.canary")
 
@@ -129,7 +129,7 @@ class RoutingController:
         for model, report in reports.items():
             try:
                 history = self.registry.history(model)  # read once a pass; again after a promotion
-                if self._gate(model, fold(history), report, now):
+                if self._gate(model, history, report, now):
                     history = self.registry.history(model)
                 report["canary"] = self._canary(model, history, now)
             except Exception as exc:  # one model's registry trouble must not stop the others
@@ -139,10 +139,14 @@ class RoutingController:
         if self.announcer is not None:
             self.announcer.announce(name, model, summary, description, now)
 
-    def _gate(self, model: str, aliases: Aliases, report: dict[str, Any], now: float) -> bool:
-        """Promote the challenger when the gate says so; whether it did."""
+    def _gate(self, model: str, history: list[AuditEntry], report: dict[str, Any], now: float) -> bool:
+        """Promote the challenger when the gate says so, unless its offline evaluation against this
+        champion refused it (the live comparison does not overrule that); whether it did."""
+        aliases = fold(history)
         reason = gate(aliases.routing, report.get("comparison"))
         if reason is None or aliases.challenger is None:
+            return False
+        if refusal(history, aliases.challenger, aliases.champion) is not None:
             return False
         entry = self.registry.promote(model, aliases.challenger, "champion", reason=reason, actor=GATE_ACTOR)
         log.warning("gate.promoted", model=model, version=entry.to_version, reason=reason)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from registry.evaluation import Evaluation
+
 Alias = Literal["champion", "challenger"]
 ALIASES: tuple[Alias, ...] = ("champion", "challenger")
 RoutingMode = Literal["off", "shadow", "ab", "canary"]
@@ -57,13 +59,15 @@ class AuditEntry(BaseModel):
     seq: int
     at: datetime
     actor: str
-    action: Literal["push", "promote", "rollback", "route"]
+    action: Literal["push", "promote", "rollback", "route", "evaluate"]
     alias: Alias | None = None
     from_version: int | None = Field(default=None, alias="from")
     to_version: int | None = Field(default=None, alias="to")
     reason: str = ""
     #: the policy a ``route`` entry set
     routing: RoutingPolicy | None = None
+    #: what an ``evaluate`` entry found (its ``to`` is the candidate version)
+    evaluation: Evaluation | None = None
 
 
 class Aliases(BaseModel):

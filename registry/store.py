@@ -45,6 +45,7 @@ from registry.errors import (
     SchemaMismatch,
     VersionNotFound,
 )
+from registry.evaluation import Evaluation
 from registry.manifest import MISSING_STRING, FeatureSpec, InputSchema, Lineage, Manifest
 from registry.onnx_model import NUMPY_DTYPE, OnnxModel, graph_inputs, load_session, output_spec
 from registry.profile import default_rules, reference_profile
@@ -204,6 +205,14 @@ def reference_feeds(model: OnnxModel, frame: pd.DataFrame) -> dict[str, Any]:
         for f in schema.features
     }
     return model.feeds(columns, None)
+
+
+def refusal(history: list[AuditEntry], version: int, champion: int | None) -> AuditEntry | None:
+    """The latest evaluation of ``version`` against ``champion``, when it refused the version."""
+    for entry in reversed(history):
+        if entry.action == "evaluate" and entry.to_version == version and entry.from_version == champion:
+            return entry if entry.evaluation is not None and entry.evaluation.verdict == "refuse" else None
+    return None
 
 
 class Registry:
@@ -476,14 +485,33 @@ class Registry:
             shutil.rmtree(staging_root, ignore_errors=True)
 
     def promote(
-        self, name: str, version: int, alias: Alias, *, reason: str = "", actor: str | None = None
+        self,
+        name: str,
+        version: int,
+        alias: Alias,
+        *,
+        reason: str = "",
+        actor: str | None = None,
+        force: bool = False,
     ) -> AuditEntry:
-        """Point ``alias`` at ``version``. Promoting the challenger to champion clears the challenger."""
+        """Point ``alias`` at ``version``. Promoting the challenger to champion clears the challenger.
+
+        A version whose latest evaluation against the current champion refused it is not made
+        champion, unless ``force`` (the override is in the audit trail like any promotion)."""
         if alias not in ALIASES:
             raise AliasError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}")
         with self._locked(name) as model_dir:
             version = self.resolve(name, version)
-            current = fold(self._read_history(model_dir)).get(alias)
+            history = self._read_history(model_dir)
+            current = fold(history).get(alias)
+            refused = refusal(history, version, current) if alias == "champion" and not force else None
+            if refused is not None:
+                assert refused.evaluation is not None
+                raise AliasError(
+                    f"{name}:{version} was refused by its evaluation against champion {current} "
+                    f"(audit #{refused.seq}): {'; '.join(refused.evaluation.reasons)}; "
+                    "evaluate it again on other data, or promote with --force"
+                )
             return self._append_history(
                 model_dir,
                 actor=actor or default_actor(),
@@ -492,6 +520,22 @@ class Registry:
                 to=version,
                 reason=reason,
                 **{"from": current},
+            )
+
+    def record_evaluation(
+        self, name: str, evaluation: Evaluation, *, reason: str = "", actor: str | None = None
+    ) -> AuditEntry:
+        """Keep an evaluation's figures and verdict in the model's audit trail."""
+        with self._locked(name) as model_dir:
+            self.resolve(name, evaluation.candidate_version)
+            return self._append_history(
+                model_dir,
+                actor=actor or default_actor(),
+                action="evaluate",
+                to=evaluation.candidate_version,
+                reason=reason,
+                evaluation=evaluation,
+                **{"from": evaluation.champion_version},
             )
 
     def set_routing(

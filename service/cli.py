@@ -172,10 +172,79 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     registry = _registry(args)
     entry = registry.promote(
-        args.name, registry.resolve(args.name, args.version), args.to, reason=args.reason
+        args.name, registry.resolve(args.name, args.version), args.to, reason=args.reason, force=args.force
     )
     print(f"{args.name}: {args.to} {entry.from_version or '-'} -> {entry.to_version}")
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The candidate against the champion on labelled data, overall and per segment; the verdict is
+    kept in the audit trail, where a refusal stops the candidate's promotion to champion."""
+    import hashlib
+
+    from monitoring.compare import correct
+    from monitoring.evaluation import evaluate
+    from registry.onnx_model import OnnxModel, load_session
+    from registry.store import read_reference, reference_feeds
+
+    registry = _registry(args)
+    candidate = registry.resolve(args.name, args.version)
+    champion = registry.aliases(args.name).champion
+    if champion is None:
+        raise CommandError(f"{args.name} has no champion to evaluate version {candidate} against")
+    if champion == candidate:
+        raise CommandError(f"{args.name}:{candidate} is the champion; evaluate another version against it")
+    data = Path(args.data)
+    frame = read_reference(data)
+    missing = [c for c in [args.target, *args.segment] if c not in frame.columns]
+    if missing:
+        raise CommandError(
+            f"--data {data}: no column {', '.join(map(repr, missing))}; it has {', '.join(frame.columns)}"
+        )
+    truth = frame[args.target].tolist()
+    outcomes = []
+    for version in (champion, candidate):
+        manifest, model_bytes = registry.read_model(args.name, version)
+        model = OnnxModel(load_session(model_bytes, 1), manifest.inputs, manifest.output)
+        try:
+            prediction = model.predict(reference_feeds(model, frame))
+        except KeyError as exc:
+            raise CommandError(
+                f"--data {data}: version {version} needs the feature {exc}, not in the data"
+            ) from None
+        if prediction.values is not None:
+            outcomes.append(correct({"value": prediction.values.tolist()}, truth))
+        else:
+            assert prediction.labels is not None
+            outcomes.append(correct({"label": prediction.labels.tolist()}, truth))
+    evaluation = evaluate(
+        outcomes[0],
+        outcomes[1],
+        {column: frame[column].to_numpy() for column in args.segment},
+        champion_version=champion,
+        candidate_version=candidate,
+        data=f"{data.name} sha256:{hashlib.sha256(data.read_bytes()).hexdigest()}",
+        alpha=args.alpha,
+        min_rows=args.min_segment_rows,
+    )
+    entry = registry.record_evaluation(args.name, evaluation, reason=args.reason)
+    if args.json:
+        _print_json(entry.model_dump(mode="json", by_alias=True))
+    else:
+        for c in [evaluation.overall, *evaluation.segments]:
+            p = c.p_adjusted if c.p_adjusted is not None else c.p_value
+            print(
+                f"{c.segment or 'overall':<24} {c.rows:>6} rows  {c.metric} champion {c.champion.value:.4f} "
+                f"[{c.champion.low:.4f}, {c.champion.high:.4f}]  candidate {c.candidate.value:.4f} "
+                f"[{c.candidate.low:.4f}, {c.candidate.high:.4f}]  {c.test} p={p:.3g}"
+            )
+        print(
+            f"{args.name}:{candidate} against champion {champion}: {evaluation.verdict} (audit #{entry.seq})"
+        )
+        for reason in evaluation.reasons:
+            print(f"  {reason}")
+    return 0 if evaluation.verdict == "pass" else 3
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -254,6 +323,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for e in entries:
         if e.routing is not None:
             change = _describe(e.routing)
+        elif e.evaluation is not None:
+            change = f"{e.to_version} vs {e.from_version}: {e.evaluation.verdict}"
         else:
             change = f"{e.alias or ''} {e.from_version or '-'} -> {e.to_version}".strip()
         print(f"{e.seq:>4} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<24} {e.action:<8} {change:<22} {e.reason}")
@@ -410,7 +481,25 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="a version number (or champion, challenger, latest)")
     promote.add_argument("--to", required=True, choices=["champion", "challenger"])
     promote.add_argument("--reason", default="")
+    promote.add_argument("--force", action="store_true",
+                         help="promote to champion even though its evaluation refused it")  # fmt: skip
     promote.set_defaults(func=cmd_promote)
+
+    evaluate = reg.add_parser(
+        "evaluate", parents=[common], help="a version against the champion on labelled data, per segment"
+    )
+    evaluate.add_argument("name")
+    evaluate.add_argument("version", help="a version number (or challenger, latest)")
+    evaluate.add_argument("--data", required=True, help="labelled rows: .csv or .parquet")
+    evaluate.add_argument("--target", required=True, help="the column holding the truth")
+    evaluate.add_argument("--segment", action="append", default=[],
+                          help="a column whose values are judged apart (repeatable)")  # fmt: skip
+    evaluate.add_argument("--alpha", type=float, default=0.05, help="significance of a difference (0.05)")
+    evaluate.add_argument("--min-segment-rows", type=int, default=100,
+                          help="segments with fewer rows are shown, not judged (100)")  # fmt: skip
+    evaluate.add_argument("--reason", default="")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     rollback = reg.add_parser("rollback", parents=[common], help="put the previous champion back")
     rollback.add_argument("name")

@@ -86,3 +86,21 @@ def test_a_better_shadow_challenger_is_promoted_by_itself(registry, centred_mode
     assert "mae" in promoted.reason and "wilcoxon" in promoted.reason
     (told,) = [b for b in receiver.bodies if b["commonLabels"]["alertname"] == "ModelPromoted"]
     assert told["version"] == "4" and told["commonLabels"]["model"] == "centred"
+
+
+def test_the_gate_does_not_promote_a_challenger_its_offline_evaluation_refused(cancer_registry):
+    """Both verdicts required: a challenger better online but refused offline stays challenger."""
+    from monitoring.controller import RoutingController
+    from monitoring.evaluation import evaluate
+
+    cancer_registry.set_routing("cancer", GATED, actor="tests")
+    worse = np.array([True] * 150 + [False] * 50)
+    refused = evaluate(np.ones(200, dtype=bool), worse, {}, champion_version=1, candidate_version=2, data="x")
+    controller = RoutingController(cancer_registry, traffic=None)  # type: ignore[arg-type]
+    cancer_registry.record_evaluation("cancer", refused, actor="tests")
+    controller.step({"cancer": {"comparison": comparison()}}, now=time.time())
+    assert cancer_registry.aliases("cancer").champion == 1  # the online gate alone would have promoted v2
+    passed = evaluate(worse, np.ones(200, dtype=bool), {}, champion_version=1, candidate_version=2, data="x")
+    cancer_registry.record_evaluation("cancer", passed, actor="tests")  # evaluated again: it passes now
+    controller.step({"cancer": {"comparison": comparison()}}, now=time.time())
+    assert cancer_registry.aliases("cancer").champion == 2

@@ -1,0 +1,94 @@
+"""``modelgate registry evaluate``: real models on labelled rows, the verdict in the audit trail, and a
+refused candidate kept from becoming champion."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.tree import DecisionTreeClassifier
+
+from registry.demo import breast_cancer, to_onnx
+from service.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def holdout(tmp_path):
+    """Every labelled row of the bundled data, with a segment column: tumours above or below the median
+    radius."""
+    x_train, x_test, y_train, y_test = breast_cancer()
+    frame = pd.concat([x_train, x_test]).assign(diagnosis=pd.concat([y_train, y_test]))
+    frame["size"] = np.where(frame["mean_radius"] > frame["mean_radius"].median(), "large", "small")
+    path = tmp_path / "holdout.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def test_a_candidate_as_good_as_the_champion_passes(capsys, cancer_registry, cancer_model, holdout):
+    cancer_registry.push(cancer_model.onnx, "cancer", cancer_model.reference)  # v3: v1 again
+    root = ["--registry", str(cancer_registry.root)]
+    code, out, _ = run(capsys, "registry", "evaluate", "cancer", "3", "--data", str(holdout), "--target",
+                       "diagnosis", "--segment", "size", *root)  # fmt: skip
+    assert code == 0 and "cancer:3 against champion 1: pass" in out
+    assert "overall" in out and "size=large" in out and "size=small" in out and "mcnemar-exact p=1" in out
+    (entry,) = [e for e in cancer_registry.history("cancer") if e.action == "evaluate"]
+    assert (entry.from_version, entry.to_version, entry.evaluation.verdict) == (1, 3, "pass")
+    assert (
+        entry.evaluation.data.startswith("holdout.parquet sha256:") and entry.evaluation.overall.rows == 569
+    )
+    assert run(capsys, "registry", "promote", "cancer", "3", "--to", "champion", *root)[0] == 0
+
+
+def test_a_worse_candidate_is_refused_and_kept_from_champion(
+    capsys, cancer_registry, cancer_model, holdout, tmp_path
+):
+    x_train, _, y_train, _ = breast_cancer()
+    labels = y_train.sample(frac=1, random_state=0).to_numpy()
+    shuffled = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x_train, labels)
+    onnx = tmp_path / "shuffled.onnx"
+    onnx.write_bytes(to_onnx(shuffled, x_train))
+    cancer_registry.push(onnx, "cancer", cancer_model.reference)  # v3, trained on shuffled labels
+    root = ["--registry", str(cancer_registry.root)]
+    code, out, _ = run(capsys, "registry", "evaluate", "cancer", "3", "--data", str(holdout), "--target",
+                       "diagnosis", "--segment", "size", "--json", *root)  # fmt: skip
+    evaluation = json.loads(out)["evaluation"]
+    assert code == 3 and evaluation["verdict"] == "refuse"
+    assert evaluation["reasons"][0].startswith("worse overall: accuracy")
+    assert {s["segment"] for s in evaluation["segments"]} == {"size=large", "size=small"}
+    assert evaluation["overall"]["champion"]["low"] > evaluation["overall"]["candidate"]["high"]
+
+    code, _, err = run(capsys, "registry", "promote", "cancer", "3", "--to", "champion", *root)
+    assert code == 1 and "cancer:3 was refused by its evaluation against champion 1" in err
+    assert "worse overall: accuracy" in err and "--force" in err
+    assert (
+        run(capsys, "registry", "promote", "cancer", "3", "--to", "challenger", *root)[0] == 0
+    )  # still testable
+    code, _, _ = run(capsys, "registry", "promote", "cancer", "3", "--to", "champion", "--force", "--reason",
+                     "accepted by the risk team", *root)  # fmt: skip
+    assert code == 0 and cancer_registry.aliases("cancer").champion == 3
+    history = run(capsys, "registry", "history", "cancer", *root)[1]
+    assert "evaluate 3 vs 1: refuse" in history and "accepted by the risk team" in history
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cancer", "1"], "cancer:1 is the champion"),
+        (["cancer", "2", "--target", "outcome"], "no column 'outcome'"),
+        (["cancer", "2", "--segment", "region"], "no column 'region'"),
+    ],
+)
+def test_bad_evaluations_are_one_clear_line(capsys, cancer_registry, holdout, args, message):
+    target = [] if "--target" in args else ["--target", "diagnosis"]
+    code, _, err = run(capsys, "registry", "evaluate", *args, *target, "--data", str(holdout), "--registry",
+                       str(cancer_registry.root))  # fmt: skip
+    assert code == 1 and message in err
+    assert not [e for e in cancer_registry.history("cancer") if e.action == "evaluate"]
