@@ -92,7 +92,10 @@ def cmd_push(args: argparse.Namespace) -> int:
             raise CommandError(f"--metrics is not valid JSON: {exc}") from None
         if not isinstance(metrics, dict):
             raise CommandError('--metrics must be a JSON object, e.g. {"auc": 0.97}')
-    manifest = _registry(args).push(
+    if args.evaluate and not args.target:
+        raise CommandError("--evaluate needs --target: the label column of the reference and evaluation data")
+    registry = _registry(args)
+    manifest = registry.push(
         args.model,
         args.name,
         args.reference,
@@ -104,6 +107,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         f"pushed {manifest.name}:{manifest.version} ({manifest.output.kind}, "
         f"{len(manifest.inputs.features)} features, sha256 {manifest.sha256[:12]})"
     )
+    if args.evaluate and registry.aliases(args.name).champion is not None:
+        return _evaluate(args, registry, manifest.version, Path(args.evaluate), "evaluated at push")
     return 0
 
 
@@ -181,6 +186,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The candidate against the champion on labelled data, overall and per segment; the verdict is
     kept in the audit trail, where a refusal stops the candidate's promotion to champion."""
+    registry = _registry(args)
+    return _evaluate(args, registry, registry.resolve(args.name, args.version), Path(args.data), args.reason)
+
+
+def _evaluate(args: argparse.Namespace, registry: Registry, candidate: int, data: Path, reason: str) -> int:
+    """Evaluate ``candidate`` on ``data`` (``args``: name, target, segment, alpha, min_segment_rows,
+    json), record and print the verdict; the exit code: 0 pass, 3 refuse."""
     import hashlib
 
     from monitoring.compare import correct
@@ -188,14 +200,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from registry.onnx_model import OnnxModel, load_session
     from registry.store import read_reference, reference_feeds
 
-    registry = _registry(args)
-    candidate = registry.resolve(args.name, args.version)
     champion = registry.aliases(args.name).champion
     if champion is None:
         raise CommandError(f"{args.name} has no champion to evaluate version {candidate} against")
     if champion == candidate:
         raise CommandError(f"{args.name}:{candidate} is the champion; evaluate another version against it")
-    data = Path(args.data)
     frame = read_reference(data)
     missing = [c for c in [args.target, *args.segment] if c not in frame.columns]
     if missing:
@@ -228,7 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         min_rows=args.min_segment_rows,
     )
-    entry = registry.record_evaluation(args.name, evaluation, reason=args.reason)
+    entry = registry.record_evaluation(args.name, evaluation, reason=reason)
     if args.json:
         _print_json(entry.model_dump(mode="json", by_alias=True))
     else:
@@ -431,6 +440,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def evaluation_options(parser: argparse.ArgumentParser) -> None:
+    """The options an evaluation takes, on ``registry evaluate`` and ``registry push --evaluate``."""
+    parser.add_argument("--segment", action="append", default=[],
+                        help="a column whose values are judged apart (repeatable)")  # fmt: skip
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance of a difference (0.05)")
+    parser.add_argument("--min-segment-rows", type=int, default=100,
+                        help="segments with fewer rows are shown, not judged (100)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="the evaluation's audit entry as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -459,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--target", help="a label column in the reference data, left out of the profile")
     push.add_argument("--description", default="")
     push.add_argument("--metrics", help="free-form metrics as JSON, e.g. '{\"auc\": 0.97}'")
+    push.add_argument(
+        "--evaluate",
+        metavar="DATA",
+        help="then evaluate it against the champion on these labelled rows (as registry evaluate)",
+    )
+    evaluation_options(push)
     push.set_defaults(func=cmd_push)
 
     listing = reg.add_parser("list", parents=[common], help="models, version counts and aliases")
@@ -492,13 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("version", help="a version number (or challenger, latest)")
     evaluate.add_argument("--data", required=True, help="labelled rows: .csv or .parquet")
     evaluate.add_argument("--target", required=True, help="the column holding the truth")
-    evaluate.add_argument("--segment", action="append", default=[],
-                          help="a column whose values are judged apart (repeatable)")  # fmt: skip
-    evaluate.add_argument("--alpha", type=float, default=0.05, help="significance of a difference (0.05)")
-    evaluate.add_argument("--min-segment-rows", type=int, default=100,
-                          help="segments with fewer rows are shown, not judged (100)")  # fmt: skip
+    evaluation_options(evaluate)
     evaluate.add_argument("--reason", default="")
-    evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 
     rollback = reg.add_parser("rollback", parents=[common], help="put the previous champion back")

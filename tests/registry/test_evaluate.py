@@ -92,3 +92,19 @@ def test_bad_evaluations_are_one_clear_line(capsys, cancer_registry, holdout, ar
                        str(cancer_registry.root))  # fmt: skip
     assert code == 1 and message in err
     assert not [e for e in cancer_registry.history("cancer") if e.action == "evaluate"]
+
+
+def test_push_can_evaluate_the_new_version_at_once(capsys, cancer_registry, cancer_model, holdout, tmp_path):
+    x_train, _, y_train, _ = breast_cancer()
+    labelled = tmp_path / "train.csv"  # training data with its label column, as teams keep it
+    x_train.assign(diagnosis=y_train).to_csv(labelled, index=False)
+    root = ["--registry", str(cancer_registry.root)]
+    code, out, _ = run(capsys, "registry", "push", str(cancer_model.onnx), "--name", "cancer", "--reference",
+                       str(labelled), "--target", "diagnosis", "--evaluate", str(holdout), "--segment",
+                       "size", *root)  # fmt: skip
+    assert code == 0 and "pushed cancer:3" in out and "cancer:3 against champion 1: pass" in out
+    (entry,) = [e for e in cancer_registry.history("cancer") if e.action == "evaluate"]
+    assert entry.reason == "evaluated at push" and entry.evaluation.segments[0].segment == "size=large"
+    code, _, err = run(capsys, "registry", "push", str(cancer_model.onnx), "--name", "cancer", "--reference",
+                       str(cancer_model.reference), "--evaluate", str(holdout), *root)  # fmt: skip
+    assert code == 1 and "--evaluate needs --target" in err
