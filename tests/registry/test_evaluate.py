@@ -108,3 +108,36 @@ def test_push_can_evaluate_the_new_version_at_once(capsys, cancer_registry, canc
     code, _, err = run(capsys, "registry", "push", str(cancer_model.onnx), "--name", "cancer", "--reference",
                        str(cancer_model.reference), "--evaluate", str(holdout), *root)  # fmt: skip
     assert code == 1 and "--evaluate needs --target" in err
+
+
+def test_a_candidate_better_overall_but_worse_for_one_segment_is_refused(capsys, registry, holdout, tmp_path):
+    """Two real trees, each taught wrong labels in one region: the champion all small tumours, the
+    candidate only the large ones of above-median texture. The candidate wins on average and loses,
+    significantly, on large tumours."""
+    x_train, _, y_train, _ = breast_cancer()
+    median_radius, median_texture = x_train["mean_radius"].median(), x_train["mean_texture"].median()
+    small = (x_train["mean_radius"] <= median_radius).to_numpy()
+    large_rough = ~small & (x_train["mean_texture"] > median_texture).to_numpy()
+    flipped = y_train.map({"malignant": "benign", "benign": "malignant"}).to_numpy()
+    reference = tmp_path / "reference.csv"
+    x_train.to_csv(reference, index=False)
+    for name, wrong in (("champion", small), ("candidate", large_rough)):
+        tree = DecisionTreeClassifier(max_depth=6, random_state=0).fit(
+            x_train, np.where(wrong, flipped, y_train)
+        )
+        (tmp_path / f"{name}.onnx").write_bytes(to_onnx(tree, x_train))
+        registry.push(tmp_path / f"{name}.onnx", "tumours", reference)
+    registry.promote("tumours", 1, "champion")
+    frame = pd.read_parquet(holdout)
+    frame["size"] = np.where(frame["mean_radius"] > median_radius, "large", "small")
+    frame.to_parquet(holdout)
+    code, out, _ = run(capsys, "registry", "evaluate", "tumours", "2", "--data", str(holdout), "--target",
+                       "diagnosis", "--segment", "size", "--json", "--registry",
+                       str(registry.root))  # fmt: skip
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["overall"]["candidate_better"] is True  # better on average ...
+    segments = {s["segment"]: s for s in evaluation["segments"]}
+    assert segments["size=small"]["candidate_better"] is True
+    assert segments["size=large"]["candidate_better"] is False  # ... and worse on large tumours
+    assert code == 3 and evaluation["verdict"] == "refuse"
+    assert [r.split(":")[0] for r in evaluation["reasons"]] == ["worse segment size=large"]
