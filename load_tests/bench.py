@@ -76,6 +76,7 @@ import numpy as np
 import orjson
 import peers
 
+from monitoring.store import is_postgres
 from registry.demo import DEMO_MODEL, build_demo, demo_request
 from registry.onnx_model import load_session, threads_per_worker
 from registry.store import Registry
@@ -367,7 +368,7 @@ def wrk(target: Target, script: Path, seconds: int, connections: int, rate: floa
 
 def logged_requests(location: str) -> int:
     """Records in a stopped gateway's prediction log (a SQLite file or a PostgreSQL URL)."""
-    if location.startswith("postgresql://"):
+    if is_postgres(location):
         import psycopg
 
         with psycopg.connect(location) as connection:
