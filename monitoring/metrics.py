@@ -156,6 +156,13 @@ class GatewayMetrics:
             ("model", "metric"),
             "livemostrecent",
         )
+        self.estimated_accuracy = gauge(
+            "estimated_accuracy",
+            "Label-free accuracy estimate over the drift window (CBPE): the estimate, and its 95% "
+            "interval's low and high bounds.",
+            (*monitor, "bound"),
+            "livemostrecent",
+        )
         self.quality_samples = gauge(
             "quality_samples", "Rows with ground truth in the quality window.", monitor, "livemostrecent"
         )
@@ -221,6 +228,10 @@ class GatewayMetrics:
             self.drift_p_value.labels(*labels).set(feature["p_adjusted"])
             self.drift_psi.labels(*labels).set(feature["psi"])
             self.drift_js.labels(*labels).set(feature["js_distance"])
+        estimated = report.get("estimated_quality")
+        if estimated and estimated["rows"]:
+            for bound, key in (("estimate", "accuracy"), ("low", "low"), ("high", "high")):
+                self.estimated_accuracy.labels(model, version, bound).set(estimated[key])
         for entry in report["plausibility"]:
             self.violation_rate.labels(model, version, entry["rule"], entry["feature"] or "").set(
                 entry["rate"]

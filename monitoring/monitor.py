@@ -39,6 +39,7 @@ from monitoring.drift import (
     drift_of,
     reference,
 )
+from monitoring.estimate import expected_accuracy
 from monitoring.plausibility import rule_parts
 from monitoring.quality import classification_quality, regression_quality
 from monitoring.records import Feedback, LoggedRequest
@@ -181,6 +182,19 @@ def quality(manifest: Manifest, window: Window[Labelled]) -> dict[str, Any]:
     return regression_quality(truth, outputs(requests, "value"))
 
 
+def estimated_quality(manifest: Manifest, window: Window[LoggedRequest]) -> dict[str, Any] | None:
+    """A classifier's accuracy on the window as its calibrated probabilities predict it, before any
+    ground truth (see ``monitoring.estimate``); None for a regressor or an empty window."""
+    if manifest.output.kind != "classification":
+        return None
+    probabilities = outputs(window.requests, "probabilities")
+    if not probabilities.size:
+        return None
+    labels = outputs(window.requests, "label").astype(str)
+    measured = expected_accuracy(labels, probabilities, manifest.output.classes, manifest.calibration)
+    return {"version": manifest.version, "method": "cbpe", **measured}
+
+
 def references(manifest: Manifest) -> dict[str, Reference]:
     """What each input feature (at the dtype its model receives) and prediction output is tested
     against; built once per version."""
@@ -270,6 +284,7 @@ def report(
             "min_rows": settings.min_rows,
             "correction": "benjamini-hochberg",
         },
+        "estimated_quality": estimated_quality(manifest, window),
         "drifted_features": sum(s.drifted for s in statistics),
         "features": [asdict(s) for s in statistics],
         "plausibility": plausibility,

@@ -163,6 +163,20 @@ class PlausibilityRules(Frozen):
     default_policy: Literal["flag", "reject"] = "flag"
 
 
+class Calibration(Frozen):
+    """How a classifier's probabilities match the truth on labelled reference data, for the
+    label-free accuracy estimate (see ``monitoring.estimate``).
+
+    ``curves[cls]`` is the isotonic map of the probability of ``cls`` to the share of rows that are
+    ``cls``, at evenly spaced probabilities from 0 to 1.
+    """
+
+    rows: int
+    #: the model's accuracy on those rows
+    accuracy: float
+    curves: dict[str, tuple[float, ...]]
+
+
 class Manifest(Frozen):
     """Everything known about one immutable model version."""
 
@@ -180,3 +194,5 @@ class Manifest(Frozen):
     lineage: Lineage
     reference: ReferenceProfile
     plausibility: PlausibilityRules
+    #: set for classifiers pushed with labelled reference data (``--target``)
+    calibration: Calibration | None = None

@@ -35,6 +35,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, RoutingPolicy, fold
+from registry.calibration import MIN_CALIBRATION_ROWS, calibrate
 from registry.errors import (
     AliasError,
     IntegrityError,
@@ -46,8 +47,16 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.evaluation import Evaluation
-from registry.manifest import MISSING_STRING, FeatureSpec, InputSchema, Lineage, Manifest
-from registry.onnx_model import NUMPY_DTYPE, OnnxModel, graph_inputs, load_session, output_spec
+from registry.manifest import (
+    MISSING_STRING,
+    Calibration,
+    FeatureSpec,
+    InputSchema,
+    Lineage,
+    Manifest,
+    OutputSpec,
+)
+from registry.onnx_model import NUMPY_DTYPE, OnnxModel, Prediction, graph_inputs, load_session, output_spec
 from registry.profile import default_rules, reference_profile
 
 MODEL_FILE = "model.onnx"
@@ -102,8 +111,8 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def read_reference(path: Path, target: str | None = None) -> pd.DataFrame:
-    """Reference data from CSV or Parquet, without the ``target`` column when one is named."""
+def read_reference(path: Path, target: str | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Reference data from CSV or Parquet, and its ``target`` column apart when one is named."""
     if not path.is_file():
         raise InvalidReferenceData(f"reference data {str(path)!r} does not exist")
     suffix = path.suffix.lower()
@@ -120,13 +129,34 @@ def read_reference(path: Path, target: str | None = None) -> pd.DataFrame:
         raise
     except Exception as exc:
         raise InvalidReferenceData(f"cannot read reference data {str(path)!r}: {exc}") from exc
+    truth = None
     if target is not None:
         if target not in frame.columns:
             raise InvalidReferenceData(f"target column {target!r} is not in the reference data")
+        truth = frame[target]
         frame = frame.drop(columns=[target])
     if frame.empty:
         raise InvalidReferenceData(f"reference data {str(path)!r} has no rows")
-    return frame
+    return frame, truth
+
+
+def calibration_of(output: OutputSpec, prediction: Prediction, truth: pd.Series | None) -> Calibration | None:
+    """A classifier's calibration on labelled reference rows (see ``monitoring.estimate``); None for
+    a regressor, without labels, or with too few of them."""
+    if output.kind != "classification" or truth is None:
+        return None
+    labelled = truth.notna().to_numpy()
+    if labelled.sum() < MIN_CALIBRATION_ROWS:
+        return None
+    values = truth[labelled].astype(str)
+    unknown = sorted(set(values) - set(output.classes))
+    if unknown:
+        raise InvalidReferenceData(
+            f"target column {truth.name!r} holds {unknown[:5]}, not among the model's classes "
+            f"{list(output.classes)}"
+        )
+    assert prediction.probabilities is not None
+    return calibrate(prediction.probabilities[labelled], values.tolist(), output.classes)
 
 
 def _column_fits(frame: pd.DataFrame, column: str, dtype: str) -> None:
@@ -413,7 +443,7 @@ class Registry:
             raise InvalidModel(f"model file {str(model_path)!r} does not exist")
         model_bytes = model_path.read_bytes()
         session = load_session(model_bytes, intra_op_threads=1)
-        frame = read_reference(reference_path, target)
+        frame, truth = read_reference(reference_path, target)
         schema = infer_schema(session, frame)
         output = output_spec(session, model_bytes)
         model = OnnxModel(session, schema, output)
@@ -456,6 +486,7 @@ class Registry:
                 ),
                 reference=profile,
                 plausibility=default_rules(profile, output),
+                calibration=calibration_of(output, prediction, truth),
             )
             self._write_version(model_dir, version, model_bytes, manifest)
             self._append_history(model_dir, actor=actor, action="push", to=version, reason=description)

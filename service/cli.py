@@ -205,7 +205,7 @@ def _evaluate(args: argparse.Namespace, registry: Registry, candidate: int, data
         raise CommandError(f"{args.name} has no champion to evaluate version {candidate} against")
     if champion == candidate:
         raise CommandError(f"{args.name}:{candidate} is the champion; evaluate another version against it")
-    frame = read_reference(data)
+    frame, _ = read_reference(data)
     missing = [c for c in [args.target, *args.segment] if c not in frame.columns]
     if missing:
         raise CommandError(

@@ -145,6 +145,16 @@ def summary(outcome: Outcome, report: dict[str, Any], alerts: dict[str, Any]) ->
         for feature in sorted(drifted, key=lambda f: -f["psi"])[:10]:
             lines.append(f"  {feature['name']}: PSI {feature['psi']:.2f}, {feature['test']} "
                          f"adjusted p {feature['p_adjusted']:.2g}")  # fmt: skip
+    estimated = report.get("estimated_quality")
+    if estimated and estimated["rows"]:
+        how = (
+            "calibrated on the reference"
+            if estimated["calibrated"]
+            else "uncalibrated: no labelled reference"
+        )
+        lines.append(f"estimated accuracy of version {estimated['version']} before any truth (CBPE, {how}): "
+                     f"{estimated['accuracy']:.3f} [{estimated['low']:.3f}, {estimated['high']:.3f}] "
+                     f"over {estimated['rows']} rows")  # fmt: skip
     for measured in report.get("quality", []):
         metrics = ", ".join(f"{k} {measured[k]:.3f}" for k in ("accuracy", "roc_auc", "mae", "rmse")
                             if measured.get(k) is not None)  # fmt: skip
