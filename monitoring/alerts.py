@@ -37,6 +37,9 @@ class AlertRule:
     #: error_rate and quality: no alert on fewer requests or labelled rows than this
     min_samples: int = 0
     summary: str = ""
+    #: quality: judge each segment of this input feature apart (MODELGATE_QUALITY_SEGMENTS must
+    #: name it), one alert per segment, instead of the version's overall quality
+    segment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class AlertConfig:
                 "metric",
                 "min_samples",
                 "summary",
+                "segment",
             }
             if unknown:
                 raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
@@ -96,6 +100,7 @@ class AlertConfig:
                     metric=raw.get("metric"),
                     min_samples=int(raw.get("min_samples", 0)),
                     summary=str(raw.get("summary", "")),
+                    segment=str(raw["segment"]) if raw.get("segment") else None,
                 )
             )
         delivery = data.get("delivery", {}) or {}
@@ -170,13 +175,24 @@ def conditions(rules: tuple[AlertRule, ...], report: dict[str, Any]) -> list[Con
         elif rule.kind == "quality":
             assert rule.metric is not None
             for measured in report.get("quality", []):
-                value = measured.get(rule.metric)
-                if value is None or measured["samples"] < rule.min_samples:
-                    continue
-                broken = value > rule.threshold if rule.metric in LOWER_IS_BETTER else value < rule.threshold
-                if broken:
-                    hold(rule, value, f"{rule.metric} {value:.3f} over {measured['samples']} labelled rows "
-                         f"(v{measured['version']})")  # fmt: skip
+                version = measured["version"]
+                parts: list[tuple[dict[str, Any], str, dict[str, str]]]
+                if rule.segment is None:
+                    parts = [(measured, f"v{version}", {})]
+                else:
+                    parts = [
+                        (part, f"v{version}, {rule.segment} {part['segment']}",
+                         {"feature": rule.segment, "segment": part["segment"]})
+                        for part in measured.get("segments", []) if part["feature"] == rule.segment
+                    ]  # fmt: skip
+                for part, where, extra in parts:
+                    value = part.get(rule.metric)
+                    if value is None or part["samples"] < rule.min_samples:
+                        continue
+                    lower = rule.metric in LOWER_IS_BETTER
+                    if value > rule.threshold if lower else value < rule.threshold:
+                        detail = f"{rule.metric} {value:.3f} over {part['samples']} labelled rows ({where})"
+                        hold(rule, value, detail, **extra)
     return found
 
 

@@ -156,6 +156,18 @@ class GatewayMetrics:
             ("model", "metric"),
             "livemostrecent",
         )
+        self.segment_quality = gauge(
+            "segment_quality",
+            "Live quality per segment of a chosen input feature (MODELGATE_QUALITY_SEGMENTS).",
+            (*monitor, "feature", "segment", "metric"),
+            "livemostrecent",
+        )
+        self.segment_samples = gauge(
+            "segment_quality_samples",
+            "Rows with ground truth in the quality window, per segment.",
+            (*monitor, "feature", "segment"),
+            "livemostrecent",
+        )
         self.estimated_accuracy = gauge(
             "estimated_accuracy",
             "Label-free accuracy estimate over the drift window (CBPE): the estimate, and its 95% "
@@ -251,9 +263,18 @@ class GatewayMetrics:
         for measured in report.get("quality", []):
             quality_version = str(measured["version"])
             self.quality_samples.labels(model, quality_version).set(measured["samples"])
-            for metric in ("accuracy", "log_loss", "roc_auc", "mae", "rmse"):
+            for metric in QUALITY_METRICS:
                 if measured.get(metric) is not None:
                     self.quality.labels(model, quality_version, metric).set(measured[metric])
+            for part in measured.get("segments", []):
+                where = (model, quality_version, part["feature"], part["segment"])
+                self.segment_samples.labels(*where).set(part["samples"])
+                for metric in QUALITY_METRICS:
+                    if part.get(metric) is not None:
+                        self.segment_quality.labels(*where, metric).set(part[metric])
+
+
+QUALITY_METRICS = ("accuracy", "log_loss", "roc_auc", "mae", "rmse")
 
 
 def _counted(labels: np.ndarray) -> collections.Counter[str]:

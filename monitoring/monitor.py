@@ -41,7 +41,7 @@ from monitoring.drift import (
 )
 from monitoring.estimate import expected_accuracy
 from monitoring.plausibility import rule_parts
-from monitoring.quality import classification_quality, regression_quality
+from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import Feedback, LoggedRequest
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from registry.manifest import Manifest
@@ -72,6 +72,8 @@ class WindowSettings:
     min_effect: float = MIN_EFFECT
     #: significance of champion against challenger quality
     compare_alpha: float = 0.05
+    #: input features whose values live quality is also measured per (see monitoring.quality)
+    quality_segments: tuple[str, ...] = ()
 
 
 class Timed(Protocol):
@@ -171,15 +173,33 @@ def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> 
     }
 
 
-def quality(manifest: Manifest, window: Window[Labelled]) -> dict[str, Any]:
-    """Live quality of one version over the labelled window."""
+def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Live quality of one version over the labelled window: overall, and per segment of each of
+    ``segments`` (input features) the version has."""
     requests = [entry.request for entry in window.requests]
     truth = np.concatenate([np.asarray(entry.truth, dtype=object) for entry in window.requests])
-    if manifest.output.kind == "classification":
-        return classification_quality(
-            truth, outputs(requests, "label"), outputs(requests, "probabilities"), manifest.output.classes
-        )
-    return regression_quality(truth, outputs(requests, "value"))
+    classification = manifest.output.kind == "classification"
+    if classification:
+        labels, probabilities = outputs(requests, "label"), outputs(requests, "probabilities")
+        classes = manifest.output.classes
+        measured = classification_quality(truth, labels, probabilities, classes)
+    else:
+        values = outputs(requests, "value")
+        measured = regression_quality(truth, values)
+    by_segment = []
+    for feature in segments:
+        if feature not in manifest.reference.features:
+            continue
+        names = segment_of(manifest.reference.features[feature], column(requests, feature, numeric=False))
+        for name in dict.fromkeys(names):  # in order of first appearance
+            rows = names == name
+            part = (
+                classification_quality(truth[rows], labels[rows], probabilities[rows], classes)
+                if classification
+                else regression_quality(truth[rows], values[rows])
+            )
+            by_segment.append({"feature": feature, "segment": name, **part})
+    return {**measured, "segments": sorted(by_segment, key=lambda s: (s["feature"], s["segment"]))}
 
 
 def estimated_quality(manifest: Manifest, window: Window[LoggedRequest]) -> dict[str, Any] | None:
@@ -496,7 +516,7 @@ class Monitor:
         for (model, version), labelled in sorted(self.labelled.items()):
             labelled.trim(now)
             if labelled.requests and model in reports:
-                measured = quality(self.manifests(model, version), labelled)
+                measured = quality(self.manifests(model, version), labelled, self.settings.quality_segments)
                 reports[model]["quality"].append({"version": version, **measured})
         return reports
 

@@ -1,11 +1,52 @@
-"""Live quality once ground truth arrives: pure functions over predictions and their truth."""
+"""Live quality once ground truth arrives: pure functions over predictions and their truth.
+
+Quality is also measured per segment: per value of a chosen input feature
+(``MODELGATE_QUALITY_SEGMENTS``), because an average can hide a group of users
+for whom the model is much worse. A segment's values are bounded by the
+reference profile, so the metrics' label sets stay small: a categorical
+feature's ten most frequent reference categories (the rest is ``other``), a
+numeric feature's reference quintiles, named by their bounds.
+"""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
+
+from registry.manifest import CategoricalProfile, Profile
+
+#: categories of a categorical segment feature measured apart; rarer ones are "other"
+MAX_SEGMENT_CATEGORIES = 10
+#: a numeric segment feature is cut at these reference quantiles (its deciles' 2nd, 4th, 6th, 8th)
+QUINTILE_EDGES = (1, 3, 5, 7)
+MISSING = "missing"
+OTHER = "other"
+
+
+def segment_of(profile: Profile, values: np.ndarray) -> np.ndarray:
+    """Each row's segment name: its category (or ``other``), or the reference quintile its number
+    falls in, as ``(low, high]``; ``missing`` for a null."""
+    if isinstance(profile, CategoricalProfile):
+        known = set(profile.categories[:MAX_SEGMENT_CATEGORIES])
+        return np.array(
+            [MISSING if v is None or v == "" else (str(v) if str(v) in known else OTHER) for v in values],
+            dtype=object,
+        )
+    numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    edges = profile.edges
+    cuts = sorted({edges[i] for i in QUINTILE_EDGES if i < len(edges)} if len(edges) > 4 else set(edges))
+    bounds = [-np.inf, *cuts, np.inf]
+    intervals = [f"({_bound(low)}, {_bound(high)}]" for low, high in itertools.pairwise(bounds)]
+    names = np.array([*intervals[:-1], intervals[-1].replace("]", ")"), MISSING], dtype=object)
+    index = np.searchsorted(np.asarray(cuts, dtype=np.float64), numbers, side="left")
+    return names[np.where(np.isnan(numbers), len(names) - 1, index)]
+
+
+def _bound(value: float) -> str:
+    return "-inf" if value == -np.inf else "+inf" if value == np.inf else f"{value:.4g}"
 
 
 def classification_quality(

@@ -133,6 +133,7 @@ def main() -> int:
             alpha=settings.drift_alpha,
             min_effect=settings.drift_min_effect,
             compare_alpha=settings.compare_alpha,
+            quality_segments=settings.segment_features,
         ),
     )
     metrics = GatewayMetrics(CollectorRegistry())

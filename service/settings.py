@@ -99,6 +99,10 @@ class Settings:
     drift_min_effect: float = 0.02
     #: significance of champion against challenger quality (the comparison and the promotion gate)
     compare_alpha: float = 0.05
+    #: input features live quality is also measured per value of, comma-separated (e.g.
+    #: "customer_group,region"); a model without such a feature ignores it. Categorical: the ten most
+    #: frequent reference categories and "other"; numeric: the reference quintiles
+    quality_segments: str = ""
     #: seconds between two monitor passes over the log
     monitor_interval: float = 2.0
     #: the alert rules and receivers (YAML); empty means the shipped monitoring/alerts.yml
@@ -130,6 +134,10 @@ class Settings:
                 f"setting reject_rules: unknown rules {sorted(unknown)}; "
                 f"known: {', '.join(OUTPUT_RULES + INPUT_RULES)}"
             )
+
+    @property
+    def segment_features(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.quality_segments.split(",") if name.strip())
 
     @property
     def batch_policies(self) -> dict[str, BatchPolicy]:

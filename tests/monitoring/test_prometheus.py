@@ -54,7 +54,8 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
     rules.write_text(DRIFT_NOW)
     cancer_registry.set_routing("cancer", RoutingPolicy(mode="shadow"))  # the comparison panels
     gateway = gateway_factory(cancer_registry, workers=2, MODELGATE_MONITOR_INTERVAL="0.2",
-                              MODELGATE_WINDOW_ROWS="140", MODELGATE_ALERT_RULES=str(rules))  # fmt: skip
+                              MODELGATE_WINDOW_ROWS="140", MODELGATE_ALERT_RULES=str(rules),
+                              MODELGATE_QUALITY_SEGMENTS="mean_radius")  # fmt: skip
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
