@@ -26,6 +26,26 @@ DEFAULT_RULES = Path(__file__).with_name("alerts.yml")
 
 
 @dataclass(frozen=True)
+class Action:
+    """What an alert starts when it fires: retraining, typically (see ``monitoring.triggers``).
+
+    ``webhook``: a URL posted the trigger's JSON (the model, the version, the alert and the window's
+    export), through the outbox like any notification. ``command``: a program run with those as
+    environment variables and the window as a Parquet file. At most one trigger a model and rule
+    every ``min_interval_seconds``; a command running longer than ``timeout_seconds`` is stopped.
+    """
+
+    webhook: str | None = None
+    command: tuple[str, ...] = ()
+    min_interval_seconds: float = 3600.0
+    timeout_seconds: float = 3600.0
+
+    @property
+    def target(self) -> str:
+        return f"webhook {self.webhook}" if self.webhook else f"command {' '.join(self.command)}"
+
+
+@dataclass(frozen=True)
 class AlertRule:
     name: str
     kind: Kind
@@ -40,6 +60,7 @@ class AlertRule:
     #: quality: judge each segment of this input feature apart (MODELGATE_QUALITY_SEGMENTS must
     #: name it), one alert per segment, instead of the version's overall quality
     segment: str | None = None
+    action: Action | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,7 @@ class AlertConfig:
                 "min_samples",
                 "summary",
                 "segment",
+                "action",
             }
             if unknown:
                 raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
@@ -95,12 +117,13 @@ class AlertConfig:
                     name=str(raw["name"]),
                     kind=raw["kind"],
                     threshold=float(raw.get("threshold", 0)),
-                    for_seconds=_seconds(raw.get("for", "5m"), where),
+                    for_seconds=_seconds(raw.get("for", "5m"), f"{where}: for"),
                     severity=str(raw.get("severity", "warning")),
                     metric=raw.get("metric"),
                     min_samples=int(raw.get("min_samples", 0)),
                     summary=str(raw.get("summary", "")),
                     segment=str(raw["segment"]) if raw.get("segment") else None,
+                    action=_action(raw["action"], f"{where}: action") if raw.get("action") else None,
                 )
             )
         delivery = data.get("delivery", {}) or {}
@@ -114,6 +137,33 @@ class AlertConfig:
         )
 
 
+def _action(raw: Any, where: str) -> Action:
+    """An action from its YAML: exactly one of ``webhook`` (a URL) or ``command`` (a list of
+    arguments, or one string split as a shell would), and how often and how long it may run."""
+    import shlex
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping with webhook or command")
+    unknown = set(raw) - {"webhook", "command", "min_interval", "timeout"}
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+    if ("webhook" in raw) == ("command" in raw):
+        raise ValueError(f"{where}: give one of webhook (a URL) or command (a program and its arguments)")
+    command = raw.get("command") or ()
+    command = tuple(shlex.split(command) if isinstance(command, str) else map(str, command))
+    webhook = raw.get("webhook")
+    if "command" in raw and not command:
+        raise ValueError(f"{where}: command is empty")
+    if webhook is not None and not str(webhook).startswith(("http://", "https://")):
+        raise ValueError(f"{where}: webhook {webhook!r} is not an http(s) URL")
+    return Action(
+        webhook=str(webhook) if webhook is not None else None,
+        command=command,
+        min_interval_seconds=_seconds(raw.get("min_interval", "1h"), f"{where}: min_interval"),
+        timeout_seconds=_seconds(raw.get("timeout", "1h"), f"{where}: timeout"),
+    )
+
+
 def _seconds(value: Any, where: str) -> float:
     from monitoring.export import parse_duration
 
@@ -122,7 +172,7 @@ def _seconds(value: Any, where: str) -> float:
     try:
         return parse_duration(str(value))
     except ValueError as exc:
-        raise ValueError(f"{where}: for: {exc}") from None
+        raise ValueError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)

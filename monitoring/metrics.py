@@ -88,6 +88,12 @@ class GatewayMetrics:
         self.log_dropped = counter(
             "log_records_dropped_total", "Records discarded: queue full, drop policy.", ()
         )
+        self.triggers = counter(
+            "retrain_triggers_total",
+            "Alert actions (retraining triggers) by outcome: triggered, rate_limited, already_running, "
+            "failed_to_start, and for commands succeeded, failed or timed_out.",
+            ("model", "alertname", "outcome"),
+        )
         self.log_blocked = counter("log_blocked_total", "Requests that waited for room in a full queue.", ())
         self.log_write_errors = counter("log_write_errors_total", "Failed (retried) writes to the log.", ())
 

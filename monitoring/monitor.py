@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import orjson
+import pandas as pd
 import structlog
 
 from monitoring.compare import (
@@ -40,6 +41,7 @@ from monitoring.drift import (
     reference,
 )
 from monitoring.estimate import expected_accuracy
+from monitoring.export import prediction_table
 from monitoring.plausibility import rule_parts
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import Feedback, LoggedRequest
@@ -519,6 +521,18 @@ class Monitor:
                 measured = quality(self.manifests(model, version), labelled, self.settings.quality_segments)
                 reports[model]["quality"].append({"version": version, **measured})
         return reports
+
+    def export_window(self, model: str, version: int) -> pd.DataFrame:
+        """The version's window as a table (``monitoring.export.prediction_table``): one row a predicted
+        row, with its ground truth where the labelled window has it."""
+        window = self.windows.get((model, version))
+        records = [r.decoded() for r in window.requests] if window is not None else []
+        labelled = self.labelled.get((model, version))
+        truth = {
+            entry.request.request_id: Feedback(entry.request.request_id, entry.truth, entry.ts)
+            for entry in (labelled.requests if labelled is not None else ())
+        }
+        return prediction_table(records, truth, lambda m, v: self.manifests(m, v).output.classes)
 
     def step(self, now: float, batch: int = 5000) -> int:
         """Tail the log, refresh the windows, save a report per model; how many records were read.

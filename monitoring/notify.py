@@ -31,6 +31,7 @@ from monitoring.store import AlertStore, Outbox
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
+    from monitoring.triggers import Triggers
 
 log = structlog.get_logger("modelgate.alerts")
 
@@ -94,6 +95,8 @@ class Alerting:
         self.client = httpx.Client(timeout=config.timeout_seconds)
         #: set to export alert states (see monitoring.metrics)
         self.metrics: GatewayMetrics | None = None
+        #: set to start the actions rules name when their alerts fire (see monitoring.triggers)
+        self.triggers: Triggers | None = None
 
     def step(self, reports: dict[str, dict[str, Any]], now: float) -> list[Alert]:
         """One pass over this pass's reports; returns the alerts that fired or resolved."""
@@ -107,9 +110,29 @@ class Alerting:
             log.warning(f"alert.{alert.status}", fingerprint=alert.fingerprint, **alert.labels)
         if self.metrics is not None:
             self.metrics.observe_alerts(list(self.engine.active.values()), changed)
+        if self.triggers is not None:
+            self._trigger(changed, reports, now)
         self.outbox.enqueue(self._notifications(changed, now), now)
         self.deliver(now)
         return changed
+
+    def _trigger(self, changed: Sequence[Alert], reports: dict[str, dict[str, Any]], now: float) -> None:
+        """Start the action of each rule whose alert began firing on this pass (on the version its
+        model's report is about); a failing action is logged, not allowed to stop alerting."""
+        assert self.triggers is not None
+        self.triggers.poll()
+        actions = {rule.name: rule.action for rule in self.config.rules if rule.action is not None}
+        for alert in changed:
+            action = actions.get(alert.labels["alertname"])
+            report = reports.get(alert.labels["model"])
+            if action is None or alert.status != "firing" or report is None:
+                continue
+            try:
+                self.triggers.fire(alert, action, report["version"], now)
+            except Exception as exc:
+                log.error(
+                    "retrain.trigger_failed", fingerprint=alert.fingerprint, error=str(exc), **alert.labels
+                )
 
     def announce(self, name: str, model: str, summary: str, description: str, now: float) -> None:
         """An automatic action (a canary step, a promotion) to the webhooks, as a firing ``info``

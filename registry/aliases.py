@@ -51,6 +51,19 @@ class RoutingPolicy(BaseModel):
     auto_promote_max_latency_ratio: float = Field(default=1.2, gt=0.0)
 
 
+class Trigger(BaseModel):
+    """What a ``retrain`` entry started: the alert that fired and the action its rule names."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alertname: str
+    fingerprint: str
+    #: ``webhook URL`` or ``command ARGS``
+    target: str
+    #: rows of the window exported with it
+    window_rows: int
+
+
 class AuditEntry(BaseModel):
     """One line of a model's history: who did what, when, from which version to which, and why."""
 
@@ -59,7 +72,7 @@ class AuditEntry(BaseModel):
     seq: int
     at: datetime
     actor: str
-    action: Literal["push", "promote", "rollback", "route", "evaluate"]
+    action: Literal["push", "promote", "rollback", "route", "evaluate", "retrain"]
     alias: Alias | None = None
     from_version: int | None = Field(default=None, alias="from")
     to_version: int | None = Field(default=None, alias="to")
@@ -68,6 +81,8 @@ class AuditEntry(BaseModel):
     routing: RoutingPolicy | None = None
     #: what an ``evaluate`` entry found (its ``to`` is the candidate version)
     evaluation: Evaluation | None = None
+    #: what a ``retrain`` entry started (its ``to`` is the version alerted on)
+    trigger: Trigger | None = None
 
 
 class Aliases(BaseModel):

@@ -34,7 +34,7 @@ import onnx
 import pandas as pd
 from pydantic import ValidationError
 
-from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, RoutingPolicy, fold
+from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, RoutingPolicy, Trigger, fold
 from registry.calibration import MIN_CALIBRATION_ROWS, calibrate
 from registry.errors import (
     AliasError,
@@ -568,6 +568,16 @@ class Registry:
                 evaluation=evaluation,
                 **{"from": evaluation.champion_version},
             )
+
+    def record_trigger(
+        self, name: str, version: int, trigger: Trigger, *, reason: str = "", actor: str | None = None
+    ) -> AuditEntry:
+        """Keep in the audit trail that an alert on ``version`` started a retraining action."""
+        with self._locked(name) as model_dir:
+            return self._append_history(
+                model_dir, actor=actor or default_actor(), action="retrain", to=version, reason=reason,
+                trigger=trigger,
+            )  # fmt: skip
 
     def set_routing(
         self, name: str, policy: RoutingPolicy, *, reason: str = "", actor: str | None = None

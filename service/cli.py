@@ -334,6 +334,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             change = _describe(e.routing)
         elif e.evaluation is not None:
             change = f"{e.to_version} vs {e.from_version}: {e.evaluation.verdict}"
+        elif e.trigger is not None:
+            change = f"{e.to_version}: {e.trigger.alertname} -> {e.trigger.target}"
         else:
             change = f"{e.alias or ''} {e.from_version or '-'} -> {e.to_version}".strip()
         print(f"{e.seq:>4} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<24} {e.action:<8} {change:<22} {e.reason}")
@@ -417,7 +419,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from service.simulate import demo_rows, monitor_view, parse_drift, send, summary
+    from service.simulate import (
+        demo_rows,
+        loop_summary,
+        monitor_view,
+        parse_drift,
+        retraining_loop,
+        send,
+        summary,
+    )
 
     if args.n < 1 or args.batch < 1 or args.concurrency < 1:
         raise CommandError("--n, --batch and --concurrency must be at least 1")
@@ -428,6 +438,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     for name, shift in shifts.items():
         frame[name] = frame[name] + shift * frame[name].std()
+    started = time.time()
     try:
         httpx.get(f"{args.url}/v2/health/ready", timeout=5).raise_for_status()
         outcome = asyncio.run(
@@ -437,6 +448,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         raise CommandError(f"gateway at {args.url}: {exc}") from None
     print("\n".join(summary(outcome, report, alerts)))
+    if args.loop:
+        sys.stdout.flush()
+        entries = retraining_loop(_registry(args), args.model, started, max(args.wait, 0.0))
+        print("\n".join(loop_summary(entries)))
     return 1 if outcome.failed else 0
 
 
@@ -575,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(func=cmd_log_prune)
 
     simulate = verbs.add_parser(
-        "simulate", help="send demo traffic and ground truth to a gateway, optionally drifted"
+        "simulate",
+        parents=[common],
+        help="send demo traffic and ground truth to a gateway, optionally drifted",
     )
     simulate.add_argument("--url", default="http://localhost:3000", help="the gateway")
     simulate.add_argument("--model", default="breast-cancer", help="a model trained on the demo data")
@@ -586,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--concurrency", type=int, default=8)
     simulate.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an alert to fire")
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--loop", action="store_true",
+                          help="then follow the retraining an alert's action starts, up to --wait seconds, "
+                               "in the audit trail of the gateway's --registry")  # fmt: skip
     simulate.set_defaults(func=cmd_simulate)
     return parser
 

@@ -117,6 +117,7 @@ def main() -> int:
     from monitoring.metrics import GatewayMetrics
     from monitoring.monitor import Monitor, WindowSettings
     from monitoring.notify import Alerting
+    from monitoring.triggers import Triggers
     from registry.store import Registry
 
     configure_logging()
@@ -141,6 +142,8 @@ def main() -> int:
         store.alerts, store.outbox, AlertConfig.load(settings.alert_rules or None), settings.external_url
     )
     alerting.metrics = metrics
+    alerting.triggers = Triggers(registry, store.outbox, monitor.export_window)
+    alerting.triggers.metrics = metrics
     monitor.on_report = metrics.observe_report
     monitor.controller = RoutingController(registry, monitor, alerting).step
     monitor.on_reports = alerting.step

@@ -7,6 +7,9 @@ true diagnosis is sent back to ``POST /feedback``, in batches, so live
 quality moves too. At the end it prints what the gateway's monitor saw: the
 drifted features and the alerts, waiting up to ``--wait`` seconds for one to
 fire.
+With ``--loop`` it then follows the model's audit trail while an alert's action
+retrains, evaluates and promotes (the demo's rules start
+``service/retrain_demo.py`` on drift), and prints that loop.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from registry.aliases import AuditEntry
 from registry.demo import snake_case
+from registry.store import Registry
 
 FEEDBACK_BATCH = 200
 
@@ -127,6 +132,42 @@ def monitor_view(url: str, model: str, wait: float, finished: float) -> tuple[di
             if alerts.get("firing") or time.monotonic() > deadline:
                 return report, alerts
             time.sleep(1.0)
+
+
+def retraining_loop(registry: Registry, model: str, since: float, wait: float) -> list[AuditEntry]:
+    """The model's audit entries after ``since`` once the loop an alert's action starts has run its
+    course (a retraining promoted, or its evaluation refused it), or after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        entries = [e for e in registry.history(model) if e.at.timestamp() >= since]
+        retrained = any(e.action == "retrain" for e in entries)
+        promoted = any(e.action == "promote" and e.alias == "champion" for e in entries)
+        refused = any(e.evaluation is not None and e.evaluation.verdict == "refuse" for e in entries)
+        if (retrained and (promoted or refused)) or time.monotonic() > deadline:
+            return entries
+        time.sleep(1.0)
+
+
+def loop_summary(entries: list[AuditEntry]) -> list[str]:
+    """The retraining loop as the audit trail tells it."""
+    if not any(e.action == "retrain" for e in entries):
+        return ["no retraining was triggered: the alert rules name no action, the alert has not fired "
+                "(a longer --wait), or its rule's min_interval has not passed since the last"]  # fmt: skip
+    lines = ["the retraining loop, from the audit trail:"]
+    for e in entries:
+        if e.trigger is not None:
+            what = f"{e.trigger.alertname} on version {e.to_version} started {e.trigger.target}"
+        elif e.evaluation is not None:
+            what = f"version {e.to_version} against champion {e.from_version}: {e.evaluation.verdict}"
+            what += "".join(f"; {reason}" for reason in e.evaluation.reasons)
+        elif e.action == "push":
+            what = f"version {e.to_version} pushed ({e.reason})"
+        else:
+            what = f"{e.alias or ''} {e.from_version or '-'} -> {e.to_version} ({e.reason})"
+        lines.append(f"  #{e.seq} {e.action:<8} {e.actor:<20} {what}")
+    if not any(e.action == "promote" for e in entries):
+        lines.append("  no promotion (yet): a refused or unfinished retraining; see the command's output log")
+    return lines
 
 
 def summary(outcome: Outcome, report: dict[str, Any], alerts: dict[str, Any]) -> list[str]:
