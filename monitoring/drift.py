@@ -64,7 +64,7 @@ PARTS = (1, 2, 4)
 DISCRETE_VALUES = 20
 
 Kind = Literal["feature", "prediction"]
-Test = Literal["mann-whitney", "ks", "categories", "missing"]
+Test = Literal["mann-whitney", "ks", "categories", "missing", "mmd"]
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,12 @@ from monitoring.drift import (
 )
 from monitoring.estimate import expected_accuracy
 from monitoring.export import prediction_table
+from monitoring.mmd import embedding_drift
 from monitoring.plausibility import rule_parts
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import Feedback, LoggedRequest
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
-from registry.manifest import Manifest
+from registry.manifest import EmbeddingProfile, Manifest
 
 log = structlog.get_logger("modelgate.monitor")
 
@@ -224,7 +225,11 @@ def references(manifest: Manifest) -> dict[str, Reference]:
         spec.name: reference(manifest.reference.features[spec.name], spec.dtype)
         for spec in manifest.inputs.features
     }
-    return found | {name: reference(profile) for name, profile in manifest.reference.predictions.items()}
+    return found | {
+        name: reference(profile)
+        for name, profile in manifest.reference.predictions.items()
+        if not isinstance(profile, EmbeddingProfile)  # tested as a whole, see monitoring.mmd
+    }
 
 
 def drift_statistics(
@@ -248,6 +253,19 @@ def drift_statistics(
                 name = f"probability:{cls}"
                 values = probabilities[:, index]
                 statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows)
+    elif manifest.output.kind == "embedding":
+        vectors = outputs(window.requests, "embedding").astype(np.float64)
+        profile = manifest.reference.predictions["embedding"]
+        assert isinstance(profile, EmbeddingProfile)
+        if vectors.size:
+            found = embedding_drift(
+                "embedding", "prediction", np.array(profile.sample), vectors, settings.min_rows
+            )
+            statistics += [found] if found is not None else []
+            norms = np.linalg.norm(vectors, axis=1)
+            statistics += drift_of(
+                "embedding_norm", "prediction", refs["embedding_norm"], norms, settings.min_rows
+            )
     else:
         values = outputs(window.requests, "value")
         statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows)

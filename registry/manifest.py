@@ -12,8 +12,10 @@ FeatureDType = Literal["float32", "float64", "int64", "string"]
 #: What a string input's model receives for a null, at push time and at serving time alike: an ONNX
 #: string tensor has no null. Monitoring counts it as a missing value, not as a category.
 MISSING_STRING = ""
-OutputKind = Literal["classification", "regression"]
-InputLayout = Literal["matrix", "columns"]
+OutputKind = Literal["classification", "regression", "embedding"]
+InputLayout = Literal["matrix", "columns", "tensor"]
+#: element types of a tensor input (``layout="tensor"``)
+TensorDType = Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
 
 
 class Frozen(BaseModel):
@@ -30,18 +32,37 @@ class FeatureSpec(Frozen):
     allow_missing: bool = False
 
 
+class TensorSpec(Frozen):
+    """One input of a tensor model: an image batch ``[N, 3, H, W]``, token ids ``[N, L]``, ...
+
+    ``shape`` is the graph's, the batch dimension first (None where the graph leaves a dimension
+    free); ``sample_shape`` one reference sample's. ``channels``: set when the samples are
+    summarised per channel (axis 1), see ``registry.tensors``.
+    """
+
+    name: str
+    dtype: TensorDType
+    shape: tuple[int | None, ...]
+    sample_shape: tuple[int, ...]
+    channels: int | None = None
+
+
 class InputSchema(Frozen):
     """How client features map onto the ONNX graph's inputs.
 
     ``matrix``: one 2-D tensor input named ``tensor_name`` whose columns are
     ``features`` in order (the usual skl2onnx export). ``columns``: one input
     per feature, each named like the feature, shape ``[N, 1]`` or ``[N]``.
+    ``tensor``: inputs of any rank (``tensors``), sent whole over the Open
+    Inference Protocol; ``features`` are then the per-sample summaries the
+    gateway computes, logs and monitors (``registry.tensors``).
     """
 
     layout: InputLayout
     features: tuple[FeatureSpec, ...]
     tensor_name: str | None = None
     tensor_dtype: FeatureDType | None = None
+    tensors: tuple[TensorSpec, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -58,6 +79,8 @@ class OutputSpec(Frozen):
     value_output: str | None = None
     #: skl2onnx's default ZipMap gives probabilities as a list of dicts.
     probabilities_as_map: bool = False
+    #: an ``embedding`` model's vector length (its output, ``value_output``, is ``[N, dim]``)
+    embedding_dim: int | None = None
 
 
 class Lineage(Frozen):
@@ -121,19 +144,33 @@ class CategoricalProfile(Frozen):
     sample: tuple[str, ...]
 
 
+class EmbeddingProfile(Frozen):
+    """An embedding model's output vectors on the reference: a bounded sample of them, which the
+    multivariate drift test (MMD, ``monitoring.mmd``) compares a window's vectors with."""
+
+    kind: Literal["embedding"] = "embedding"
+    count: int
+    dim: int
+    sample: tuple[tuple[float, ...], ...]
+
+
 Profile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
+PredictionProfile = Annotated[
+    NumericProfile | CategoricalProfile | EmbeddingProfile, Field(discriminator="kind")
+]
 
 
 class ReferenceProfile(Frozen):
     """Profiles of every input feature and of the model's predictions on the reference data.
 
     Prediction keys: ``label`` and ``probability:<class>`` for classifiers,
-    ``value`` for regressors. ``sample_rows`` rows are index-aligned across all
-    feature samples, so they also serve as whole rows (for warming a session up).
+    ``value`` for regressors, ``embedding`` and ``embedding_norm`` for embedding
+    models. ``sample_rows`` rows are index-aligned across all feature samples,
+    so they also serve as whole rows (for warming a session up).
     """
 
     features: dict[str, Profile]
-    predictions: dict[str, Profile]
+    predictions: dict[str, PredictionProfile]
     sample_rows: int
 
 

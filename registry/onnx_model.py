@@ -37,16 +37,17 @@ class GraphInput:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Decoded outputs for a batch: ``labels`` + ``probabilities`` (N x classes) or ``values``."""
+    """Decoded outputs for a batch: ``labels`` + ``probabilities`` (N x classes), ``values``, or
+    ``embeddings`` (N x dim)."""
 
     labels: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
-        first = self.values if self.values is not None else self.probabilities
-        assert first is not None
+        first = next(a for a in (self.values, self.probabilities, self.embeddings) if a is not None)
         return int(first.shape[0])
 
 
@@ -168,6 +169,52 @@ def output_spec(session: ort.InferenceSession, model_bytes: bytes) -> OutputSpec
     )
 
 
+def tensor_output_spec(
+    session: ort.InferenceSession, model_bytes: bytes, classes: tuple[str, ...], sample: dict[str, Any]
+) -> OutputSpec:
+    """A tensor model's output: as :func:`output_spec` says; or, for one 2-D float output and no
+    declared class labels, class probabilities when the model's answers on ``sample`` (reference
+    feeds) look like them (each in [0, 1], rows summing to 1: a softmax), classes named by
+    ``classes`` or by index; else an embedding (one vector a sample)."""
+    try:
+        found = output_spec(session, model_bytes)
+    except InvalidModel:
+        found = None
+    if found is not None:
+        return found
+    floats = [
+        o for o in session.get_outputs() if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")
+    ]
+    if len(floats) != 1 or len(floats[0].shape) != 2:
+        described = ", ".join(f"{o.name}: {o.type} {o.shape}" for o in session.get_outputs())
+        raise InvalidModel(
+            "cannot tell the output kind: a tensor model answers class probabilities or an embedding, "
+            f"one 2-D float output [N, K]; got {described}"
+        )
+    output = floats[0]
+    answers = np.asarray(session.run([output.name], sample)[0], dtype=np.float64)
+    width = answers.shape[1]
+    softmax = bool(
+        np.isfinite(answers).all()
+        and answers.min() >= 0
+        and answers.max() <= 1
+        and np.allclose(answers.sum(axis=1), 1, atol=1e-3)
+    )
+    if softmax:
+        names = classes or tuple(str(i) for i in range(width))
+        if len(names) != width:
+            raise InvalidModel(
+                f"{len(names)} classes given for {width} probability columns of {output.name!r}"
+            )
+        return OutputSpec(kind="classification", classes=names, probability_output=output.name)
+    if classes:
+        raise InvalidModel(
+            f"classes given, but {output.name!r} does not answer probabilities on the reference (values "
+            "outside [0, 1] or rows not summing to 1): export the classifier with its softmax"
+        )
+    return OutputSpec(kind="embedding", value_output=output.name, embedding_dim=width)
+
+
 class OnnxModel:
     """A loaded session bound to its input schema and output spec; thread-safe for ``predict``."""
 
@@ -175,15 +222,24 @@ class OnnxModel:
         self.session = session
         self.schema = schema
         self.output = output
-        self._graph_inputs = {i.name: i for i in graph_inputs(session)}
+        self._graph_inputs = {i.name: i for i in graph_inputs(session)} if schema.layout == "columns" else {}
         self._output_names = [
             name
             for name in (output.label_output, output.probability_output, output.value_output)
             if name is not None
         ]
 
-    def feeds(self, columns: dict[str, np.ndarray] | None, matrix: np.ndarray | None) -> dict[str, Any]:
-        """ONNX feeds from validated data: a matrix for ``matrix`` layout, else one array a feature."""
+    def feeds(
+        self,
+        columns: dict[str, np.ndarray] | None,
+        matrix: np.ndarray | None,
+        tensors: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        """ONNX feeds from validated data: a matrix for ``matrix`` layout, the arrays themselves for
+        ``tensor`` layout, else one array a feature."""
+        if self.schema.layout == "tensor":
+            assert tensors is not None
+            return tensors
         if self.schema.layout == "matrix":
             assert matrix is not None and self.schema.tensor_name is not None
             return {self.schema.tensor_name: matrix}
@@ -199,6 +255,10 @@ class OnnxModel:
         outputs = self.session.run(self._output_names, feeds, options)
         raw = dict(zip(self._output_names, outputs, strict=True))
         output = self.output
+        if output.kind == "embedding":
+            assert output.value_output is not None
+            embeddings = np.asarray(raw[output.value_output])
+            return Prediction(embeddings=embeddings.reshape(embeddings.shape[0], -1))
         if output.kind == "regression":
             assert output.value_output is not None
             return Prediction(values=np.asarray(raw[output.value_output], dtype=np.float64).reshape(-1))

@@ -8,6 +8,7 @@ import pandas as pd
 from registry.manifest import (
     MISSING_STRING,
     CategoricalProfile,
+    EmbeddingProfile,
     FeatureDType,
     InputRule,
     InputSchema,
@@ -15,6 +16,7 @@ from registry.manifest import (
     OutputRule,
     OutputSpec,
     PlausibilityRules,
+    PredictionProfile,
     Profile,
     ReferenceProfile,
 )
@@ -28,6 +30,8 @@ SAMPLE_ROWS = 1000
 #: Support points of a numeric reference's distribution function: the drift tests read the
 #: reference's CDF off them to within 1/1000, and a feature with fewer distinct values keeps all.
 CDF_POINTS = 1000
+#: Reference vectors kept for an embedding model's multivariate drift test.
+EMBEDDING_SAMPLE = 200
 #: Categorical profiles keep this many most frequent categories, the rest is "other".
 MAX_CATEGORIES = 50
 #: Input ranges are widened by this share of the reference range before a value is implausible.
@@ -139,8 +143,11 @@ def reference_profile(
             features[spec.name] = categorical_profile(column, index)
         else:
             features[spec.name] = numeric_profile(column.to_numpy(dtype=np.float64), index, spec.dtype)
-    predictions: dict[str, Profile] = {}
-    if output.kind == "classification":
+    predictions: dict[str, PredictionProfile] = {}
+    if output.kind == "embedding":
+        assert prediction.embeddings is not None
+        predictions.update(embedding_profiles(prediction.embeddings))
+    elif output.kind == "classification":
         assert prediction.labels is not None and prediction.probabilities is not None
         predictions["label"] = categorical_profile(pd.Series(prediction.labels.astype(str)), index)
         for column, cls in enumerate(output.classes):
@@ -149,6 +156,19 @@ def reference_profile(
         assert prediction.values is not None
         predictions["value"] = numeric_profile(prediction.values, index)
     return ReferenceProfile(features=features, predictions=predictions, sample_rows=int(index.size))
+
+
+def embedding_profiles(embeddings: np.ndarray) -> dict[str, PredictionProfile]:
+    """A bounded sample of the reference vectors (for the MMD test) and the profile of their lengths
+    (a univariate view of the same drift, with PSI and the usual tests)."""
+    vectors = np.asarray(embeddings, dtype=np.float64)
+    index = sample_index(len(vectors), EMBEDDING_SAMPLE)
+    sample = tuple(tuple(round(float(v), 6) for v in row) for row in vectors[index])
+    norms = np.linalg.norm(vectors, axis=1)
+    return {
+        "embedding": EmbeddingProfile(count=len(vectors), dim=vectors.shape[1], sample=sample),
+        "embedding_norm": numeric_profile(norms, sample_index(len(norms))),
+    }
 
 
 def default_rules(profile: ReferenceProfile, output: OutputSpec) -> PlausibilityRules:
@@ -164,6 +184,8 @@ def default_rules(profile: ReferenceProfile, output: OutputSpec) -> Plausibility
             )
     if output.kind == "classification":
         return PlausibilityRules(inputs=inputs, output=OutputRule(classes=output.classes))
+    if output.kind == "embedding":  # finite values; their distribution is the drift test's
+        return PlausibilityRules(inputs=inputs, output=OutputRule())
     value = profile.predictions["value"]
     assert isinstance(value, NumericProfile)
     if value.min is None or value.max is None:  # the model answered NaN for every reference row

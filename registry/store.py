@@ -56,8 +56,24 @@ from registry.manifest import (
     Manifest,
     OutputSpec,
 )
-from registry.onnx_model import NUMPY_DTYPE, OnnxModel, Prediction, graph_inputs, load_session, output_spec
+from registry.onnx_model import (
+    NUMPY_DTYPE,
+    ONNX_TO_DTYPE,
+    OnnxModel,
+    Prediction,
+    graph_inputs,
+    load_session,
+    output_spec,
+    tensor_output_spec,
+)
 from registry.profile import default_rules, reference_profile
+from registry.tensors import (
+    ONNX_TENSOR_TYPES,
+    all_summaries,
+    read_tensor_reference,
+    reference_arrays,
+    tensor_schema,
+)
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -111,6 +127,10 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+#: reference files holding tensors, for a tensor model
+TENSOR_SUFFIXES = (".npz", ".npy")
+
+
 def read_reference(path: Path, target: str | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
     """Reference data from CSV or Parquet, and its ``target`` column apart when one is named."""
     if not path.is_file():
@@ -123,7 +143,8 @@ def read_reference(path: Path, target: str | None = None) -> tuple[pd.DataFrame,
             frame = pd.read_parquet(path)
         else:
             raise InvalidReferenceData(
-                f"reference data {str(path)!r}: unknown format {suffix!r}; use .csv or .parquet"
+                f"reference data {str(path)!r}: unknown format {suffix!r}; use .csv or .parquet "
+                "(or .npz, .npy: tensors, for a tensor model)"
             )
     except InvalidReferenceData:
         raise
@@ -173,6 +194,14 @@ def _column_fits(frame: pd.DataFrame, column: str, dtype: str) -> None:
 
 def infer_schema(model: Any, frame: pd.DataFrame) -> InputSchema:
     """Match the graph's inputs with the reference columns, or say exactly how they differ."""
+    nodes = model.get_inputs()
+    for node in nodes:
+        if node.type in ONNX_TENSOR_TYPES and (len(node.shape) >= 3 or node.type not in ONNX_TO_DTYPE):
+            raise SchemaMismatch(
+                f"input {node.name!r} ({node.type} {list(node.shape)}) is a tensor input, not a table's "
+                f"columns: push its reference tensors as .npz (one array per input: "
+                f"{', '.join(n.name for n in nodes)}) or .npy"
+            )
     inputs = graph_inputs(model)
     columns = [str(c) for c in frame.columns]
     if len(inputs) == 1 and len(inputs[0].shape) == 2:
@@ -435,20 +464,35 @@ class Registry:
         metrics: dict[str, float | int | str] | None = None,
         target: str | None = None,
         actor: str | None = None,
+        classes: tuple[str, ...] = (),
     ) -> Manifest:
-        """Add version N+1 of ``name``. Everything is checked before the registry is touched."""
+        """Add version N+1 of ``name``. Everything is checked before the registry is touched.
+
+        ``reference``: a table (.csv, .parquet) for a tabular model, tensors (.npz, .npy) for a tensor
+        model (``registry.tensors``); ``classes`` names a tensor classifier's probability columns
+        when the graph declares no labels (else they are 0, 1, ...)."""
         check_name(name)
         model_path, reference_path = Path(model_file), Path(reference)
         if not model_path.is_file():
             raise InvalidModel(f"model file {str(model_path)!r} does not exist")
         model_bytes = model_path.read_bytes()
         session = load_session(model_bytes, intra_op_threads=1)
-        frame, truth = read_reference(reference_path, target)
-        schema = infer_schema(session, frame)
-        output = output_spec(session, model_bytes)
+        tensors = reference_path.suffix.lower() in TENSOR_SUFFIXES
+        if tensors:
+            arrays, truth = read_tensor_reference(reference_path, target)
+            schema = tensor_schema(session.get_inputs(), arrays)
+            feeds = reference_arrays(schema, arrays)
+            output = tensor_output_spec(session, model_bytes, classes, {k: v[:256] for k, v in feeds.items()})
+            frame = pd.DataFrame(all_summaries(schema, feeds))
+        else:
+            if classes:
+                raise InvalidModel("classes are named only for tensor models (a .npz or .npy reference)")
+            frame, truth = read_reference(reference_path, target)
+            schema = infer_schema(session, frame)
+            output = output_spec(session, model_bytes)
         model = OnnxModel(session, schema, output)
         try:
-            prediction = model.predict(reference_feeds(model, frame))
+            prediction = model.predict(feeds if tensors else reference_feeds(model, frame))
         except Exception as exc:
             raise InvalidModel(f"the model failed on the reference data: {exc}") from exc
         if prediction.labels is not None:
