@@ -68,9 +68,14 @@ def pair(champion: Predicted, shadow: Predicted) -> Pair | None:
         pb = np.asarray(b["probabilities"], dtype=np.float64)
         diff = float(np.abs(pa - pb).mean(axis=1).sum()) if pa.shape == pb.shape else float("nan")
         return Pair(ts, champion.rows, agreed, diff)
-    if "value" in a and "value" in b:
-        va, vb = np.asarray(a["value"], dtype=np.float64), np.asarray(b["value"], dtype=np.float64)
-        return Pair(ts, champion.rows, None, float(np.abs(va.ravel() - vb.ravel()).sum()))
+    for key in ("value", "embedding"):  # an embedding's difference: a row's mean over its coordinates
+        if key in a and key in b:
+            va, vb = np.asarray(a[key], dtype=np.float64), np.asarray(b[key], dtype=np.float64)
+            if va.shape != vb.shape:
+                return None
+            return Pair(
+                ts, champion.rows, None, float(np.abs(va - vb).reshape(champion.rows, -1).mean(axis=1).sum())
+            )
     return None
 
 

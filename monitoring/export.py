@@ -41,8 +41,9 @@ def prediction_table(
     feedback: Mapping[str, Feedback],
     classes: Callable[[str, int], tuple[str, ...]],
 ) -> pd.DataFrame:
-    """Requests exploded to rows: request fields, one column a feature, ``prediction`` (label or
-    value), ``probability_<class>`` for classifiers, and ``ground_truth`` once feedback arrived.
+    """Requests exploded to rows: request fields, one column a feature (for a tensor model, a
+    summary of its inputs), ``prediction`` (label or value) or ``embedding`` (a vector),
+    ``probability_<class>`` for classifiers, and ``ground_truth`` once feedback arrived.
     A refused request is one row with its ``error`` and no features."""
     rows: list[dict[str, Any]] = []
     for record in records:
@@ -67,6 +68,8 @@ def prediction_table(
             row = {**base, "row": i, **{feature: values[i] for feature, values in record.inputs.items()}}
             if "value" in outputs:
                 row["prediction"] = outputs["value"][i]
+            elif "embedding" in outputs:
+                row["embedding"] = outputs["embedding"][i]
             else:
                 row["prediction"] = outputs["label"][i]
                 row.update(zip((f"probability_{c}" for c in names), outputs["probabilities"][i], strict=True))

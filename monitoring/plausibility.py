@@ -20,7 +20,7 @@ from registry.manifest import MISSING_STRING, InputSchema, PlausibilityRules
 from registry.onnx_model import Prediction
 
 OUTPUT_RULES = ("probability_finite", "probability_range", "probability_sum", "label_known", "value_finite",
-                "value_range")  # fmt: skip
+                "value_range", "embedding_finite")  # fmt: skip
 INPUT_RULES = ("input_range", "input_domain", "input_missing")
 
 
@@ -130,7 +130,11 @@ class PlausibilityChecker:
         rows: dict[str, np.ndarray] = {}
         # each branch first asks "all fine?" in a few numpy calls (NaN fails every comparison,
         # infinity fails the range) and finds the rows per rule only when not
-        if prediction.values is not None:
+        if prediction.embeddings is not None:
+            finite_rows = np.isfinite(prediction.embeddings).all(axis=1)
+            if not finite_rows.all():
+                rows["embedding_finite"] = ~finite_rows
+        elif prediction.values is not None:
             values = prediction.values
             low = -np.inf if rule.value_min is None else rule.value_min
             high = np.inf if rule.value_max is None else rule.value_max
@@ -191,5 +195,10 @@ def _stack(
     return (
         matrix,
         columns,
-        Prediction(labels=joined("labels"), probabilities=joined("probabilities"), values=joined("values")),
+        Prediction(
+            labels=joined("labels"),
+            probabilities=joined("probabilities"),
+            values=joined("values"),
+            embeddings=joined("embeddings"),
+        ),
     )

@@ -66,6 +66,8 @@ class RequestRecord:
             return None
         if prediction.values is not None:
             return _dumps({"value": prediction.values})
+        if prediction.embeddings is not None:
+            return _dumps({"embedding": np.ascontiguousarray(prediction.embeddings)})
         assert prediction.labels is not None and prediction.probabilities is not None
         return _dumps(
             {

@@ -57,6 +57,14 @@ def parse_policies(text: str) -> dict[str, BatchPolicy]:
 def merged(batches: list[Batch]) -> Batch:
     """The batches' rows, one after another, as one batch (all of one schema)."""
     rows = sum(b.rows for b in batches)
+    if batches[0].tensors is not None:  # all of one sample shape (see Batcher.predict)
+        tensors = [b.tensors for b in batches if b.tensors is not None]
+        columns = [b.columns for b in batches if b.columns is not None]
+        return Batch(
+            rows=rows,
+            tensors={name: np.concatenate([t[name] for t in tensors]) for name in tensors[0]},
+            columns={name: np.concatenate([c[name] for c in columns]) for name in columns[0]},
+        )
     matrices = [b.matrix for b in batches if b.matrix is not None]
     if matrices:
         return Batch(rows=rows, matrix=np.concatenate(matrices))
@@ -64,11 +72,21 @@ def merged(batches: list[Batch]) -> Batch:
     return Batch(rows=rows, columns={name: np.concatenate([c[name] for c in columns]) for name in columns[0]})
 
 
+def sample_shapes(batch: Batch) -> tuple[tuple[int, ...], ...]:
+    """A tensor batch's per-sample shapes (empty for tabular batches, which always merge)."""
+    return tuple(t.shape[1:] for t in batch.tensors.values()) if batch.tensors is not None else ()
+
+
 def rows_of(prediction: Prediction, start: int, stop: int) -> Prediction:
     def part(array: np.ndarray | None) -> np.ndarray | None:
         return None if array is None else array[start:stop]
 
-    return Prediction(part(prediction.labels), part(prediction.probabilities), part(prediction.values))
+    return Prediction(
+        part(prediction.labels),
+        part(prediction.probabilities),
+        part(prediction.values),
+        part(prediction.embeddings),
+    )
 
 
 @dataclass
@@ -94,7 +112,9 @@ class Batcher:
     async def predict(self, batch: Batch) -> Prediction:
         if batch.rows >= self.policy.max_rows:
             return await self.run(self.served, batch)
-        if self._rows + batch.rows > self.policy.max_rows:
+        if self._rows + batch.rows > self.policy.max_rows or (
+            self._waiting and sample_shapes(self._waiting[0].batch) != sample_shapes(batch)
+        ):  # tensors of another sample shape (an input with free dimensions) cannot join the batch
             self._flush()
         answer: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(batch, answer))

@@ -87,6 +87,11 @@ def _parse(body: dict[str, Any], max_items: int) -> tuple[list[Item], bool]:
 
 def _normalise(truth: Any, target: FeedbackTarget, output: OutputSpec) -> tuple[list[Any] | None, str]:
     """Ground truth as one stored value a row, or why it does not fit the request."""
+    if output.kind == "embedding":
+        return None, (
+            f"ground_truth: {target.model} is an embedding model; it has no truth to measure its quality "
+            "against (its outputs' drift is monitored)"
+        )
     values = truth if isinstance(truth, list) else [truth]
     if len(values) != target.rows:
         return None, f"ground_truth: {len(values)} values for a request of {target.rows} rows"

@@ -26,6 +26,7 @@ from registry.errors import RegistryError
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, Prediction, load_session
 from registry.store import Registry
+from registry.tensors import all_summaries
 from service.errors import NotFound, Unavailable
 from service.validation import Batch
 
@@ -61,7 +62,7 @@ class ServedVersion:
         return self.manifest.version
 
     def predict(self, batch: Batch, options: ort.RunOptions | None = None) -> Prediction:
-        return self.model.predict(self.model.feeds(batch.columns, batch.matrix), options)
+        return self.model.predict(self.model.feeds(batch.columns, batch.matrix, batch.tensors), options)
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,13 @@ class ModelSlots:
 
 
 def warmup_batch(manifest: Manifest, rows: int) -> Batch:
-    """Whole rows from the reference sample, shaped like a validated request."""
+    """Whole rows from the reference sample, shaped like a validated request (a tensor model: zeros
+    of a reference sample's shape, which time a run as well as any values)."""
     features = manifest.reference.features
     take = max(1, min(rows, manifest.reference.sample_rows))
+    if manifest.inputs.layout == "tensor":
+        tensors = {t.name: np.zeros((take, *t.sample_shape), dtype=t.dtype) for t in manifest.inputs.tensors}
+        return Batch(rows=take, tensors=tensors, columns=all_summaries(manifest.inputs, tensors))
     columns: dict[str, np.ndarray] = {}
     for spec in manifest.inputs.features:
         profile = features[spec.name]

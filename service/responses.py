@@ -9,7 +9,7 @@ import numpy as np
 from registry.onnx_model import Prediction
 from service.errors import InvalidInput
 from service.pool import ServedVersion
-from service.validation import V2_DATATYPE_OF
+from service.validation import V2_DATATYPE_OF, V2_TENSOR_DATATYPE
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -18,6 +18,8 @@ def predictions(served: ServedVersion, prediction: Prediction) -> list[dict[str,
     """One object a row: ``label`` and ``probabilities`` by class, or ``value``."""
     if prediction.values is not None:
         return [{"value": value} for value in prediction.values.tolist()]
+    if prediction.embeddings is not None:
+        return [{"embedding": vector} for vector in prediction.embeddings.tolist()]
     assert prediction.labels is not None and prediction.probabilities is not None
     classes = served.manifest.output.classes
     return [
@@ -31,6 +33,8 @@ def plain(prediction: Prediction) -> list[Any]:
     servers answer for a scikit-learn model."""
     if prediction.values is not None:
         return list(prediction.values.tolist())
+    if prediction.embeddings is not None:
+        return list(prediction.embeddings.tolist())
     assert prediction.labels is not None
     return list(prediction.labels.tolist())
 
@@ -40,6 +44,8 @@ def output_tensors(served: ServedVersion) -> list[dict[str, Any]]:
     output = served.manifest.output
     if output.kind == "regression":
         return [{"name": "value", "datatype": "FP64", "shape": [-1]}]
+    if output.kind == "embedding":
+        return [{"name": "embedding", "datatype": "FP32", "shape": [-1, output.embedding_dim or -1]}]
     return [
         {"name": "label", "datatype": served.label_datatype or "BYTES", "shape": [-1]},
         {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(output.classes)]},
@@ -48,6 +54,15 @@ def output_tensors(served: ServedVersion) -> list[dict[str, Any]]:
 
 def input_tensors(served: ServedVersion) -> list[dict[str, Any]]:
     schema = served.manifest.inputs
+    if schema.layout == "tensor":
+        return [
+            {
+                "name": t.name,
+                "datatype": V2_TENSOR_DATATYPE[t.dtype],
+                "shape": [-1, *(d or -1 for d in t.shape[1:])],
+            }
+            for t in schema.tensors
+        ]
     if schema.layout == "matrix":
         assert schema.tensor_dtype is not None
         return [
@@ -73,6 +88,7 @@ def model_metadata(served: ServedVersion, versions: list[int]) -> dict[str, Any]
             "kind": manifest.output.kind,
             "classes": list(manifest.output.classes),
             "features": [f.name for f in manifest.inputs.features],
+            "layout": manifest.inputs.layout,
         },
     }
 
@@ -107,7 +123,15 @@ def requested_outputs(body: dict[str, Any], served: ServedVersion) -> tuple[list
 def infer_outputs(served: ServedVersion, prediction: Prediction, names: list[str]) -> list[dict[str, Any]]:
     rows = prediction.rows
     tensors: dict[str, dict[str, Any]] = {}
-    if prediction.values is not None:
+    if prediction.embeddings is not None:
+        data = np.ascontiguousarray(prediction.embeddings, dtype=np.float32)
+        tensors["embedding"] = {
+            "name": "embedding",
+            "datatype": "FP32",
+            "shape": list(data.shape),
+            "data": data.reshape(-1),
+        }
+    elif prediction.values is not None:
         tensors["value"] = {"name": "value", "datatype": "FP64", "shape": [rows], "data": prediction.values}
     else:
         assert prediction.labels is not None and prediction.probabilities is not None

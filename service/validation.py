@@ -15,8 +15,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema
+from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema, TensorDType, TensorSpec
 from registry.onnx_model import NUMPY_DTYPE
+from registry.tensors import all_summaries
 from service.errors import FieldError, InvalidInput, PayloadTooLarge
 
 #: details listed in one error answer; the rest are counted
@@ -54,6 +55,20 @@ V2_DATATYPES: dict[FeatureDType, frozenset[str]] = {
     "int64": frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}),
     "string": frozenset({"BYTES"}),
 }
+_NUMERIC = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
+_INTEGERS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+#: a tensor input's v2 datatype, and the datatypes accepted for it (cast without changing a value)
+V2_TENSOR_DATATYPE: dict[TensorDType, str] = {
+    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
+    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL",
+}  # fmt: skip
+TENSOR_DATATYPES: dict[TensorDType, frozenset[str]] = {
+    **{dtype: _NUMERIC for dtype in ("float16", "float32", "float64")},
+    **{dtype: _INTEGERS for dtype in ("int8", "int16", "int32", "int64", "uint8")},
+    "bool": frozenset({"BOOL"}),
+}
 V2_DATATYPE_OF: dict[FeatureDType, str] = {
     "float32": "FP32",
     "float64": "FP64",
@@ -64,11 +79,13 @@ V2_DATATYPE_OF: dict[FeatureDType, str] = {
 
 @dataclass(frozen=True)
 class Batch:
-    """Validated inputs: ``matrix`` (rows x features) for matrix-layout models, else ``columns``."""
+    """Validated inputs: ``matrix`` (rows x features) for matrix-layout models, else ``columns``;
+    for tensor models, ``tensors`` (one array an input) and ``columns`` their per-sample summaries."""
 
     rows: int
     matrix: np.ndarray | None = None
     columns: dict[str, np.ndarray] | None = None
+    tensors: dict[str, np.ndarray] | None = None
 
     def head(self, rows: int) -> Batch:
         """The first ``rows`` rows."""
@@ -76,6 +93,7 @@ class Batch:
             rows=min(rows, self.rows),
             matrix=self.matrix[:rows] if self.matrix is not None else None,
             columns={k: v[:rows] for k, v in self.columns.items()} if self.columns is not None else None,
+            tensors={k: v[:rows] for k, v in self.tensors.items()} if self.tensors is not None else None,
         )
 
 
@@ -96,6 +114,22 @@ def _raise(errors: list[FieldError]) -> NoReturn:
     raise InvalidInput(
         f"{first.field}: {first.message}{more}", field=first.field, details=errors[:MAX_DETAILS]
     )
+
+
+def _tabular(schema: InputSchema, field: str) -> None:
+    """Refuse rows of features for a tensor model, saying what it takes and where to send it."""
+    if schema.layout == "tensor":
+        takes = ", ".join(f"{t.name} {V2_TENSOR_DATATYPE[t.dtype]} {_shape(t)}" for t in schema.tensors)
+        raise InvalidInput(
+            f"{field}: this model takes tensors ({takes}), not rows of features: send them as Open "
+            "Inference Protocol input tensors to /v2/models/{name}/infer (JSON or binary)",
+            field=field,
+        )
+
+
+def _shape(spec: TensorSpec) -> list[int | str]:
+    """A tensor input's shape as the errors show it: ``['N', 3, 'any', 'any']``."""
+    return ["N", *(d if d is not None else "any" for d in spec.shape[1:])]
 
 
 def _check_rows(rows: int, max_rows: int, field: str) -> None:
@@ -220,6 +254,7 @@ def _typed(
 
 def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:
     """A list of ``{feature: value}`` records into a batch for ``schema``."""
+    _tabular(schema, field)
     if not isinstance(records, list):
         raise InvalidInput(
             f"{field}: expected a list of records (objects of feature: value), got {_describe(records)}",
@@ -267,6 +302,7 @@ def _diagnose_columns(columns: dict[str, list[Any]], schema: InputSchema, field:
 
 def columns_to_batch(columns: Any, schema: InputSchema, max_rows: int, field: str = "inputs") -> Batch:
     """An object of ``{feature: [value, ...]}``, one list a feature, into a batch for ``schema``."""
+    _tabular(schema, field)
     if not isinstance(columns, dict):
         raise InvalidInput(
             f"{field}: expected an object of feature: list of values, got {_describe(columns)}", field=field
@@ -312,6 +348,7 @@ def rows_to_batch(
 ) -> Batch:
     """Rows of values, each a list in the order of ``names`` (the schema's features by default),
     into a batch: the row form of KServe v1 ``instances`` and MLflow's ``dataframe_split``."""
+    _tabular(schema, field)
     names = names or schema.names
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(names):
@@ -406,11 +443,91 @@ def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, w
     return cast
 
 
+def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, where: str) -> np.ndarray:
+    """One input tensor of a tensor model: its datatype accepted for the input, its data filling its
+    shape, cast to the input's dtype without changing a value (non-finite floats are kept: the
+    plausibility rules count them)."""
+    accepted, own = TENSOR_DATATYPES[spec.dtype], V2_TENSOR_DATATYPE[spec.dtype]
+    if datatype not in accepted:
+        others = ", ".join(sorted(accepted - {own})) or "none"
+        raise InvalidInput(
+            f"{where}.datatype: {datatype} does not fit input {spec.name!r} ({own} expected; also accepted: "
+            f"{others})",
+            field=f"{where}.datatype",
+        )
+    rank, fixed = len(spec.shape), spec.shape[1:]
+    if len(shape) != rank or any(
+        d is not None and d != given for d, given in zip(fixed, shape[1:], strict=True)
+    ):
+        expected = ["N", *(d if d is not None else "any" for d in fixed)]
+        raise InvalidInput(
+            f"{where}.shape: input {spec.name!r} takes shape {expected}, got {shape}", field=f"{where}.shape"
+        )
+    try:
+        array = data if isinstance(data, np.ndarray) else np.asarray(data)
+    except ValueError:
+        raise InvalidInput(f"{where}.data: nested lists are ragged", field=f"{where}.data") from None
+    if array.dtype.kind not in ("b" if spec.dtype == "bool" else "biuf") or (
+        array.dtype.kind == "f" and not spec.dtype.startswith("float")
+    ):
+        raise InvalidInput(
+            f"{where}.data: expected {_ELEMENTS.get(spec.dtype[:3], 'integers')} for input {spec.name!r}",
+            field=f"{where}.data",
+        )
+    size = math.prod(shape)
+    if array.size != size:
+        raise InvalidInput(
+            f"{where}.data: {array.size} values do not fill shape {shape} ({size} values)",
+            field=f"{where}.data",
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.reshape(shape).astype(spec.dtype, copy=False)
+    if not spec.dtype.startswith("float") and cast.dtype != array.dtype and not np.array_equal(cast, array):
+        raise InvalidInput(f"{where}.data: values outside the {spec.dtype} range", field=f"{where}.data")
+    return cast
+
+
+_ELEMENTS = {"boo": "booleans", "flo": "numbers"}
+
+
+def _tensor_batch(
+    tensors: list[tuple[str, list[int], str, Any]], schema: InputSchema, max_rows: int
+) -> Batch:
+    """A tensor model's inputs, one tensor each, named like the graph's inputs."""
+    specs = {t.name: t for t in schema.tensors}
+    names = [t[0] for t in tensors]
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise InvalidInput(
+            f"inputs: unknown input {unknown[0]!r}; this model takes {', '.join(specs)}",
+            field=f"inputs[{names.index(unknown[0])}].name",
+        )
+    missing = [n for n in specs if n not in names]
+    if missing:
+        raise InvalidInput(f"inputs: missing input tensors: {', '.join(missing)}", field="inputs")
+    arrays: dict[str, np.ndarray] = {}
+    rows: int | None = None
+    for index, (name, shape, datatype, data) in enumerate(tensors):
+        where = f"inputs[{index}]"
+        arrays[name] = _model_tensor(data, shape, specs[name], datatype, where)
+        if rows is None:
+            rows = shape[0]
+            _check_rows(rows, max_rows, f"{where}.shape")
+        elif shape[0] != rows:
+            raise InvalidInput(
+                f"{where}.shape: {shape[0]} samples, but inputs[0] has {rows}", field=f"{where}.shape"
+            )
+    assert rows is not None
+    ordered = {spec.name: arrays[spec.name] for spec in schema.tensors}
+    return Batch(rows=rows, tensors=ordered, columns=all_summaries(schema, ordered))
+
+
 def tensors_to_batch(inputs: Any, schema: InputSchema, max_rows: int) -> Batch:
     """Open Inference Protocol input tensors into a batch.
 
     Accepted: the graph's own tensor ([N, F] for a matrix-layout model), or one
-    tensor per feature ([N] or [N, 1]), named like the features.
+    tensor per feature ([N] or [N, 1]), named like the features; for a tensor
+    model, one tensor per graph input, of its rank.
     """
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs: expected a non-empty list of input tensors", field="inputs")
@@ -418,6 +535,8 @@ def tensors_to_batch(inputs: Any, schema: InputSchema, max_rows: int) -> Batch:
     names = [t[0] for t in tensors]
     if len(set(names)) != len(names):
         raise InvalidInput(f"inputs: tensor names repeat: {names}", field="inputs")
+    if schema.layout == "tensor":
+        return _tensor_batch(tensors, schema, max_rows)
 
     if schema.layout == "matrix" and names == [schema.tensor_name]:
         assert schema.tensor_dtype is not None
