@@ -141,9 +141,10 @@ def tensor_schema(graph_inputs: list[Any], arrays: dict[str, np.ndarray]) -> Inp
     names = [i.name for i in graph_inputs]
     missing, extra = [n for n in names if n not in arrays], [n for n in arrays if n not in names]
     if missing or extra:
+        hint = " (labels? name their array with --target)" if extra and not missing else ""
         raise SchemaMismatch(
             f"the model's inputs and the reference arrays differ: missing from the reference: "
-            f"{missing or 'none'}; not model inputs: {extra or 'none'}"
+            f"{missing or 'none'}; not model inputs: {extra or 'none'}{hint}"
         )
     specs, features = [], []
     for node in graph_inputs:

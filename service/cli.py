@@ -102,11 +102,16 @@ def cmd_push(args: argparse.Namespace) -> int:
         description=args.description,
         metrics=metrics,
         target=args.target,
+        classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else (),
     )
-    print(
-        f"pushed {manifest.name}:{manifest.version} ({manifest.output.kind}, "
-        f"{len(manifest.inputs.features)} features, sha256 {manifest.sha256[:12]})"
+    schema = manifest.inputs
+    inputs = (
+        ", ".join(f"{t.name} {t.dtype} {['N', *t.sample_shape]}" for t in schema.tensors)
+        if schema.layout == "tensor"
+        else f"{len(schema.features)} features"
     )
+    kind, digest = manifest.output.kind, manifest.sha256[:12]
+    print(f"pushed {manifest.name}:{manifest.version} ({kind}, {inputs}, sha256 {digest})")
     if args.evaluate and registry.aliases(args.name).champion is not None:
         return _evaluate(args, registry, manifest.version, Path(args.evaluate), "evaluated at push")
     return 0
@@ -203,6 +208,13 @@ def _evaluate(args: argparse.Namespace, registry: Registry, candidate: int, data
     champion = registry.aliases(args.name).champion
     if champion is None:
         raise CommandError(f"{args.name} has no champion to evaluate version {candidate} against")
+    for version in (champion, candidate):
+        tensors = registry.manifest(args.name, version).inputs.tensors
+        if tensors:
+            raise CommandError(
+                f"{args.name}:{version} is a tensor model (inputs {', '.join(t.name for t in tensors)}); "
+                "evaluation takes a table of labelled rows and does not read tensors yet"
+            )
     if champion == candidate:
         raise CommandError(f"{args.name}:{candidate} is the champion; evaluate another version against it")
     frame, _ = read_reference(data)
@@ -489,8 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     push = reg.add_parser("push", parents=[common], help="add a new version of a model")
     push.add_argument("model", help="the ONNX file")
     push.add_argument("--name", required=True)
-    push.add_argument("--reference", required=True, help="reference (training) data, .csv or .parquet")
-    push.add_argument("--target", help="a label column in the reference data, left out of the profile")
+    push.add_argument("--reference", required=True, help="reference (training) data: .csv or .parquet; "
+                      "tensors as .npz (an array an input) or .npy (one input)")  # fmt: skip
+    push.add_argument("--target", help="a label column in the reference data (an array of a .npz), left out "
+                      "of the profile; a classifier's probabilities are calibrated on it")  # fmt: skip
+    push.add_argument("--classes", help="a tensor classifier's class names in probability order, "
+                      "comma-separated, when its graph declares none (default 0, 1, ...)")  # fmt: skip
     push.add_argument("--description", default="")
     push.add_argument("--metrics", help="free-form metrics as JSON, e.g. '{\"auc\": 0.97}'")
     push.add_argument(

@@ -52,7 +52,9 @@ log = structlog.get_logger("modelgate.log_writer")
 PLAIN = ("request_id", "ts", "route", "status", "latency_ms", "model", "version", "arm", "rows",
          "features", "columns", "error", "flags", "classes")  # fmt: skip
 #: array fields (the inputs matrix, the prediction's), concatenated over a batch when they stack
-STACKED = ("matrix", "labels", "probabilities", "values")
+STACKED = ("matrix", "labels", "probabilities", "values", "embeddings")
+#: the prediction's arrays among them, by field name
+PREDICTED = STACKED[1:]
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Shipment:
 
 def _arrays(record: RequestRecord) -> tuple[np.ndarray | None, ...]:
     p = record.prediction
-    return (record.matrix, *((None, None, None) if p is None else (p.labels, p.probabilities, p.values)))
+    return (record.matrix, *(None if p is None else getattr(p, name) for name in PREDICTED))
 
 
 def ship(batch: list[RequestRecord], final: bool) -> Shipment:
@@ -102,11 +104,11 @@ def _unstacked(array: np.ndarray | None, items: list[Any]) -> list[Any]:
 def unship(shipment: Shipment, checkers: Checkers) -> list[RequestRecord]:
     arrays = [_unstacked(*shipment.stacked[name]) for name in STACKED]
     records = []
-    for index, (matrix, labels, probabilities, values) in enumerate(zip(*arrays, strict=True)):
+    for index, (matrix, *predicted) in enumerate(zip(*arrays, strict=True)):
         fields = {name: column[index] for name, column in shipment.plain.items()}
         model, version = fields["model"], fields["version"]
-        answered = labels is not None or probabilities is not None or values is not None
-        prediction = Prediction(labels, probabilities, values) if answered else None
+        answered = any(array is not None for array in predicted)
+        prediction = Prediction(**dict(zip(PREDICTED, predicted, strict=True))) if answered else None
         checked = shipment.checked[index] and model and version is not None
         checker = checkers.get(model, version) if checked else None
         records.append(RequestRecord(**fields, matrix=matrix, prediction=prediction, checker=checker))

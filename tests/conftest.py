@@ -406,10 +406,10 @@ def gateway_factory(spawn: Callable[..., RunningServer]) -> Callable[..., Runnin
     return start
 
 
-def _load_tests_module(name: str) -> Any:
-    """A module of load_tests/ (not a package: its scripts run as programs)."""
-    path = Path(__file__).resolve().parent.parent / "load_tests" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"load_tests_{name}", path)
+def _load_tests_module(name: str, directory: str = "load_tests") -> Any:
+    """A module of load_tests/ (not a package: its scripts run as programs), or of ``directory``."""
+    path = Path(__file__).resolve().parent.parent / directory / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{directory}_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
@@ -418,6 +418,31 @@ def _load_tests_module(name: str) -> Any:
 
 
 postgres_server = _load_tests_module("postgres_server")
+tensor_models = _load_tests_module("tensor_models", "tests")
+
+
+@pytest.fixture(scope="session")
+def digits_tensor_model(models_dir: Path) -> Any:
+    """An image classifier: ``pixels`` float32 [N, 1, 8, 8] -> 10 digits (tests/tensor_models.py)."""
+    return tensor_models.digits_model(models_dir)
+
+
+@pytest.fixture(scope="session")
+def topics_tensor_model(models_dir: Path) -> Any:
+    """A text classifier: ``input_ids`` int64 [N, 16] -> topics a and b."""
+    return tensor_models.text_classifier(models_dir)
+
+
+@pytest.fixture
+def text_samples() -> Any:
+    """``text_samples(count, seed, topic_b_share=0.5, longer=False)``: padded token ids and their topics."""
+    return tensor_models.texts
+
+
+@pytest.fixture(scope="session")
+def embedder_tensor_model(models_dir: Path) -> Any:
+    """A text embedding model: ``input_ids`` int64 [N, 16] -> ``embedding`` [N, 8]."""
+    return tensor_models.text_embedder(models_dir)
 
 
 @pytest.fixture(scope="session")
