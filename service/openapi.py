@@ -75,7 +75,9 @@ def _value(spec: FeatureSpec) -> dict[str, Any]:
 
 
 def _inputs(schema: InputSchema, max_rows: int) -> dict[str, Any]:
-    """Records, columns, or rows of values in the schema's order."""
+    """Records, columns, or rows of values in the schema's order; nothing, for a tensor model."""
+    if schema.layout == "tensor":
+        return {"not": {}, "description": "This model takes tensors: send them to /v2/models/{name}/infer"}
     names = list(schema.names)
     record = {
         "type": "object",
@@ -112,6 +114,9 @@ def _prediction(served: ServedVersion) -> dict[str, Any]:
     output = served.manifest.output
     if output.kind == "regression":
         return {"type": "object", "properties": {"value": ANSWERED_NUMBER}, "required": ["value"]}
+    if output.kind == "embedding":
+        vector = {"type": "array", "items": ANSWERED_NUMBER}
+        return {"type": "object", "properties": {"embedding": vector}, "required": ["embedding"]}
     return {
         "type": "object",
         "properties": {
@@ -146,6 +151,8 @@ def _model_schemas(served: ServedVersion, several: bool, max_rows: int) -> dict[
     plain: dict[str, Any] = {"type": "integer" if served.label_datatype == "INT64" else "string"}
     if served.manifest.output.kind == "regression":
         plain = ANSWERED_NUMBER
+    elif served.manifest.output.kind == "embedding":
+        plain = {"type": "array", "items": ANSWERED_NUMBER}
     return {
         f"{name}.PredictRequest": request,
         f"{name}.Prediction": _prediction(served),

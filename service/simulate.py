@@ -183,9 +183,10 @@ def summary(outcome: Outcome, report: dict[str, Any], alerts: dict[str, Any]) ->
         drifted = [f for f in report["features"] if f["drifted"]]
         lines.append(f"drift over the last {window['rows']} rows: {len(drifted)} of "
                      f"{len(report['features'])} features and outputs drifted")  # fmt: skip
-        for feature in sorted(drifted, key=lambda f: -f["psi"])[:10]:
-            lines.append(f"  {feature['name']}: PSI {feature['psi']:.2f}, {feature['test']} "
-                         f"adjusted p {feature['p_adjusted']:.2g}")  # fmt: skip
+        for feature in sorted(drifted, key=lambda f: -(f["psi"] or 0))[:10]:  # None: a multivariate test
+            psi = "" if feature["psi"] is None else f"PSI {feature['psi']:.2f}, "
+            test, p_adjusted = feature["test"], feature["p_adjusted"]
+            lines.append(f"  {feature['name']}: {psi}{test} adjusted p {p_adjusted:.2g}")
     estimated = report.get("estimated_quality")
     if estimated and estimated["rows"]:
         how = (

@@ -420,10 +420,7 @@ def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, w
             f"{where}.datatype: {datatype} does not fit this input ({V2_DATATYPE_OF[dtype]} expected)",
             field=f"{where}.datatype",
         )
-    try:
-        array = np.asarray(data)
-    except ValueError:
-        raise InvalidInput(f"{where}.data: nested lists are ragged", field=f"{where}.data") from None
+    array = _array(data, where)
     expected_kinds = "U" if dtype == "string" else ("iu" if dtype == "int64" else "iuf")
     if array.dtype.kind not in expected_kinds:
         raise InvalidInput(
@@ -431,16 +428,39 @@ def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, w
             f"for datatype {datatype}",
             field=f"{where}.data",
         )
+    _check_fills(array, shape, where)
+    cast = _narrow(array.reshape(shape), dtype)
+    if dtype in ("float32", "float64") and not np.isfinite(cast).all():
+        raise InvalidInput(f"{where}.data: values overflow {dtype}", field=f"{where}.data")
+    return cast
+
+
+def _array(data: Any, where: str) -> np.ndarray:
+    """A tensor's data as an array (binary data is one already)."""
+    try:
+        return data if isinstance(data, np.ndarray) else np.asarray(data)
+    except ValueError:
+        raise InvalidInput(f"{where}.data: nested lists are ragged", field=f"{where}.data") from None
+
+
+def _batch_rows(rows: int | None, shape: list[int], max_rows: int, where: str) -> int:
+    """The batch's rows: the first tensor's (within the limit), which every other tensor must have."""
+    if rows is None:
+        _check_rows(shape[0], max_rows, f"{where}.shape")
+    elif shape[0] != rows:
+        raise InvalidInput(
+            f"{where}.shape: {shape[0]} rows, but inputs[0] has {rows}", field=f"{where}.shape"
+        )
+    return shape[0]
+
+
+def _check_fills(array: np.ndarray, shape: list[int], where: str) -> None:
     size = math.prod(shape)
     if array.size != size:
         raise InvalidInput(
             f"{where}.data: {array.size} values do not fill shape {shape} ({size} values)",
             field=f"{where}.data",
         )
-    cast = _narrow(array.reshape(shape), dtype)
-    if dtype in ("float32", "float64") and not np.isfinite(cast).all():
-        raise InvalidInput(f"{where}.data: values overflow {dtype}", field=f"{where}.data")
-    return cast
 
 
 def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, where: str) -> np.ndarray:
@@ -459,27 +479,17 @@ def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, 
     if len(shape) != rank or any(
         d is not None and d != given for d, given in zip(fixed, shape[1:], strict=True)
     ):
-        expected = ["N", *(d if d is not None else "any" for d in fixed)]
         raise InvalidInput(
-            f"{where}.shape: input {spec.name!r} takes shape {expected}, got {shape}", field=f"{where}.shape"
+            f"{where}.shape: input {spec.name!r} takes shape {_shape(spec)}, got {shape}",
+            field=f"{where}.shape",
         )
-    try:
-        array = data if isinstance(data, np.ndarray) else np.asarray(data)
-    except ValueError:
-        raise InvalidInput(f"{where}.data: nested lists are ragged", field=f"{where}.data") from None
-    if array.dtype.kind not in ("b" if spec.dtype == "bool" else "biuf") or (
-        array.dtype.kind == "f" and not spec.dtype.startswith("float")
-    ):
+    array = _array(data, where)
+    elements, kinds = _ELEMENTS.get(spec.dtype[:3], ("integers", "iu"))
+    if array.dtype.kind not in kinds:
         raise InvalidInput(
-            f"{where}.data: expected {_ELEMENTS.get(spec.dtype[:3], 'integers')} for input {spec.name!r}",
-            field=f"{where}.data",
+            f"{where}.data: expected {elements} for input {spec.name!r}", field=f"{where}.data"
         )
-    size = math.prod(shape)
-    if array.size != size:
-        raise InvalidInput(
-            f"{where}.data: {array.size} values do not fill shape {shape} ({size} values)",
-            field=f"{where}.data",
-        )
+    _check_fills(array, shape, where)
     with np.errstate(over="ignore", invalid="ignore"):
         cast = array.reshape(shape).astype(spec.dtype, copy=False)
     if not spec.dtype.startswith("float") and cast.dtype != array.dtype and not np.array_equal(cast, array):
@@ -487,7 +497,9 @@ def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, 
     return cast
 
 
-_ELEMENTS = {"boo": "booleans", "flo": "numbers"}
+#: what a tensor input's data must hold, by the start of its dtype (integers otherwise), and the numpy
+#: kinds that are that
+_ELEMENTS = {"boo": ("booleans", "b"), "flo": ("numbers", "iuf")}
 
 
 def _tensor_batch(
@@ -510,13 +522,7 @@ def _tensor_batch(
     for index, (name, shape, datatype, data) in enumerate(tensors):
         where = f"inputs[{index}]"
         arrays[name] = _model_tensor(data, shape, specs[name], datatype, where)
-        if rows is None:
-            rows = shape[0]
-            _check_rows(rows, max_rows, f"{where}.shape")
-        elif shape[0] != rows:
-            raise InvalidInput(
-                f"{where}.shape: {shape[0]} samples, but inputs[0] has {rows}", field=f"{where}.shape"
-            )
+        rows = _batch_rows(rows, shape, max_rows, where)
     assert rows is not None
     ordered = {spec.name: arrays[spec.name] for spec in schema.tensors}
     return Batch(rows=rows, tensors=ordered, columns=all_summaries(schema, ordered))
@@ -569,13 +575,7 @@ def tensors_to_batch(inputs: Any, schema: InputSchema, max_rows: int) -> Batch:
         where = f"inputs[{index}]"
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
             raise InvalidInput(f"{where}.shape: expected [N] or [N, 1], got {shape}", field=f"{where}.shape")
-        if rows is None:
-            rows = shape[0]
-            _check_rows(rows, max_rows, f"{where}.shape")
-        elif shape[0] != rows:
-            raise InvalidInput(
-                f"{where}.shape: {shape[0]} rows, but inputs[0] has {rows}", field=f"{where}.shape"
-            )
+        rows = _batch_rows(rows, shape, max_rows, where)
         columns[name] = _v2_array(data, shape, specs[name].dtype, datatype, where).reshape(-1)
     assert rows is not None
     if schema.layout == "matrix":

@@ -152,6 +152,8 @@ def test_two_replicas_share_one_window_one_monitor_and_send_each_alert_once(
     committed(location(store_settings), load.acknowledged)
 
     # then the whole replica running the monitor dies (its pod's node gone): the other one leads
+    # (once a standby monitor, started while no one led and beaten to the lease, has exited)
+    wait_for(lambda: sum(monitor_pid(r) is not None for r in replicas) == 1, what="one monitor process")
     (holder,) = [r for r in replicas if monitor_pid(r) is not None]
     (survivor,) = [r for r in replicas if r is not holder]
     before = survivor.output().count(LEADING)

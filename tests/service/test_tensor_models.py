@@ -88,6 +88,8 @@ def test_an_image_model_is_served_over_v2_json_and_refused_elsewhere(registry, d
             json={"inputs": [{"name": "image", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]},
         )
         assert unknown.status_code == 422 and "unknown input 'image'; this model takes pixels" in unknown.text
+        document = client.get("/openapi.json").json()
+        assert "takes tensors" in document["components"]["schemas"]["digits.Inputs"]["description"]
 
 
 def test_binary_tensors_from_tritonclient_and_a_non_finite_pixel_flagged(registry, digits_tensor_model):
