@@ -82,7 +82,7 @@ def summaries(spec: TensorSpec, array: np.ndarray) -> dict[str, np.ndarray]:
             found[f"{prefix}.{statistic}"] = per_channel[:, channel]
     flat = values.reshape(rows, -1)
     if is_float(spec.dtype):
-        found[f"{spec.name}.nonfinite"] = 1.0 - finite.reshape(rows, -1).mean(axis=1)
+        found[f"{spec.name}.nonfinite"] = (~finite).reshape(rows, -1).mean(axis=1)
     else:
         found[f"{spec.name}.nonzero"] = (flat != 0).mean(axis=1)
     return found

@@ -115,8 +115,8 @@ def _pooling_constants(table: np.ndarray) -> list[onnx.TensorProto]:
     ]
 
 
-def _ids_input() -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", LENGTH])
+def _ids_input(length: int | str = LENGTH) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", length])
 
 
 def text_classifier(directory: Path) -> TensorModel:
@@ -146,14 +146,14 @@ def text_classifier(directory: Path) -> TensorModel:
 
 
 def text_embedder(directory: Path) -> TensorModel:
-    """``input_ids`` int64 [N, 16] -> ``embedding`` [N, 8]: each text's mean of token vectors learnt by
-    a truncated SVD of the token shares (latent semantic analysis)."""
+    """``input_ids`` int64 [N, L] (any length) -> ``embedding`` [N, 8]: each text's mean of token vectors
+    learnt by a truncated SVD of the token shares (latent semantic analysis)."""
     ids, topics = texts(1500, seed=1)
     svd = TruncatedSVD(n_components=8, random_state=0).fit(bag_of_words(ids[:1000]))
     graph = helper.make_graph(
         _pooled(svd.components_.T, "embedding"),
         "embedder",
-        [_ids_input()],
+        [_ids_input("L")],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 8])],
         _pooling_constants(svd.components_.T),
     )

@@ -5,6 +5,7 @@ binary, and monitored on per-sample summaries of their inputs and on their outpu
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -172,6 +173,23 @@ def test_an_embedding_model_flags_a_topic_shift_by_mmd(registry, embedder_tensor
     assert "embedding" in drifted(shifted)
 
 
+def test_batched_requests_of_other_lengths_each_get_their_own_answer(registry, embedder_tensor_model):
+    """A free dimension (a text's length): requests of one length share a session run, another length
+    runs apart, and every answer is what that request alone gets."""
+    model = embedder_tensor_model
+    ids = model.test["input_ids"][:6]
+    bodies = [{"input_ids": ids[i : i + 1, : 16 if i % 2 else 8]} for i in range(6)]
+    with served(registry, model, "embedder") as client:
+        alone = [infer(client, "embedder", body).json()["outputs"][0]["data"] for body in bodies]
+    settings = Settings(registry=registry.root, poll_interval=3600, batching="embedder:16:300")
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda body: infer(client, "embedder", body), bodies))
+        metadata = client.get("/v2/models/embedder").json()
+    assert metadata["inputs"] == [{"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]}]
+    assert [a.status_code for a in answers] == [200] * 6
+    np.testing.assert_allclose([a.json()["outputs"][0]["data"] for a in answers], alone, atol=1e-6)
+
+
 def test_push_names_the_input_a_reference_does_not_fit(registry, digits_tensor_model, cancer_model, tmp_path):
     model = digits_tensor_model
     with pytest.raises(
@@ -190,3 +208,27 @@ def test_push_names_the_input_a_reference_does_not_fit(registry, digits_tensor_m
         SchemaMismatch, match=r"missing from the reference: \['pixels'\]; not model inputs: \['image'\]"
     ):
         registry.push(model.onnx, "digits", other, actor="tests")
+
+
+def test_the_cli_pushes_a_tensor_classifier_with_its_class_names(registry, topics_tensor_model, capsys):
+    from service.cli import main
+
+    model, root = topics_tensor_model, ["--registry", str(registry.root)]
+    push = [
+        "registry",
+        "push",
+        str(model.onnx),
+        "--name",
+        "topics",
+        "--reference",
+        str(model.reference),
+        *root,
+    ]
+    assert main([*push, "--target", "topic", "--classes", "a,b"]) == 0
+    assert "pushed topics:1 (classification, input_ids int64 ['N', 16], sha256 " in capsys.readouterr().out
+    assert registry.manifest("topics", 1).output.classes == ("a", "b")
+    assert main([*push, "--target", "topic"]) == 1  # its labels are a and b, not 0 and 1
+    assert (
+        "target column 'topic' holds ['a', 'b'], not among the model's classes ['0', '1']"
+        in capsys.readouterr().err
+    )
