@@ -64,27 +64,33 @@ def summary_names(spec: TensorSpec) -> list[str]:
 def summaries(spec: TensorSpec, array: np.ndarray) -> dict[str, np.ndarray]:
     """Each sample's summaries (one float64 array a summary feature, a value a sample)."""
     rows = array.shape[0]
-    values = array.astype(np.float64, copy=False).reshape(rows, spec.channels or 1, -1)
-    finite = np.isfinite(values)
-    clean = finite.all()
-    masked = values if clean else np.where(finite, values, np.nan)
-    # numpy warns about an all-NaN sample's mean; such a sample is what ``nonfinite`` reports
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if clean:
-            stats = (values.mean(axis=2), values.std(axis=2), values.min(axis=2), values.max(axis=2))
-        else:
+    # floats are reduced in their own precision, accumulated in float64: no float64 copy of an image
+    values = (array if is_float(spec.dtype) else array.astype(np.float64)).reshape(
+        rows, spec.channels or 1, -1
+    )
+    finite = np.isfinite(values) if is_float(spec.dtype) else None
+    if finite is None or finite.all():
+        stats = (
+            values.mean(axis=2, dtype=np.float64),
+            values.std(axis=2, dtype=np.float64),
+            values.min(axis=2).astype(np.float64),
+            values.max(axis=2).astype(np.float64),
+        )
+    else:
+        masked = np.where(finite, values, np.nan).astype(np.float64)
+        # numpy warns about an all-NaN sample's mean; such a sample is what ``nonfinite`` reports
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             stats = (np.nanmean(masked, 2), np.nanstd(masked, 2), np.nanmin(masked, 2), np.nanmax(masked, 2))
     found: dict[str, np.ndarray] = {}
     prefixes = [f"{spec.name}.c{c}" for c in range(spec.channels)] if spec.channels else [spec.name]
     for channel, prefix in enumerate(prefixes):
         for statistic, per_channel in zip(STATISTICS, stats, strict=True):
             found[f"{prefix}.{statistic}"] = per_channel[:, channel]
-    flat = values.reshape(rows, -1)
-    if is_float(spec.dtype):
+    if finite is not None:
         found[f"{spec.name}.nonfinite"] = (~finite).reshape(rows, -1).mean(axis=1)
     else:
-        found[f"{spec.name}.nonzero"] = (flat != 0).mean(axis=1)
+        found[f"{spec.name}.nonzero"] = (values.reshape(rows, -1) != 0).mean(axis=1)
     return found
 
 
