@@ -14,7 +14,9 @@ if it passes. An alert rule's ``action`` is that start, in one of two forms:
   ``MODELGATE_ALERTNAME``, ``MODELGATE_ALERT``, ``MODELGATE_WINDOW``, the
   window as a Parquet file, ``MODELGATE_TRIGGER``, the whole payload less
   the window, and ``MODELGATE_REGISTRY``), in a session of its own so a
-  monitor restart does not kill it; it is stopped after ``timeout``.
+  monitor restart does not kill it; it is stopped after ``timeout``. Its
+  directory (the window, ``output.log``) is kept among the newest
+  ``KEEP_DIRECTORIES``.
 
 Every trigger is an audit entry (action ``retrain``, actor
 ``modelgate-trigger``) in the model's history, which is also what rate-limits
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +66,8 @@ KIND = "modelgate.retrain"
 SHAPE_VERSION = 1
 #: where a command's window file and output go, one directory a trigger
 WORK_ROOT = Path(tempfile.gettempdir()) / "modelgate-triggers"
+#: trigger directories kept for inspection (the newest; a running command's is never removed)
+KEEP_DIRECTORIES = 20
 
 
 def payload(
@@ -89,6 +94,15 @@ def payload(
             "records": records,
         },
     }
+
+
+def prune(root: Path, keep: int, busy: set[Path]) -> None:
+    """Remove all but the newest ``keep`` trigger directories under ``root`` (each holds a window's
+    export, so they would otherwise fill the disk one trigger at a time); ``busy`` ones stay."""
+    directories = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    for old in directories[: max(len(directories) - keep, 0)]:
+        if old not in busy:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -161,6 +175,8 @@ class Triggers:
         model, alertname = body["model"], body["alert"]["labels"]["alertname"]
         directory = self.work_root / f"{model}-{body['audit_seq']}"
         directory.mkdir(parents=True, exist_ok=True)
+        busy = {running.directory for running in self.running.values()} | {directory}
+        prune(self.work_root, KEEP_DIRECTORIES, busy)
         window_file = directory / "window.parquet"
         window.to_parquet(window_file, index=False)
         summary = {k: v for k, v in body.items() if k != "window"} | {

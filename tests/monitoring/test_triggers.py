@@ -13,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from monitoring.alerts import AlertConfig
+from monitoring.triggers import prune
 from registry.demo import breast_cancer
 from service.app import create_app
 from service.settings import Settings
@@ -162,3 +163,15 @@ def test_an_action_is_checked_when_the_rules_load(tmp_path):
     )
     (rule,) = AlertConfig.load(rules).rules
     assert rule.action.command == ("retrain.sh", "--fast") and rule.action.min_interval_seconds == 3600
+
+
+def test_old_trigger_directories_are_removed_but_not_a_running_one(tmp_path):
+    """Each command's directory holds a window export: only the newest are kept, and never one whose
+    command still runs."""
+    for index in range(6):
+        directory = tmp_path / f"cancer-{index}"
+        directory.mkdir()
+        (directory / "window.parquet").write_bytes(b"x")
+        os.utime(directory, (1_000 + index, 1_000 + index))
+    prune(tmp_path, keep=3, busy={tmp_path / "cancer-0"})
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["cancer-0", "cancer-3", "cancer-4", "cancer-5"]
