@@ -19,7 +19,10 @@ from registry.store import ENV_VAR, Registry
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from monitoring.store import Store
+    from registry.onnx_model import OnnxModel
 
 
 class CommandError(Exception):
@@ -195,6 +198,90 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _evaluate(args, registry, registry.resolve(args.name, args.version), Path(args.data), args.reason)
 
 
+class _TableData:
+    """Labelled rows for a tabular model's evaluation: a CSV or Parquet table."""
+
+    def __init__(self, data: Path, args: argparse.Namespace) -> None:
+        from registry.store import read_reference
+
+        self.data = data
+        self.frame, _ = read_reference(data)
+        missing = [c for c in [args.target, *args.segment] if c not in self.frame.columns]
+        if missing:
+            raise CommandError(
+                f"--data {data}: no column {', '.join(map(repr, missing))}; "
+                f"it has {', '.join(self.frame.columns)}"
+            )
+        self.truth: list[Any] = self.frame[args.target].tolist()
+        self.segments = {column: self.frame[column].to_numpy() for column in args.segment}
+
+    def feeds(self, model: OnnxModel, version: int) -> list[dict[str, Any]]:
+        from registry.store import reference_feeds
+
+        try:
+            return [reference_feeds(model, self.frame)]
+        except KeyError as exc:
+            raise CommandError(
+                f"--data {self.data}: version {version} needs the feature {exc}, not in the data"
+            ) from None
+
+
+class _TensorData:
+    """Labelled samples for a tensor model's evaluation: a ``.npz`` with one array an input, the
+    ``--target`` labels and each ``--segment``, one value a sample (or a ``.npy`` of the one input, with
+    neither), run through the models a chunk at a time so a large holdout of images fits in memory."""
+
+    CHUNK = 256
+
+    def __init__(self, data: Path, args: argparse.Namespace) -> None:
+        from registry.tensors import read_tensor_reference
+
+        self.data = data
+        self.arrays, truth = read_tensor_reference(data, args.target)
+        assert truth is not None
+        self.truth = truth.tolist()
+        self.segments: dict[str, np.ndarray] = {}
+        for column in args.segment:
+            if column not in self.arrays:
+                raise CommandError(
+                    f"--data {data}: no array {column!r} for --segment; it has {', '.join(self.arrays)}"
+                )
+            values = self.arrays.pop(column)
+            if values.ndim != 1:
+                raise CommandError(
+                    f"--data {data}: segment {column!r} has shape {list(values.shape)}; "
+                    "give one value a sample"
+                )
+            self.segments[column] = values.astype(str)
+
+    def feeds(self, model: OnnxModel, version: int) -> list[dict[str, Any]]:
+        specs = model.schema.tensors
+        arrays = {specs[0].name: self.arrays[""]} if set(self.arrays) == {""} else self.arrays
+        inputs: dict[str, np.ndarray] = {}
+        for spec in specs:
+            array = arrays.get(spec.name)
+            if array is None:
+                raise CommandError(
+                    f"--data {self.data}: version {version} needs the input {spec.name!r}, not in the data; "
+                    f"it has {', '.join(sorted(arrays))}"
+                )
+            fixed = spec.shape[1:]
+            if array.ndim != len(spec.shape) or any(
+                d is not None and d != given for d, given in zip(fixed, array.shape[1:], strict=True)
+            ):
+                shape = ["N", *(d if d is not None else "any" for d in fixed)]
+                raise CommandError(
+                    f"--data {self.data}: input {spec.name!r} of version {version} takes shape {shape}, "
+                    f"the data has {list(array.shape)}"
+                )
+            inputs[spec.name] = array.astype(spec.dtype, copy=False)
+        rows = len(self.truth)
+        return [
+            {name: array[start : start + self.CHUNK] for name, array in inputs.items()}
+            for start in range(0, rows, self.CHUNK)
+        ]
+
+
 def _evaluate(args: argparse.Namespace, registry: Registry, candidate: int, data: Path, reason: str) -> int:
     """Evaluate ``candidate`` on ``data`` (``args``: name, target, segment, alpha, min_segment_rows,
     json), record and print the verdict; the exit code: 0 pass, 3 refuse."""
@@ -203,46 +290,42 @@ def _evaluate(args: argparse.Namespace, registry: Registry, candidate: int, data
     from monitoring.compare import correct
     from monitoring.evaluation import evaluate
     from registry.onnx_model import OnnxModel, load_session
-    from registry.store import read_reference, reference_feeds
 
     champion = registry.aliases(args.name).champion
     if champion is None:
         raise CommandError(f"{args.name} has no champion to evaluate version {candidate} against")
-    for version in (champion, candidate):
-        tensors = registry.manifest(args.name, version).inputs.tensors
-        if tensors:
-            raise CommandError(
-                f"{args.name}:{version} is a tensor model (inputs {', '.join(t.name for t in tensors)}); "
-                "evaluation takes a table of labelled rows and does not read tensors yet"
-            )
     if champion == candidate:
         raise CommandError(f"{args.name}:{candidate} is the champion; evaluate another version against it")
-    frame, _ = read_reference(data)
-    missing = [c for c in [args.target, *args.segment] if c not in frame.columns]
-    if missing:
+    manifests = {version: registry.manifest(args.name, version) for version in (champion, candidate)}
+    for version, manifest in manifests.items():
+        if manifest.output.kind == "embedding":
+            raise CommandError(
+                f"{args.name}:{version} answers embeddings: there is no label to score it against"
+            )
+    layouts = {version: m.inputs.layout == "tensor" for version, m in manifests.items()}
+    if layouts[champion] != layouts[candidate]:
+        tensors = next(v for v, tensor in layouts.items() if tensor)
         raise CommandError(
-            f"--data {data}: no column {', '.join(map(repr, missing))}; it has {', '.join(frame.columns)}"
+            f"{args.name}:{tensors} takes tensors and the other version a table: no data fits both"
         )
-    truth = frame[args.target].tolist()
+    labelled = _TensorData(data, args) if layouts[candidate] else _TableData(data, args)
     outcomes = []
     for version in (champion, candidate):
         manifest, model_bytes = registry.read_model(args.name, version)
         model = OnnxModel(load_session(model_bytes, 1), manifest.inputs, manifest.output)
-        try:
-            prediction = model.predict(reference_feeds(model, frame))
-        except KeyError as exc:
-            raise CommandError(
-                f"--data {data}: version {version} needs the feature {exc}, not in the data"
-            ) from None
-        if prediction.values is not None:
-            outcomes.append(correct({"value": prediction.values.tolist()}, truth))
-        else:
-            assert prediction.labels is not None
-            outcomes.append(correct({"label": prediction.labels.tolist()}, truth))
+        outputs: dict[str, list[Any]] = {}
+        for feeds in labelled.feeds(model, version):
+            prediction = model.predict(feeds)
+            if prediction.values is not None:
+                outputs.setdefault("value", []).extend(prediction.values.tolist())
+            else:
+                assert prediction.labels is not None
+                outputs.setdefault("label", []).extend(prediction.labels.tolist())
+        outcomes.append(correct(outputs, labelled.truth))
     evaluation = evaluate(
         outcomes[0],
         outcomes[1],
-        {column: frame[column].to_numpy() for column in args.segment},
+        labelled.segments,
         champion_version=champion,
         candidate_version=candidate,
         data=f"{data.name} sha256:{hashlib.sha256(data.read_bytes()).hexdigest()}",
@@ -546,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("name")
     evaluate.add_argument("version", help="a version number (or challenger, latest)")
-    evaluate.add_argument("--data", required=True, help="labelled rows: .csv or .parquet")
+    evaluate.add_argument("--data", required=True,
+                          help="labelled rows: .csv or .parquet (.npz for a tensor model)")  # fmt: skip
     evaluate.add_argument("--target", required=True, help="the column holding the truth")
     evaluation_options(evaluate)
     evaluate.add_argument("--reason", default="")

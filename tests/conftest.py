@@ -428,6 +428,13 @@ def digits_tensor_model(models_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def digits_rivals(models_dir: Path) -> Any:
+    """Two digits image classifiers, the second better overall but worse on heavy strokes
+    (tests/tensor_models.py)."""
+    return tensor_models.digits_rivals(models_dir)
+
+
+@pytest.fixture(scope="session")
 def topics_tensor_model(models_dir: Path) -> Any:
     """A text classifier: ``input_ids`` int64 [N, 16] -> topics a and b."""
     return tensor_models.text_classifier(models_dir)

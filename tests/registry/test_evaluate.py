@@ -141,3 +141,65 @@ def test_a_candidate_better_overall_but_worse_for_one_segment_is_refused(capsys,
     assert segments["size=large"]["candidate_better"] is False  # ... and worse on large tumours
     assert code == 3 and evaluation["verdict"] == "refuse"
     assert [r.split(":")[0] for r in evaluation["reasons"]] == ["worse segment size=large"]
+
+
+@pytest.fixture
+def digits_registry(registry, digits_rivals):
+    """The faint-wrong digits model as champion, the heavy-wrong one pushed as version 2."""
+    for model in digits_rivals:
+        registry.push(model.onnx, "digits", model.reference, target="digit", actor="tests")
+    registry.promote("digits", 1, "champion", actor="tests")
+    return registry
+
+
+def test_a_tensor_candidate_better_overall_but_worse_on_heavy_strokes_is_refused(
+    capsys, digits_registry, digits_rivals, tmp_path
+):
+    """Evaluation reads tensors too: a .npz of held-out images with their digits and a segment array."""
+    test = digits_rivals[0]
+    holdout = tmp_path / "holdout.npz"
+    strokes = test.test["pixels"].reshape(len(test.labels), -1).mean(axis=1)
+    segment = np.where(strokes > np.median(strokes), "heavy", "faint")
+    np.savez(holdout, pixels=test.test["pixels"], digit=test.labels, strokes=segment)
+    code, out, _ = run(capsys, "registry", "evaluate", "digits", "2", "--data", str(holdout), "--target",
+                       "digit", "--segment", "strokes", "--json", "--registry",
+                       str(digits_registry.root))  # fmt: skip
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["overall"]["rows"] == len(test.labels)
+    assert evaluation["overall"]["candidate_better"] is True
+    segments = {s["segment"]: s for s in evaluation["segments"]}
+    assert segments["strokes=faint"]["candidate_better"] is True
+    assert segments["strokes=heavy"]["candidate_better"] is False
+    assert code == 3 and [r.split(":")[0] for r in evaluation["reasons"]] == ["worse segment strokes=heavy"]
+    code, _, err = run(capsys, "registry", "promote", "digits", "2", "--to", "champion", "--registry",
+                       str(digits_registry.root))  # fmt: skip
+    assert code == 1 and "refused" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "flat", "args", "message"),
+    [
+        ("image", False, [], "version 1 needs the input 'pixels', not in the data; it has image"),
+        ("pixels", False, ["--segment", "writer"], "no array 'writer' for --segment; it has pixels"),
+        ("pixels", True, [], "input 'pixels' of version 1 takes shape ['N', 1, 8, 8], the data has [450"),
+    ],
+)
+def test_tensor_data_that_does_not_fit_is_one_clear_line(
+    capsys, digits_registry, digits_rivals, tmp_path, key, flat, args, message
+):
+    pixels = digits_rivals[0].test["pixels"]
+    inputs = {key: pixels.reshape(len(pixels), -1) if flat else pixels}
+    holdout = tmp_path / "holdout.npz"
+    np.savez(holdout, digit=digits_rivals[0].labels, **inputs)
+    code, _, err = run(capsys, "registry", "evaluate", "digits", "2", "--data", str(holdout), "--target",
+                       "digit", *args, "--registry", str(digits_registry.root))  # fmt: skip
+    assert code == 1 and message in err
+
+
+def test_an_embedding_model_has_no_label_to_be_evaluated_on(capsys, registry, embedder_tensor_model):
+    for _ in range(2):
+        registry.push(embedder_tensor_model.onnx, "embedder", embedder_tensor_model.reference, actor="tests")
+    registry.promote("embedder", 1, "champion", actor="tests")
+    code, _, err = run(capsys, "registry", "evaluate", "embedder", "2", "--data", "any.npz", "--target",
+                       "topic", "--registry", str(registry.root))  # fmt: skip
+    assert code == 1 and "embedder:1 answers embeddings: there is no label to score it against" in err
