@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -45,6 +46,17 @@ class TensorSpec(Frozen):
     shape: tuple[int | None, ...]
     sample_shape: tuple[int, ...]
     channels: int | None = None
+
+    def fits(self, shape: Sequence[int]) -> bool:
+        """Whether an array of ``shape`` fits this input: its rank, and every fixed dimension after the
+        batch's."""
+        return len(shape) == len(self.shape) and all(
+            d is None or d == given for d, given in zip(self.shape[1:], shape[1:], strict=True)
+        )
+
+    def shown(self) -> list[int | str]:
+        """The shape as errors show it: ``['N', 3, 'any', 'any']``."""
+        return ["N", *(d if d is not None else "any" for d in self.shape[1:])]
 
 
 class InputSchema(Frozen):

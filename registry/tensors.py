@@ -162,13 +162,6 @@ def tensor_schema(graph_inputs: list[Any], arrays: dict[str, np.ndarray]) -> Inp
             )
         array = arrays[node.name]
         shape = tuple(d if isinstance(d, int) else None for d in node.shape)
-        if array.ndim != len(shape) or any(
-            d is not None and d != a for d, a in zip(shape[1:], array.shape[1:], strict=True)
-        ):
-            raise SchemaMismatch(
-                f"input {node.name!r} has shape {list(node.shape)}; its reference array has shape "
-                f"{list(array.shape)}"
-            )
         if len(shape) < 1:
             raise InvalidModel(
                 f"input {node.name!r} is a scalar; a tensor input needs a batch dimension first"
@@ -178,6 +171,11 @@ def tensor_schema(graph_inputs: list[Any], arrays: dict[str, np.ndarray]) -> Inp
             name=node.name, dtype=dtype, shape=(None, *shape[1:]), sample_shape=tuple(array.shape[1:]),
             channels=channels,
         )  # fmt: skip
+        if not spec.fits(array.shape):
+            raise SchemaMismatch(
+                f"input {node.name!r} has shape {list(node.shape)}; its reference array has shape "
+                f"{list(array.shape)}"
+            )
         specs.append(spec)
         features += [FeatureSpec(name=n, dtype="float64") for n in summary_names(spec)]
     return InputSchema(layout="tensor", features=tuple(features), tensors=tuple(specs))

@@ -255,26 +255,22 @@ class _TensorData:
             self.segments[column] = values.astype(str)
 
     def feeds(self, model: OnnxModel, version: int) -> list[dict[str, Any]]:
+        from registry.tensors import reference_arrays
+
         specs = model.schema.tensors
         arrays = {specs[0].name: self.arrays[""]} if set(self.arrays) == {""} else self.arrays
-        inputs: dict[str, np.ndarray] = {}
         for spec in specs:
-            array = arrays.get(spec.name)
-            if array is None:
+            if spec.name not in arrays:
                 raise CommandError(
                     f"--data {self.data}: version {version} needs the input {spec.name!r}, not in the data; "
                     f"it has {', '.join(sorted(arrays))}"
                 )
-            fixed = spec.shape[1:]
-            if array.ndim != len(spec.shape) or any(
-                d is not None and d != given for d, given in zip(fixed, array.shape[1:], strict=True)
-            ):
-                shape = ["N", *(d if d is not None else "any" for d in fixed)]
+            if not spec.fits(arrays[spec.name].shape):
                 raise CommandError(
-                    f"--data {self.data}: input {spec.name!r} of version {version} takes shape {shape}, "
-                    f"the data has {list(array.shape)}"
+                    f"--data {self.data}: input {spec.name!r} of version {version} takes shape "
+                    f"{spec.shown()}, the data has {list(arrays[spec.name].shape)}"
                 )
-            inputs[spec.name] = array.astype(spec.dtype, copy=False)
+        inputs = reference_arrays(model.schema, arrays)
         rows = len(self.truth)
         return [
             {name: array[start : start + self.CHUNK] for name, array in inputs.items()}

@@ -119,17 +119,12 @@ def _raise(errors: list[FieldError]) -> NoReturn:
 def _tabular(schema: InputSchema, field: str) -> None:
     """Refuse rows of features for a tensor model, saying what it takes and where to send it."""
     if schema.layout == "tensor":
-        takes = ", ".join(f"{t.name} {V2_TENSOR_DATATYPE[t.dtype]} {_shape(t)}" for t in schema.tensors)
+        takes = ", ".join(f"{t.name} {V2_TENSOR_DATATYPE[t.dtype]} {t.shown()}" for t in schema.tensors)
         raise InvalidInput(
             f"{field}: this model takes tensors ({takes}), not rows of features: send them as Open "
             "Inference Protocol input tensors to /v2/models/{name}/infer (JSON or binary)",
             field=field,
         )
-
-
-def _shape(spec: TensorSpec) -> list[int | str]:
-    """A tensor input's shape as the errors show it: ``['N', 3, 'any', 'any']``."""
-    return ["N", *(d if d is not None else "any" for d in spec.shape[1:])]
 
 
 def _check_rows(rows: int, max_rows: int, field: str) -> None:
@@ -475,12 +470,9 @@ def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, 
             f"{others})",
             field=f"{where}.datatype",
         )
-    rank, fixed = len(spec.shape), spec.shape[1:]
-    if len(shape) != rank or any(
-        d is not None and d != given for d, given in zip(fixed, shape[1:], strict=True)
-    ):
+    if not spec.fits(shape):
         raise InvalidInput(
-            f"{where}.shape: input {spec.name!r} takes shape {_shape(spec)}, got {shape}",
+            f"{where}.shape: input {spec.name!r} takes shape {spec.shown()}, got {shape}",
             field=f"{where}.shape",
         )
     array = _array(data, where)

@@ -41,11 +41,13 @@ def send(client, name, key, array, batch=25):
         assert infer(client, name, {key: array[start : start + batch]}).status_code == 200
 
 
-def report_after(client, name, rows, timeout=15.0):
+def report_after(client, name, rows, since=0.0, timeout=15.0):
+    """The first report over ``rows`` rows, all sent after ``since`` (epoch seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get("/monitoring/drift", params={"model": name}).json()
-        if body.get("window", {}).get("rows") == rows and body.get("status") == "ok":
+        window = body.get("window", {})
+        if window.get("rows") == rows and (window.get("oldest") or 0) >= since and body.get("status") == "ok":
             return body
         time.sleep(0.05)
     raise AssertionError(f"no report over {rows} rows: {body}")
@@ -123,9 +125,9 @@ def test_image_drift_is_flagged_when_the_pictures_brighten(registry, digits_tens
     with served(registry, model, "digits", window_rows=400, target="digit") as client:
         send(client, "digits", "pixels", pixels)
         clean = report_after(client, "digits", 400)
+        since = time.time()
         send(client, "digits", "pixels", np.clip(pixels + 0.25, 0, 1))
-        time.sleep(0.3)
-        brighter = report_after(client, "digits", 400)
+        brighter = report_after(client, "digits", 400, since)
     assert drifted(clean) == set()
     names = {f["name"] for f in clean["features"]}
     assert {"pixels.mean", "pixels.std", "pixels.min", "pixels.max", "pixels.nonfinite", "label"} <= names
@@ -140,9 +142,9 @@ def test_a_text_classifier_on_token_ids_flags_longer_texts(registry, topics_tens
         send(client, "topics", "input_ids", model.test["input_ids"][:250])
         clean = report_after(client, "topics", 250)
         longer, _ = text_samples(250, seed=7, longer=True)
+        since = time.time()
         send(client, "topics", "input_ids", longer)
-        time.sleep(0.3)
-        shifted = report_after(client, "topics", 250)
+        shifted = report_after(client, "topics", 250, since)
     assert drifted(clean) == set()
     assert "input_ids.nonzero" in drifted(shifted)  # the texts' length
 
@@ -165,9 +167,9 @@ def test_an_embedding_model_flags_a_topic_shift_by_mmd(registry, embedder_tensor
             time.sleep(0.05)  # until the request is in the log
         assert feedback.status_code == 422 and "embedder is an embedding model" in feedback.text
         mostly_b, _ = text_samples(250, seed=8, topic_b_share=0.95)
+        since = time.time()
         send(client, "embedder", "input_ids", mostly_b)
-        time.sleep(0.3)
-        shifted = report_after(client, "embedder", 250)
+        shifted = report_after(client, "embedder", 250, since)
     mmd = {f["name"]: f for f in clean["features"]}["embedding"]
     assert mmd["test"] == "mmd" and mmd["rows"] == 200 and not mmd["drifted"]
     assert "embedding" in drifted(shifted)
