@@ -21,16 +21,15 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from registry.aliases import ALIASES, Alias, AuditEntry, RoutingPolicy
-from registry.errors import AliasError, ModelNotFound, RegistryError, VersionNotFound
+from registry.errors import RegistryError
 from registry.store import Registry
 from service.errors import (
-    Conflict,
     FieldError,
     Forbidden,
     InvalidInput,
     MalformedRequest,
-    NotFound,
     Unauthorized,
+    from_registry,
 )
 
 log = structlog.get_logger("modelgate.admin")
@@ -52,12 +51,8 @@ class Admin:
         """A registry write on model ``name`` in a thread, its errors as answers a client can act on."""
         try:
             entry = await anyio.to_thread.run_sync(action)
-        except (ModelNotFound, VersionNotFound) as exc:
-            raise NotFound(str(exc)) from None
-        except AliasError as exc:
-            raise Conflict(str(exc)) from None
         except RegistryError as exc:
-            raise MalformedRequest(str(exc)) from None
+            raise from_registry(exc) from None
         log.info("admin.action", action=entry.action, actor=entry.actor, model=name, seq=entry.seq)
         return entry.model_dump(mode="json", by_alias=True)
 

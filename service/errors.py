@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from registry.errors import AliasError, ModelNotFound, RegistryError, VersionNotFound
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -101,3 +103,14 @@ class Unavailable(ServiceError):
     """The model exists but cannot answer now: no champion loaded, or the version fails its checks."""
 
     status = 503
+
+
+def from_registry(exc: RegistryError, field: str | None = None) -> ServiceError:
+    """The answer to a registry error, the one place its statuses are decided: an unknown model or
+    version is 404, an alias change the model's state does not allow (nothing to roll back to) 409,
+    anything else the request asked (a bad routing policy, a refused promotion) 400."""
+    if isinstance(exc, ModelNotFound | VersionNotFound):
+        return NotFound(str(exc), field=field)
+    if isinstance(exc, AliasError):
+        return Conflict(str(exc), field=field)
+    return MalformedRequest(str(exc), field=field)

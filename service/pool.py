@@ -27,7 +27,7 @@ from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, Prediction, load_session
 from registry.store import Registry
 from registry.tensors import all_summaries
-from service.errors import NotFound, Unavailable
+from service.errors import NotFound, Unavailable, from_registry
 from service.validation import Batch
 
 log = structlog.get_logger("modelgate.pool")
@@ -221,11 +221,8 @@ class ModelPool:
         """
         try:
             self.registry.resolve(name, version)
-        except RegistryError:
-            raise NotFound(
-                f"model {name!r} has no version {version}; versions: {self.registry.versions(name)}",
-                field="version",
-            ) from None
+        except RegistryError as exc:
+            raise from_registry(exc, field="version") from None
         try:
             served = self._load(name, version)
         except Exception as exc:
