@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from monitoring.report import Measured, Report, metric_value
+
 Kind = Literal["drift", "plausibility", "error_rate", "latency_p99", "quality", "canary"]
 KINDS: tuple[Kind, ...] = ("drift", "plausibility", "error_rate", "latency_p99", "quality", "canary")
 #: quality metrics where lower is better; for the others an alert fires below the threshold
@@ -193,7 +195,7 @@ def fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def conditions(rules: tuple[AlertRule, ...], report: dict[str, Any]) -> list[Condition]:
+def conditions(rules: tuple[AlertRule, ...], report: Report) -> list[Condition]:
     """Every rule that holds on one model's report (see ``monitoring.monitor``)."""
     found: list[Condition] = []
     model = report["model"]
@@ -203,7 +205,7 @@ def conditions(rules: tuple[AlertRule, ...], report: dict[str, Any]) -> list[Con
         summary = source.summary or f"{source.name} on {model}"
         found.append(Condition(labels, {"summary": summary, "description": detail}, value))
 
-    traffic = report.get("traffic", {})
+    traffic, canary = report["traffic"], report.get("canary")
     for rule in rules:
         if rule.kind == "drift" and report["drifted_features"] >= rule.threshold:
             drifted = [f["name"] for f in report["features"] if f["drifted"]]
@@ -214,29 +216,29 @@ def conditions(rules: tuple[AlertRule, ...], report: dict[str, Any]) -> list[Con
                     where = f"{entry['rule']}" + (f" on {entry['feature']}" if entry["feature"] else "")
                     hold(rule, entry["rate"], f"{entry['rate']:.1%} of rows break {where}",
                          rule=entry["rule"], feature=entry["feature"] or "")  # fmt: skip
-        elif rule.kind == "error_rate" and traffic.get("requests", 0) >= max(rule.min_samples, 1):
+        elif rule.kind == "error_rate" and traffic["requests"] >= max(rule.min_samples, 1):
             if traffic["error_rate"] > rule.threshold:
                 hold(rule, traffic["error_rate"], f"{traffic['error_rate']:.1%} of requests not answered 200")
-        elif rule.kind == "latency_p99" and traffic.get("latency_p99_ms") is not None:
-            if traffic["latency_p99_ms"] > rule.threshold:
-                hold(rule, traffic["latency_p99_ms"], f"p99 latency {traffic['latency_p99_ms']:.0f} ms")
-        elif rule.kind == "canary" and (report.get("canary") or {}).get("stepped_down"):
-            hold(rule, report["canary"]["weight"], report["canary"]["reason"])
+        elif rule.kind == "latency_p99" and (p99 := traffic["latency_p99_ms"]) is not None:
+            if p99 > rule.threshold:
+                hold(rule, p99, f"p99 latency {p99:.0f} ms")
+        elif rule.kind == "canary" and canary and canary["stepped_down"]:
+            hold(rule, canary["weight"], canary["reason"])
         elif rule.kind == "quality":
             assert rule.metric is not None
-            for measured in report.get("quality", []):
+            for measured in report["quality"]:
                 version = measured["version"]
-                parts: list[tuple[dict[str, Any], str, dict[str, str]]]
+                parts: list[tuple[Measured, str, dict[str, str]]]
                 if rule.segment is None:
                     parts = [(measured, f"v{version}", {})]
                 else:
                     parts = [
                         (part, f"v{version}, {rule.segment} {part['segment']}",
                          {"feature": rule.segment, "segment": part["segment"]})
-                        for part in measured.get("segments", []) if part["feature"] == rule.segment
+                        for part in measured["segments"] if part["feature"] == rule.segment
                     ]  # fmt: skip
                 for part, where, extra in parts:
-                    value = part.get(rule.metric)
+                    value = metric_value(part, rule.metric)
                     if value is None or part["samples"] < rule.min_samples:
                         continue
                     lower = rule.metric in LOWER_IS_BETTER

@@ -22,6 +22,7 @@ import orjson
 from scipy import stats
 
 from monitoring.records import LoggedRequest
+from monitoring.report import PairsSummary, QualityTest
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ class PairedOutcome:
     challenger: np.ndarray
 
 
-def pairs_summary(pairs: Sequence[Pair]) -> dict[str, Any]:
+def pairs_summary(pairs: Sequence[Pair]) -> PairsSummary:
     rows = sum(p.rows for p in pairs)
     agreed = [p.agreed for p in pairs if p.agreed is not None]
     return {
@@ -121,7 +122,7 @@ def correct(outputs: dict[str, Any], truth: Sequence[Any]) -> np.ndarray:
     return np.abs(values - np.asarray(truth, dtype=np.float64))
 
 
-def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alpha: float) -> dict[str, Any]:
+def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alpha: float) -> QualityTest:
     """Whether the challenger's quality differs from the champion's, and which is better.
 
     ``champion`` and ``challenger`` are per-row outcomes from ``correct``:
@@ -129,9 +130,8 @@ def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alp
     same row when ``paired``.
     """
     classifier = champion.dtype == bool
-    metric = "accuracy" if classifier else "mae"
-    result: dict[str, Any] = {
-        "metric": metric,
+    result: QualityTest = {
+        "metric": "accuracy" if classifier else "mae",
         "paired": paired,
         "samples": {"champion": int(champion.size), "challenger": int(challenger.size)},
         "champion": float(champion.mean()) if champion.size else None,
@@ -157,13 +157,16 @@ def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alp
         p = stats.wilcoxon(differences).pvalue if np.any(differences != 0) else 1.0
     else:
         test, p = "mann-whitney-u", stats.mannwhitneyu(champion, challenger).pvalue
+    champion_mean, challenger_mean = float(champion.mean()), float(challenger.mean())
     higher_is_better = classifier
-    challenger_ahead = (result["challenger"] > result["champion"]) == higher_is_better
-    significant = bool(p < alpha) and result["challenger"] != result["champion"]
+    challenger_ahead = (challenger_mean > champion_mean) == higher_is_better
+    significant = bool(p < alpha) and challenger_mean != champion_mean
     result.update(
-        test=test,
-        p_value=float(p),
-        significant=significant,
-        better=("challenger" if challenger_ahead else "champion") if significant else None,
+        {
+            "test": test,
+            "p_value": float(p),
+            "significant": significant,
+            "better": ("challenger" if challenger_ahead else "champion") if significant else None,
+        }
     )
     return result

@@ -24,10 +24,11 @@ change, step or promotion, is also announced to the alert webhooks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
+from monitoring.report import CanaryState, Comparison, Report, TrafficSummary
 from registry.aliases import AuditEntry, RoutingPolicy, fold
 from registry.store import Registry, refusal
 
@@ -48,8 +49,8 @@ class Decision:
 
 def judge(
     policy: RoutingPolicy,
-    challenger: dict[str, Any] | None,
-    champion: dict[str, Any] | None,
+    challenger: TrafficSummary | None,
+    champion: TrafficSummary | None,
     since: float,
     now: float,
 ) -> Decision | None:
@@ -67,10 +68,10 @@ def judge(
             f"plausibility violations {challenger['violation_rate']:.3f} a row > "
             f"{policy.canary_max_violation_rate:g}"
         )
-    base = champion["latency_p99_ms"] if champion else None
-    if base and challenger["latency_p99_ms"] > policy.canary_max_latency_ratio * base:
+    base, latency = champion["latency_p99_ms"] if champion else None, challenger["latency_p99_ms"]
+    if base and latency is not None and latency > policy.canary_max_latency_ratio * base:
         broken.append(
-            f"p99 latency {challenger['latency_p99_ms']:.1f} ms > {policy.canary_max_latency_ratio:g}x "
+            f"p99 latency {latency:.1f} ms > {policy.canary_max_latency_ratio:g}x "
             f"the champion's {base:.1f} ms"
         )
     if broken:
@@ -84,15 +85,17 @@ def judge(
     return None
 
 
-def gate(policy: RoutingPolicy, comparison: dict[str, Any] | None) -> str | None:
+def gate(policy: RoutingPolicy, comparison: Comparison | None) -> str | None:
     """Why the challenger should be promoted now, or None (see the module's docstring)."""
-    if not policy.auto_promote or not comparison or not comparison.get("quality"):
+    quality = comparison["quality"] if comparison else None
+    if not policy.auto_promote or comparison is None or quality is None:
         return None
-    quality, arms = comparison["quality"], comparison["arms"]
+    arms = comparison["arms"]
     challenger = arms.get("shadow" if policy.mode == "shadow" else "challenger")
     champion = arms.get("champion")
     samples = quality["samples"]
-    if min(samples.values()) < policy.auto_promote_min_samples or quality["better"] != "challenger":
+    enough = min(samples["champion"], samples["challenger"]) >= policy.auto_promote_min_samples
+    if not enough or quality["better"] != "challenger":
         return None
     if challenger is None or champion is None:
         return None
@@ -100,8 +103,8 @@ def gate(policy: RoutingPolicy, comparison: dict[str, Any] | None) -> str | None
         return None
     if challenger["violation_rate"] > champion["violation_rate"] + NO_WORSE_SLACK:
         return None
-    base = champion["latency_p99_ms"]
-    if base and challenger["latency_p99_ms"] > policy.auto_promote_max_latency_ratio * base:
+    base, latency = champion["latency_p99_ms"], challenger["latency_p99_ms"]
+    if base and latency is not None and latency > policy.auto_promote_max_latency_ratio * base:
         return None
     return (
         f"promotion gate: {quality['metric']} {quality['challenger']:.4g} against {quality['champion']:.4g} "
@@ -111,7 +114,7 @@ def gate(policy: RoutingPolicy, comparison: dict[str, Any] | None) -> str | None
 
 
 class ArmTraffic(Protocol):
-    def arm_summary(self, model: str, arm: str, since: float, now: float) -> dict[str, Any] | None: ...
+    def arm_summary(self, model: str, arm: str, since: float, now: float) -> TrafficSummary | None: ...
 
 
 class Announcer(Protocol):
@@ -124,7 +127,7 @@ class RoutingController:
         self.traffic = traffic
         self.announcer = announcer
 
-    def step(self, reports: dict[str, dict[str, Any]], now: float) -> None:
+    def step(self, reports: dict[str, Report], now: float) -> None:
         """Judge each model's canary and gate; add the canary's state to the model's report."""
         for model, report in reports.items():
             try:
@@ -139,7 +142,7 @@ class RoutingController:
         if self.announcer is not None:
             self.announcer.announce(name, model, summary, description, now)
 
-    def _gate(self, model: str, history: list[AuditEntry], report: dict[str, Any], now: float) -> bool:
+    def _gate(self, model: str, history: list[AuditEntry], report: Report, now: float) -> bool:
         """Promote the challenger when the gate says so, unless its offline evaluation against this
         champion refused it (the live comparison does not overrule that); whether it did."""
         aliases = fold(history)
@@ -155,7 +158,7 @@ class RoutingController:
         )
         return True
 
-    def _canary(self, model: str, history: list[AuditEntry], now: float) -> dict[str, Any] | None:
+    def _canary(self, model: str, history: list[AuditEntry], now: float) -> CanaryState | None:
         aliases = fold(history)
         policy = aliases.routing
         if policy.mode != "canary" or aliases.challenger is None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitoring.report import ExpectedAccuracy
 from registry.calibration import GRID_POINTS
 from registry.manifest import Calibration
 
@@ -49,7 +50,7 @@ def expected_accuracy(
     probabilities: np.ndarray,
     classes: tuple[str, ...],
     calibration: Calibration | None,
-) -> dict[str, float | int | bool]:
+) -> ExpectedAccuracy:
     """The accuracy a window should have, and a 95% interval for the accuracy it will show.
 
     Each row is right with its calibrated probability ``p`` of the class it was given, so the

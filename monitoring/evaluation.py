@@ -47,6 +47,7 @@ def estimate(outcomes: np.ndarray) -> Estimate:
 def compare(segment: str | None, champion: np.ndarray, candidate: np.ndarray, alpha: float) -> Comparison:
     """Both models on the same rows: each metric with its interval, and the paired test."""
     tested = quality_test(champion, candidate, paired=True, alpha=alpha)
+    assert tested["test"] is not None and tested["p_value"] is not None  # every segment has rows
     return Comparison(
         segment=segment,
         rows=int(champion.size),
@@ -54,7 +55,7 @@ def compare(segment: str | None, champion: np.ndarray, candidate: np.ndarray, al
         champion=estimate(champion),
         candidate=estimate(candidate),
         test=tested["test"],
-        p_value=float(tested["p_value"]),
+        p_value=tested["p_value"],
         candidate_better=bool(tested["better"] == "challenger") if tested["significant"] else None,
     )
 

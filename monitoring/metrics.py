@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from monitoring.plausibility import rule_parts
 from monitoring.records import EncodedRecord
+from monitoring.report import QUALITY_METRICS, Measured, Report, metric_value
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: the model and version labels of a request naming no model the gateway serves
@@ -234,7 +235,7 @@ class GatewayMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def observe_report(self, report: dict[str, Any]) -> None:
+    def observe_report(self, report: Report) -> None:
         """Set the monitor's gauges from one model's report (see ``monitoring.monitor.report``)."""
         model, version = report["model"], str(report["version"])
         self.window_rows.labels(model, version).set(report["window"]["rows"])
@@ -246,41 +247,45 @@ class GatewayMetrics:
             self.drift_p_value.labels(*labels).set(feature["p_adjusted"])
             self.drift_psi.labels(*labels).set(feature["psi"])
             self.drift_js.labels(*labels).set(feature["js_distance"])
-        estimated = report.get("estimated_quality")
+        estimated = report["estimated_quality"]
         if estimated and estimated["rows"]:
-            for bound, key in (("estimate", "accuracy"), ("low", "low"), ("high", "high")):
-                self.estimated_accuracy.labels(model, version, bound).set(estimated[key])
+            for bound, value in (("estimate", estimated["accuracy"]), ("low", estimated["low"]),
+                                 ("high", estimated["high"])):  # fmt: skip
+                self.estimated_accuracy.labels(model, version, bound).set(value)
         for entry in report["plausibility"]:
             self.violation_rate.labels(model, version, entry["rule"], entry["feature"] or "").set(
                 entry["rate"]
             )
-        comparison = report.get("comparison")
+        comparison = report["comparison"]
         if comparison:
-            shadow = comparison.get("shadow") or {}
-            if shadow.get("agreement") is not None:
+            shadow = comparison["shadow"]
+            if shadow and shadow["agreement"] is not None:
                 self.agreement.labels(model).set(shadow["agreement"])
-            if shadow.get("mean_abs_diff") is not None:
+            if shadow and shadow["mean_abs_diff"] is not None:
                 self.mean_abs_diff.labels(model).set(shadow["mean_abs_diff"])
-            tested = comparison.get("quality")
+            tested = comparison["quality"]
             if tested and tested["p_value"] is not None:
                 self.compare_p_value.labels(model, tested["metric"]).set(tested["p_value"])
-                for arm in ("champion", "challenger"):
-                    self.arm_quality.labels(model, arm, tested["metric"]).set(tested[arm])
-        for measured in report.get("quality", []):
+                arms = {"champion": tested["champion"], "challenger": tested["challenger"]}
+                for arm, measured_arm in arms.items():
+                    if measured_arm is not None:
+                        self.arm_quality.labels(model, arm, tested["metric"]).set(measured_arm)
+        for measured in report["quality"]:
             quality_version = str(measured["version"])
             self.quality_samples.labels(model, quality_version).set(measured["samples"])
-            for metric in QUALITY_METRICS:
-                if measured.get(metric) is not None:
-                    self.quality.labels(model, quality_version, metric).set(measured[metric])
-            for part in measured.get("segments", []):
+            self._quality(self.quality, measured, model, quality_version)
+            for part in measured["segments"]:
                 where = (model, quality_version, part["feature"], part["segment"])
                 self.segment_samples.labels(*where).set(part["samples"])
-                for metric in QUALITY_METRICS:
-                    if part.get(metric) is not None:
-                        self.segment_quality.labels(*where, metric).set(part[metric])
+                self._quality(self.segment_quality, part, *where)
 
-
-QUALITY_METRICS = ("accuracy", "log_loss", "roc_auc", "mae", "rmse")
+    @staticmethod
+    def _quality(gauge: Gauge, measured: Measured, *labels: str) -> None:
+        """Each quality metric measured, on ``gauge`` under ``labels`` and the metric's name."""
+        for metric in QUALITY_METRICS:
+            value = metric_value(measured, metric)
+            if value is not None:
+                gauge.labels(*labels, metric).set(value)
 
 
 def _counted(labels: np.ndarray) -> collections.Counter[str]:

@@ -13,7 +13,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 import orjson
@@ -46,6 +46,17 @@ from monitoring.mmd import embedding_drift
 from monitoring.plausibility import rule_parts
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import Feedback, LoggedRequest
+from monitoring.report import (
+    Comparison,
+    DriftEntry,
+    EstimatedQuality,
+    PlausibilityEntry,
+    Quality,
+    Report,
+    SegmentQuality,
+    TrafficSummary,
+    VersionReport,
+)
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from registry.manifest import EmbeddingProfile, Manifest
 
@@ -159,7 +170,7 @@ class Traffic:
     violations: int = 0
 
 
-def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> dict[str, Any]:
+def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> TrafficSummary:
     """Requests (at or after ``since``), the share not answered 200, the median and 99th percentile
     latency, and plausibility violations per predicted row."""
     window.trim(now)
@@ -176,7 +187,7 @@ def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> 
     }
 
 
-def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, ...] = ()) -> dict[str, Any]:
+def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, ...] = ()) -> Quality:
     """Live quality of one version over the labelled window: overall, and per segment of each of
     ``segments`` (input features) the version has."""
     requests = [entry.request for entry in window.requests]
@@ -189,7 +200,7 @@ def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, .
     else:
         values = outputs(requests, "value")
         measured = regression_quality(truth, values)
-    by_segment = []
+    by_segment: list[SegmentQuality] = []
     for feature in segments:
         if feature not in manifest.reference.features:
             continue
@@ -201,11 +212,11 @@ def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, .
                 if classification
                 else regression_quality(truth[rows], values[rows])
             )
-            by_segment.append({"feature": feature, "segment": name, **part})
+            by_segment.append({**part, "feature": feature, "segment": str(name)})
     return {**measured, "segments": sorted(by_segment, key=lambda s: (s["feature"], s["segment"]))}
 
 
-def estimated_quality(manifest: Manifest, window: Window[LoggedRequest]) -> dict[str, Any] | None:
+def estimated_quality(manifest: Manifest, window: Window[LoggedRequest]) -> EstimatedQuality | None:
     """A classifier's accuracy on the window as its calibrated probabilities predict it, before any
     ground truth (see ``monitoring.estimate``); None for a regressor or an empty window."""
     if manifest.output.kind != "classification":
@@ -287,14 +298,14 @@ def report(
     settings: WindowSettings,
     now: float,
     refs: dict[str, Reference],
-) -> dict[str, Any]:
+) -> VersionReport:
     """The JSON-ready report on one model version's window."""
     enough = window.rows >= settings.min_rows
     statistics = drift_statistics(manifest, window, settings, refs) if enough else []
-    plausibility = []
+    plausibility: list[PlausibilityEntry] = []
     for key, violations in sorted(flag_totals(window.requests).items()):
         rule, feature = rule_parts(key)
-        entry: dict[str, Any] = {
+        entry: PlausibilityEntry = {
             "rule": rule,
             "feature": feature or None,
             "violations": violations,
@@ -302,7 +313,7 @@ def report(
         }
         if rule == "input_missing":
             limit = manifest.plausibility.inputs[feature].max_missing_rate
-            entry.update(limit=limit, breached=entry["rate"] > limit)
+            entry.update({"limit": limit, "breached": entry["rate"] > limit})
         plausibility.append(entry)
     return {
         "model": manifest.name,
@@ -326,7 +337,7 @@ def report(
         },
         "estimated_quality": estimated_quality(manifest, window),
         "drifted_features": sum(s.drifted for s in statistics),
-        "features": [asdict(s) for s in statistics],
+        "features": [cast(DriftEntry, asdict(s)) for s in statistics],  # DriftEntry mirrors its fields
         "plausibility": plausibility,
     }
 
@@ -372,12 +383,12 @@ class Monitor:
         #: records a read, adapted to their size (see ROWS_A_READ); small until the first read
         self.read_limit = 16
         #: called with each model's report after every pass (the metrics' gauges)
-        self.on_report: Callable[[dict[str, Any]], None] | None = None
+        self.on_report: Callable[[Report], None] | None = None
         #: called with every pass's reports before they are saved, to act on them and add to them
         #: (the canary controller)
-        self.controller: Callable[[dict[str, dict[str, Any]], float], None] | None = None
+        self.controller: Callable[[dict[str, Report], float], None] | None = None
         #: called with every pass's reports (the alert stage)
-        self.on_reports: Callable[[dict[str, dict[str, Any]], float], object] | None = None
+        self.on_reports: Callable[[dict[str, Report], float], object] | None = None
 
     def ingest(self, records: list[LoggedRequest]) -> None:
         """Every answering request of a served model into its traffic window; its answered ones into
@@ -466,12 +477,12 @@ class Monitor:
             both = PairedOutcome(item.ts, request.rows, answered, correct(shadow.outputs, item.ground_truth))
             self._window(self.paired_outcomes, request.model).add(both)
 
-    def arm_summary(self, model: str, arm: str, since: float, now: float) -> dict[str, Any] | None:
+    def arm_summary(self, model: str, arm: str, since: float, now: float) -> TrafficSummary | None:
         """One arm's traffic since a time (the canary judges a weight on what came after it was set)."""
         window = self.arm_traffic.get((model, arm))
         return traffic_summary(window, now, since) if window is not None else None
 
-    def comparison(self, model: str, now: float) -> dict[str, Any] | None:
+    def comparison(self, model: str, now: float) -> Comparison | None:
         """Champion against challenger over the windows; None while the challenger has no traffic."""
         arms = {
             arm: traffic_summary(w, now) for (m, arm), w in sorted(self.arm_traffic.items()) if m == model
@@ -507,7 +518,7 @@ class Monitor:
             )
         return {"arms": arms, "shadow": shadow, "quality": quality}
 
-    def reports(self, now: float) -> dict[str, dict[str, Any]]:
+    def reports(self, now: float) -> dict[str, Report]:
         # per model, the window of the version the champion arm answered with last; else the one seen last
         ranked: dict[str, tuple[tuple[bool, float], int, Window[LoggedRequest]]] = {}
         for (model, version), window in self.windows.items():
@@ -518,7 +529,7 @@ class Monitor:
         latest = {model: (version, window) for model, (_, version, window) in ranked.items()}
         for _, window in latest.values():  # inputs are decoded once a record is reported on
             window.requests = deque(r.decoded() for r in window.requests)
-        reports = {
+        reports: dict[str, Report] = {
             model: {
                 **report(
                     self.manifests(model, version),

@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from monitoring.alerts import Alert, AlertConfig, AlertEngine, conditions, fingerprint
+from monitoring.report import Report
 from monitoring.store import AlertStore, Outbox
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class Alerting:
         #: set to start the actions rules name when their alerts fire (see monitoring.triggers)
         self.triggers: Triggers | None = None
 
-    def step(self, reports: dict[str, dict[str, Any]], now: float) -> list[Alert]:
+    def step(self, reports: dict[str, Report], now: float) -> list[Alert]:
         """One pass over this pass's reports; returns the alerts that fired or resolved."""
         if not self._loaded:  # resume: an alert firing before a restart is not announced again
             self.engine.active = {a.fingerprint: a for a in self.alerts.since(now) if a.resolved_at is None}
@@ -116,7 +117,7 @@ class Alerting:
         self.deliver(now)
         return changed
 
-    def _trigger(self, changed: Sequence[Alert], reports: dict[str, dict[str, Any]], now: float) -> None:
+    def _trigger(self, changed: Sequence[Alert], reports: dict[str, Report], now: float) -> None:
         """Start the action of each rule whose alert began firing on this pass (on the version its
         model's report is about); a failing action is logged, not allowed to stop alerting."""
         assert self.triggers is not None

@@ -11,11 +11,11 @@ numeric feature's reference quintiles, named by their bounds.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
 
+from monitoring.report import Measured
 from registry.manifest import CategoricalProfile, Profile
 
 #: categories of a categorical segment feature measured apart; rarer ones are "other"
@@ -51,7 +51,7 @@ def _bound(value: float) -> str:
 
 def classification_quality(
     truth: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]
-) -> dict[str, Any]:
+) -> Measured:
     """Accuracy, log-loss and ROC AUC (one-vs-rest for several classes). AUC is None until every
     class has been seen in the truth: it is not defined before."""
     truth = truth.astype(str)
@@ -75,7 +75,7 @@ def classification_quality(
     }
 
 
-def regression_quality(truth: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+def regression_quality(truth: np.ndarray, values: np.ndarray) -> Measured:
     errors = values.astype(np.float64) - truth.astype(np.float64)
     return {
         "samples": int(truth.size),

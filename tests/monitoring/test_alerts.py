@@ -22,7 +22,9 @@ def report(drifted=0, rate=0.0, errors=0.0, p99=10.0, accuracy=None):
         "features": [{"name": "x", "drifted": drifted > 0}],
         "plausibility": [{"rule": "input_range", "feature": "x", "rate": rate, "violations": 1}],
         "traffic": {"requests": 100, "error_rate": errors, "latency_p99_ms": p99},
-        "quality": [] if accuracy is None else [{"version": 1, "samples": 500, "accuracy": accuracy}],
+        "quality": [] if accuracy is None else [
+            {"version": 1, "samples": 500, "accuracy": accuracy, "segments": []}
+        ],
     }  # fmt: skip
 
 

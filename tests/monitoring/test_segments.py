@@ -86,8 +86,10 @@ def test_a_segment_rule_judges_each_segment_with_enough_rows():
         {"feature": "g", "segment": "c", "samples": 10, "accuracy": 0.0},  # too few rows to judge
         {"feature": "h", "segment": "x", "samples": 400, "accuracy": 0.1},  # another feature's
     ]
+    traffic = {"requests": 0, "error_rate": 0.0, "latency_p99_ms": None}
+    quality = [{"version": 1, "samples": 470, "accuracy": 0.9, "segments": segments}]
     report = {"model": "m", "version": 1, "drifted_features": 0, "features": [], "plausibility": [],
-              "quality": [{"version": 1, "samples": 470, "accuracy": 0.9, "segments": segments}]}  # fmt: skip
+              "traffic": traffic, "quality": quality}  # fmt: skip
     (held,) = conditions((rule,), report)
     assert held.labels["segment"] == "b" and held.labels["feature"] == "g" and held.value == 0.5
 

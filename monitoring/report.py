@@ -1,0 +1,203 @@
+"""The shape of a monitor report: what ``GET /monitoring/drift`` answers and the report store keeps,
+and what the metrics, the alert rules, the routing controller and the triggers read.
+
+A report is JSON on the wire and in the store, read back by other replicas
+and by ``modelgate simulate``, so its parts are ``TypedDict``s: plain dicts
+at run time, with every key and its type declared once here and checked by
+mypy wherever a report is built or read.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+from monitoring.drift import Kind, Test
+
+
+class TrafficSummary(TypedDict):
+    """Requests over a window (``monitoring.monitor.traffic_summary``)."""
+
+    requests: int
+    #: plausibility violations a predicted row
+    violation_rate: float
+    #: the share of requests not answered 200
+    error_rate: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class PairsSummary(TypedDict):
+    """Champion and shadow answers to the same requests (``monitoring.compare.pairs_summary``)."""
+
+    requests: int
+    rows: int
+    #: the share of rows whose labels agree (classifiers)
+    agreement: float | None
+    #: the mean absolute difference of their values (regressors)
+    mean_abs_diff: float | None
+
+
+class ArmSamples(TypedDict):
+    champion: int
+    challenger: int
+
+
+class QualityTest(TypedDict):
+    """Whether the challenger's live quality differs from the champion's
+    (``monitoring.compare.quality_test``)."""
+
+    metric: Literal["accuracy", "mae"]
+    paired: bool
+    samples: ArmSamples
+    champion: float | None
+    challenger: float | None
+    test: str | None
+    p_value: float | None
+    significant: bool
+    better: Literal["champion", "challenger"] | None
+
+
+class Comparison(TypedDict):
+    """Champion against challenger (or shadow): traffic per arm, answers side by side, quality."""
+
+    arms: dict[str, TrafficSummary]
+    shadow: PairsSummary | None
+    quality: QualityTest | None
+
+
+class Measured(TypedDict):
+    """Live quality over labelled rows: a classifier's accuracy, log-loss and ROC AUC (None until
+    every class has been seen), or a regressor's MAE and RMSE (``monitoring.quality``)."""
+
+    samples: int
+    accuracy: NotRequired[float]
+    log_loss: NotRequired[float]
+    roc_auc: NotRequired[float | None]
+    mae: NotRequired[float]
+    rmse: NotRequired[float]
+
+
+class SegmentQuality(Measured):
+    """Live quality of the rows whose ``feature`` falls in ``segment``."""
+
+    feature: str
+    segment: str
+
+
+class Quality(Measured):
+    segments: list[SegmentQuality]
+
+
+class VersionQuality(Quality):
+    """One version's live quality, overall and per segment."""
+
+    version: int
+
+
+QualityMetric = Literal["accuracy", "log_loss", "roc_auc", "mae", "rmse"]
+QUALITY_METRICS: tuple[QualityMetric, ...] = ("accuracy", "log_loss", "roc_auc", "mae", "rmse")
+
+
+def metric_value(measured: Measured, metric: str) -> float | None:
+    """One quality metric by name (a rule's or a gauge's), None where it is not measured."""
+    value = dict(measured).get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
+class ExpectedAccuracy(TypedDict):
+    """The accuracy a window's predictions should show, and its 95% interval
+    (``monitoring.estimate.expected_accuracy``)."""
+
+    rows: int
+    accuracy: float
+    low: float
+    high: float
+    #: whether the probabilities were calibrated on labelled reference rows first
+    calibrated: bool
+
+
+class EstimatedQuality(ExpectedAccuracy):
+    version: int
+    method: Literal["cbpe"]
+
+
+class DriftEntry(TypedDict):
+    """One feature's or output's drift (``monitoring.drift.DriftStatistic``, as a dict)."""
+
+    name: str
+    kind: Kind
+    test: Test
+    window: int
+    rows: int
+    effect: float
+    #: NaN for a multivariate test (an embedding's MMD), null in JSON
+    psi: float
+    js_distance: float
+    p_value: float
+    p_adjusted: float
+    drifted: bool
+
+
+class PlausibilityEntry(TypedDict):
+    """Rows of the window breaking one plausibility rule (on one feature, for input rules)."""
+
+    rule: str
+    feature: str | None
+    violations: int
+    rate: float
+    #: input_missing only: the reference's missing share allowed, and whether it is exceeded
+    limit: NotRequired[float]
+    breached: NotRequired[bool]
+
+
+class WindowInfo(TypedDict):
+    rows: int
+    requests: int
+    max_rows: int
+    max_age_seconds: float
+    #: epoch seconds of the oldest and newest request in the window
+    oldest: float | None
+    newest: float | None
+
+
+class Thresholds(TypedDict):
+    alpha: float
+    min_effect: float
+    min_rows: int
+    correction: str
+
+
+class CanaryState(TypedDict):
+    """A canary's weight and why it last changed (``monitoring.controller``)."""
+
+    weight: float
+    max_weight: float
+    stepped_down: bool
+    reason: str
+    since: float
+
+
+class VersionReport(TypedDict):
+    """Drift and plausibility of one version's window (``monitoring.monitor.report``)."""
+
+    model: str
+    version: int
+    computed_at: float
+    status: Literal["ok", "insufficient_data"]
+    reason: str | None
+    window: WindowInfo
+    thresholds: Thresholds
+    estimated_quality: EstimatedQuality | None
+    drifted_features: int
+    features: list[DriftEntry]
+    plausibility: list[PlausibilityEntry]
+
+
+class Report(VersionReport):
+    """A model's report: its latest version's window, the model's traffic, the champion/challenger
+    comparison, live quality per version, and the canary's state while one runs."""
+
+    traffic: TrafficSummary
+    comparison: Comparison | None
+    quality: list[VersionQuality]
+    canary: NotRequired[CanaryState | None]
