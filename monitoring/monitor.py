@@ -212,7 +212,7 @@ def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, .
                 if classification
                 else regression_quality(truth[rows], values[rows])
             )
-            by_segment.append({**part, "feature": feature, "segment": str(name)})
+            by_segment.append({"feature": feature, "segment": str(name), **part})
     return {**measured, "segments": sorted(by_segment, key=lambda s: (s["feature"], s["segment"]))}
 
 
