@@ -100,7 +100,7 @@ QUALITY_METRICS: tuple[QualityMetric, ...] = ("accuracy", "log_loss", "roc_auc",
 
 def metric_value(measured: Measured, metric: str) -> float | None:
     """One quality metric by name (a rule's or a gauge's), None where it is not measured."""
-    value = dict(measured).get(metric)
+    value = measured.get(metric)
     return float(value) if isinstance(value, int | float) else None
 
 

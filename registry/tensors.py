@@ -181,11 +181,15 @@ def tensor_schema(graph_inputs: list[Any], arrays: dict[str, np.ndarray]) -> Inp
     return InputSchema(layout="tensor", features=tuple(features), tensors=tuple(specs))
 
 
+def named(schema: InputSchema, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays keyed by input name: a ``.npy`` file's one array (keyed ``""``) named after the model's
+    one input."""
+    return {schema.tensors[0].name: arrays[""]} if set(arrays) == {""} else arrays
+
+
 def reference_arrays(schema: InputSchema, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference arrays keyed by input name (a ``.npy`` reference's one array named too), cast
-    to each input's dtype."""
-    if set(arrays) == {""}:
-        arrays = {schema.tensors[0].name: arrays[""]}
+    """The reference arrays keyed by input name (:func:`named`), cast to each input's dtype."""
+    arrays = named(schema, arrays)
     return {
         spec.name: np.asarray(arrays[spec.name]).astype(spec.dtype, copy=False) for spec in schema.tensors
     }

@@ -255,11 +255,10 @@ class _TensorData:
             self.segments[column] = values.astype(str)
 
     def feeds(self, model: OnnxModel, version: int) -> list[dict[str, Any]]:
-        from registry.tensors import reference_arrays
+        from registry.tensors import named, reference_arrays
 
-        specs = model.schema.tensors
-        arrays = {specs[0].name: self.arrays[""]} if set(self.arrays) == {""} else self.arrays
-        for spec in specs:
+        arrays = named(model.schema, self.arrays)
+        for spec in model.schema.tensors:
             if spec.name not in arrays:
                 raise CommandError(
                     f"--data {self.data}: version {version} needs the input {spec.name!r}, not in the data; "
