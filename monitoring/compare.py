@@ -13,8 +13,9 @@ counts; Mann-Whitney U on the absolute errors).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,15 @@ import orjson
 from scipy import stats
 
 from monitoring.records import LoggedRequest
-from monitoring.report import PairsSummary, QualityTest
+from monitoring.report import (
+    ArmSamples,
+    CanaryCheck,
+    CanaryEvidence,
+    PairsSummary,
+    QualityEvidence,
+    QualityTest,
+)
+from monitoring.sequential import Matcher, contests, e_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +179,180 @@ def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alp
         }
     )
     return result
+
+
+@dataclass
+class QualityContest:
+    """Live quality of one champion version against one challenger version, as contests won by each
+    (``monitoring.sequential``), from the first labelled row both were seen on: never forgotten as
+    a window forgets, so the evidence of days adds up, and the decision on it stays valid at every
+    look. Shadow rows are contests as they are; A/B rows are matched across the arms first."""
+
+    champion_version: int
+    challenger_version: int
+    paired: bool
+    since: float
+    classifier: bool = True
+    samples: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
+    won: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
+    last: float = 0.0
+
+    def add(self, champion: np.ndarray, challenger: np.ndarray, ts: float) -> None:
+        """Row-aligned outcomes of the two arms (``correct``'s)."""
+        self.classifier = champion.dtype == bool
+        by_challenger, by_champion = contests(champion, challenger)
+        self.won["challenger"] += by_challenger
+        self.won["champion"] += by_champion
+        self.samples["champion"] += champion.size
+        self.samples["challenger"] += challenger.size
+        self.last = max(self.last, ts)
+
+    def evidence(self, alpha: float, feedback_seq: int) -> QualityEvidence:
+        threshold = 2.0 / alpha  # either arm may be named: alpha / 2 each
+        evidence = {
+            "challenger": e_value(self.won["challenger"], self.won["champion"]),
+            "champion": e_value(self.won["champion"], self.won["challenger"]),
+        }
+        better = next((arm for arm, e in evidence.items() if e >= threshold), None)
+        return {
+            "champion_version": self.champion_version,
+            "challenger_version": self.challenger_version,
+            "metric": "accuracy" if self.classifier else "absolute_error",
+            "paired": self.paired,
+            "since": self.since,
+            "samples": {"champion": self.samples["champion"], "challenger": self.samples["challenger"]},
+            "contests": {"champion": self.won["champion"], "challenger": self.won["challenger"]},
+            "e_value": {"champion": evidence["champion"], "challenger": evidence["challenger"]},
+            "threshold": threshold,
+            "alpha": alpha,
+            "better": "champion" if better == "champion" else "challenger" if better else None,
+            "feedback_seq": feedback_seq,
+        }
+
+    @classmethod
+    def resumed(cls, saved: QualityEvidence) -> QualityContest:
+        """The contest a report saved, to go on from where a previous monitor left it."""
+        return cls(
+            saved["champion_version"],
+            saved["challenger_version"],
+            saved["paired"],
+            saved["since"],
+            saved["metric"] == "accuracy",
+            _counts(saved["samples"]),
+            _counts(saved["contests"]),
+            saved["since"],
+        )
+
+
+#: matched latencies are kept as counts of log2(challenger / champion) in bins this wide, from -LATENCY_SPAN
+LATENCY_BIN = 0.05
+LATENCY_SPAN = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What the canary's checks keep of one answered or refused request of an arm."""
+
+    failed: bool
+    latency_ms: float
+
+
+@dataclass
+class CanaryContest:
+    """A canary's health, accumulated since its routing was set: each arm's requests and failures,
+    the canary's rows with a plausibility violation, and requests of the two arms matched in arrival
+    order (``Matcher``), for the error and latency contests. See ``monitoring.controller.judge``."""
+
+    challenger_version: int | None
+    since: float
+    seq: int = 0
+    requests: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
+    failed: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
+    rows: int = 0
+    violating_rows: int = 0
+    #: matched pairs in which only the canary failed, and only the champion
+    failed_alone: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
+    latency: np.ndarray = field(default_factory=lambda: np.zeros(int(2 * LATENCY_SPAN / LATENCY_BIN) + 1))
+    matcher: Matcher[Served] = field(default_factory=Matcher)
+
+    def add(self, record: LoggedRequest) -> None:
+        """One champion or challenger record (at or after ``since``)."""
+        arm = record.arm
+        failed = record.status != 200
+        self.seq = max(self.seq, record.seq)
+        self.requests[arm] += 1
+        self.failed[arm] += failed
+        if arm == "challenger" and not failed:
+            self.rows += record.rows
+            self.violating_rows += min(record.rows, sum(record.flags.values()))
+        for champion, challenger in self.matcher.add(arm, [Served(failed, record.latency_ms)]):
+            if champion.failed != challenger.failed:
+                self.failed_alone["challenger" if challenger.failed else "champion"] += 1
+            ratio = math.log2(max(challenger.latency_ms, 1e-3) / max(champion.latency_ms, 1e-3))
+            index = min(max(int((ratio + LATENCY_SPAN) // LATENCY_BIN), 0), self.latency.size - 1)
+            self.latency[index] += 1
+
+    def slower(self, ratio: float) -> tuple[int, int]:
+        """Matched pairs in which the canary took more than ``ratio`` times the champion's time, and the
+        others; a bin counts as slower only when all of it is (so the count errs towards health)."""
+        first = int(np.ceil((np.log2(ratio) + LATENCY_SPAN) / LATENCY_BIN - 1e-9))
+        slower = int(self.latency[max(first, 0) :].sum())
+        return slower, int(self.latency.sum()) - slower
+
+    def checks(self, max_error_rate: float, max_error_ratio: float, max_violation_rate: float,
+               max_latency_ratio: float) -> dict[str, CanaryCheck]:  # fmt: skip
+        """Each step-down test's evidence that the canary is unhealthy on it (``monitoring.sequential``):
+        its error rate above the limit, its odds of failing a request above ``max_error_ratio`` times
+        the champion's, its share of rows with a violation above the limit, and its requests slower
+        than ``max_latency_ratio`` times the champion's in more than half the matched pairs."""
+        counts = {
+            "error_rate": (self.failed["challenger"], self.requests["challenger"] - self.failed["challenger"],
+                           max_error_rate),
+            "error_ratio": (self.failed_alone["challenger"], self.failed_alone["champion"],
+                            max_error_ratio / (1.0 + max_error_ratio)),
+            "latency_ratio": (*self.slower(max_latency_ratio), 0.5),
+        }  # fmt: skip
+        if max_violation_rate < 1.0:  # a share of rows: above 1 it cannot be exceeded
+            clean = self.rows - self.violating_rows
+            counts["violation_rate"] = (self.violating_rows, clean, max_violation_rate)
+        return {
+            name: {"e_value": e_value(against, favour, limit) if 0.0 < limit < 1.0 else 0.0, "limit": limit,
+                   "against": against, "in_favour": favour}
+            for name, (against, favour, limit) in counts.items()
+        }  # fmt: skip
+
+    def evidence(self, checks: dict[str, CanaryCheck], threshold: float) -> CanaryEvidence:
+        return {
+            "challenger_version": self.challenger_version,
+            "since": self.since,
+            "checks": checks,
+            "threshold": threshold,
+            "tally": {
+                "requests": _arms(self.requests),
+                "failed": _arms(self.failed),
+                "rows": self.rows,
+                "violating_rows": self.violating_rows,
+                "failed_alone": _arms(self.failed_alone),
+                "latency": {str(i): int(self.latency[i]) for i in np.flatnonzero(self.latency)},
+            },
+            "seq": self.seq,
+        }
+
+    @classmethod
+    def resumed(cls, saved: CanaryEvidence) -> CanaryContest:
+        """The contest a report saved (its unmatched requests are not kept: they are left out)."""
+        tally = saved["tally"]
+        resumed = cls(saved["challenger_version"], saved["since"], saved["seq"], _counts(tally["requests"]),
+                      _counts(tally["failed"]), tally["rows"], tally["violating_rows"],
+                      _counts(tally["failed_alone"]))  # fmt: skip
+        for index, count in tally["latency"].items():
+            resumed.latency[int(index)] = count
+        return resumed
+
+
+def _counts(arms: ArmSamples) -> dict[str, int]:
+    return {"champion": arms["champion"], "challenger": arms["challenger"]}
+
+
+def _arms(counts: dict[str, int]) -> ArmSamples:
+    return {"champion": counts["champion"], "challenger": counts["challenger"]}

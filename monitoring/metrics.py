@@ -163,6 +163,13 @@ class GatewayMetrics:
             ("model", "metric"),
             "livemostrecent",
         )
+        self.compare_e_value = gauge(
+            "compare_e_value",
+            "Evidence that an arm is better on live quality since the two versions met (the gate "
+            "promotes at 2 / MODELGATE_COMPARE_ALPHA).",
+            ("model", "arm"),
+            "livemostrecent",
+        )
         self.segment_quality = gauge(
             "segment_quality",
             "Live quality per segment of a chosen input feature (MODELGATE_QUALITY_SEGMENTS).",
@@ -263,6 +270,10 @@ class GatewayMetrics:
                 self.agreement.labels(model).set(shadow["agreement"])
             if shadow and shadow["mean_abs_diff"] is not None:
                 self.mean_abs_diff.labels(model).set(shadow["mean_abs_diff"])
+            evidence = comparison["evidence"]
+            if evidence:
+                for arm in ("champion", "challenger"):
+                    self.compare_e_value.labels(model, arm).set(evidence["e_value"][arm])
             tested = comparison["quality"]
             if tested and tested["p_value"] is not None:
                 self.compare_p_value.labels(model, tested["metric"]).set(tested["p_value"])

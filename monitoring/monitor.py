@@ -21,10 +21,12 @@ import pandas as pd
 import structlog
 
 from monitoring.compare import (
+    CanaryContest,
     Outcome,
     Pair,
     PairedOutcome,
     Predicted,
+    QualityContest,
     correct,
     pair,
     pairs_summary,
@@ -47,6 +49,7 @@ from monitoring.plausibility import rule_parts
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import Feedback, LoggedRequest
 from monitoring.report import (
+    CanaryEvidence,
     Comparison,
     DriftEntry,
     EstimatedQuality,
@@ -57,6 +60,7 @@ from monitoring.report import (
     TrafficSummary,
     VersionReport,
 )
+from monitoring.sequential import Matcher
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from registry.manifest import EmbeddingProfile, Manifest
 
@@ -70,6 +74,8 @@ UNPAIRED_MAX_ROWS = 20_000
 #: records decoded a read at most, in rows: a read of 5,000 records of 256 rows each held over a
 #: GB of decoded inputs at once
 ROWS_A_READ = 20_000
+#: version pairs whose quality contest a model keeps (the newest by its last contest)
+CONTESTS_KEPT = 4
 
 
 @dataclass(frozen=True)
@@ -376,6 +382,15 @@ class Monitor:
         #: ... and with ground truth: outcomes per (model, answering arm), and paired ones (shadow)
         self.outcomes: dict[tuple[str, str], Window[Outcome]] = {}
         self.paired_outcomes: dict[str, Window[PairedOutcome]] = {}
+        #: ... and the evidence the decisions take, never forgotten as windows forget (see
+        #: monitoring.sequential): quality contests per model and (champion, challenger) versions, with
+        #: A/B's labelled rows (version, outcome) waiting for the other arm's ...
+        self.contests: dict[str, dict[tuple[int, int], QualityContest]] = {}
+        self.matched: dict[str, Matcher[tuple[int, Any]]] = {}
+        #: ... the canary's checks per model ...
+        self.canaries: dict[str, CanaryContest] = {}
+        #: ... and per model, the record and feedback ``seq`` a saved report's evidence had counted to
+        self.resumed: dict[str, tuple[int, int]] = {}
         #: what each version's quantities are tested against, built once per version
         self.references: dict[tuple[str, int], dict[str, Reference]] = {}
         self.seq: int | None = None
@@ -403,6 +418,8 @@ class Monitor:
                         record.ts, record.status, record.latency_ms, 1, predicted, sum(record.flags.values())
                     )
                 )
+            if record.arm in ("champion", "challenger"):
+                self._canary(record)
             if record.arm in self.unpaired and record.status == 200:
                 self._pair(record)
             if record.arm == "shadow":
@@ -413,6 +430,47 @@ class Monitor:
             if record.status != 200 or record.version is None:
                 continue
             self._window(self.windows, (record.model, record.version)).add(record)
+
+    def _resume(self, model: str) -> tuple[int, int]:
+        """Once a process, a model's evidence as its last saved report left it; the record and feedback
+        ``seq`` it had counted to (a restarted monitor reads the last hour of the log again)."""
+        resumed = self.resumed.get(model)
+        if resumed is not None:
+            return resumed
+        saved = self.saved_reports.latest(model)
+        body = orjson.loads(saved[1]) if saved is not None else {}
+        quality = (body.get("comparison") or {}).get("evidence")
+        canary: CanaryEvidence | None = (body.get("canary") or {}).get("evidence")
+        if quality is not None:
+            contest = QualityContest.resumed(quality)
+            self.contests[model] = {(contest.champion_version, contest.challenger_version): contest}
+        if canary is not None:
+            self.canaries[model] = CanaryContest.resumed(canary)
+        resumed = self.resumed[model] = (
+            canary["seq"] if canary else -1,
+            quality["feedback_seq"] if quality else -1,
+        )
+        return resumed
+
+    def _canary(self, record: LoggedRequest) -> None:
+        """A champion or challenger record into its model's canary checks, which start with the first
+        challenger record (of each challenger version)."""
+        assert record.model is not None
+        if record.seq <= self._resume(record.model)[0]:
+            return
+        contest = self.canaries.get(record.model)
+        if record.arm == "challenger" and (contest is None or contest.challenger_version != record.version):
+            contest = self.canaries[record.model] = CanaryContest(record.version, record.ts)
+        if contest is not None and record.ts >= contest.since:
+            contest.add(record)
+
+    def canary(self, model: str, since: float) -> CanaryContest | None:
+        """The model's canary checks counted from ``since`` (when its routing was last set by anyone
+        but the canary): a later ``since`` than they started from starts them anew."""
+        contest = self.canaries.get(model)
+        if contest is not None and contest.since < since:
+            contest = self.canaries[model] = CanaryContest(contest.challenger_version, since, contest.seq)
+        return contest
 
     def _references(self, model: str, version: int) -> dict[str, Reference]:
         refs = self.references.get((model, version))
@@ -449,33 +507,63 @@ class Monitor:
         if paired is not None:
             self._window(self.pairs, model).add(paired)
 
-    def label(self, feedback: list[Feedback]) -> None:
-        """Join ground truth to the requests it names, into each version's labelled window."""
-        requests = {r.request_id: r for r in self.requests.answered(f.request_id for f in feedback)}
-        shadows = {r.request_id: r for r in self.requests.shadowed(f.request_id for f in feedback)}
-        for item in feedback:
+    def label(self, feedback: list[tuple[int, Feedback]]) -> None:
+        """Join ground truth (with its feedback ``seq``) to the requests it names, into each version's
+        labelled window."""
+        ids = [item.request_id for _, item in feedback]
+        requests = {r.request_id: r for r in self.requests.answered(ids)}
+        shadows = {r.request_id: r for r in self.requests.shadowed(ids)}
+        for seq, item in feedback:
             request = requests.get(item.request_id)
             if request is None or request.model is None or request.version is None or not request.outputs:
                 continue
-            self._compare_outcomes(request, shadows.get(item.request_id), item)
+            self._compare_outcomes(request, shadows.get(item.request_id), item, seq)
             labelled = Labelled(ts=item.ts, rows=request.rows, request=request, truth=item.ground_truth)
             self._window(self.labelled, (request.model, request.version)).add(labelled)
 
-    def _compare_outcomes(self, request: LoggedRequest, shadow: LoggedRequest | None, item: Feedback) -> None:
-        assert request.model is not None and request.outputs
+    def _compare_outcomes(
+        self, request: LoggedRequest, shadow: LoggedRequest | None, item: Feedback, seq: int
+    ) -> None:
+        model = request.model
+        assert model is not None and request.version is not None and request.outputs
         answered = correct(request.outputs, item.ground_truth)
+        counted = seq > self._resume(model)[1]  # else a saved contest has it already
         if request.arm in ("champion", "challenger"):
-            self._window(self.outcomes, (request.model, request.arm)).add(
-                Outcome(item.ts, request.rows, answered)
-            )
+            self._window(self.outcomes, (model, request.arm)).add(Outcome(item.ts, request.rows, answered))
         if (
             shadow is not None
             and shadow.outputs
+            and shadow.version is not None
             and shadow.rows == request.rows
             and request.arm == "champion"
         ):
-            both = PairedOutcome(item.ts, request.rows, answered, correct(shadow.outputs, item.ground_truth))
-            self._window(self.paired_outcomes, request.model).add(both)
+            mirrored = correct(shadow.outputs, item.ground_truth)
+            both = PairedOutcome(item.ts, request.rows, answered, mirrored)
+            self._window(self.paired_outcomes, model).add(both)
+            if counted:
+                contest = self._contest(model, request.version, shadow.version, True, item.ts)
+                contest.add(answered, mirrored, item.ts)
+        elif request.arm in ("champion", "challenger") and counted:
+            matcher = self.matched.setdefault(model, Matcher())
+            by_versions: dict[tuple[int, int], list[tuple[Any, Any]]] = {}
+            for champion, challenger in matcher.add(request.arm, [(request.version, v) for v in answered]):
+                by_versions.setdefault((champion[0], challenger[0]), []).append((champion[1], challenger[1]))
+            for (champion_version, challenger_version), outcomes in by_versions.items():
+                matched = np.array(outcomes)
+                self._contest(model, champion_version, challenger_version, False, item.ts).add(
+                    matched[:, 0], matched[:, 1], item.ts
+                )
+
+    def _contest(self, model: str, champion: int, challenger: int, paired: bool, ts: float) -> QualityContest:
+        """The quality contest of two versions, from its first labelled row (or as a saved report left
+        it); the oldest of a model's past the last ``CONTESTS_KEPT`` forgotten."""
+        contests = self.contests.setdefault(model, {})
+        contest = contests.get((champion, challenger))
+        if contest is None:
+            contest = contests[(champion, challenger)] = QualityContest(champion, challenger, paired, ts)
+            while len(contests) > CONTESTS_KEPT:
+                del contests[min(contests, key=lambda key: contests[key].last)]
+        return contest
 
     def arm_summary(self, model: str, arm: str, since: float, now: float) -> TrafficSummary | None:
         """One arm's traffic since a time (the canary judges a weight on what came after it was set)."""
@@ -516,7 +604,15 @@ class Monitor:
             quality = quality_test(
                 outcomes["champion"], outcomes["challenger"], is_paired, self.settings.compare_alpha
             )
-        return {"arms": arms, "shadow": shadow, "quality": quality}
+        contests = self.contests.get(model)
+        evidence = None
+        if contests:  # the two versions compared last
+            latest = max(contests.values(), key=lambda contest: contest.last)
+            evidence = latest.evidence(self.settings.compare_alpha, self.feedback_seq or 0)
+        if quality is not None:  # which arm is better: the evidence's word, valid at every look
+            better = evidence["better"] if evidence is not None else None
+            quality.update({"better": better, "significant": better is not None})
+        return {"arms": arms, "shadow": shadow, "quality": quality, "evidence": evidence}
 
     def reports(self, now: float) -> dict[str, Report]:
         # per model, the window of the version the champion arm answered with last; else the one seen last
@@ -584,7 +680,7 @@ class Monitor:
         if self.feedback_seq is None:
             self.feedback_seq = self.feedback.seq_before(now - self.settings.max_age_seconds)
         while feedback := self.feedback.after(self.feedback_seq, batch):
-            self.label([item for _, item in feedback])
+            self.label(feedback)
             self.feedback_seq = feedback[-1][0]
             if len(feedback) < batch:
                 break

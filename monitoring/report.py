@@ -57,12 +57,48 @@ class QualityTest(TypedDict):
     better: Literal["champion", "challenger"] | None
 
 
+class ArmEvidence(TypedDict):
+    champion: float
+    challenger: float
+
+
+class ArmContests(TypedDict):
+    champion: int
+    challenger: int
+
+
+class QualityEvidence(TypedDict):
+    """Which arm is better on live quality, by evidence accumulated since the two versions met and
+    valid however often it is read (``monitoring.compare.QualityContest``, ``monitoring.sequential``).
+
+    ``contests`` are the labelled rows one arm won (right where the other was wrong, or a smaller
+    absolute error); ``e_value`` each arm's evidence that it wins more than half of them; an arm is
+    ``better`` once its e-value reaches ``threshold`` (``2 / alpha``): the chance that an arm no better
+    than the other is ever named, however long the two run, is at most ``alpha / 2``."""
+
+    champion_version: int
+    challenger_version: int
+    metric: Literal["accuracy", "absolute_error"]
+    paired: bool
+    since: float
+    samples: ArmSamples
+    contests: ArmContests
+    e_value: ArmEvidence
+    threshold: float
+    alpha: float
+    better: Literal["champion", "challenger"] | None
+    #: the feedback consumed when it was reported: a restarted monitor resumes after it
+    feedback_seq: int
+
+
 class Comparison(TypedDict):
-    """Champion against challenger (or shadow): traffic per arm, answers side by side, quality."""
+    """Champion against challenger (or shadow): traffic per arm, answers side by side, quality over the
+    window (a description: its test is one look), and the sequential evidence the decisions use."""
 
     arms: dict[str, TrafficSummary]
     shadow: PairsSummary | None
     quality: QualityTest | None
+    evidence: QualityEvidence | None
 
 
 class Measured(TypedDict):
@@ -167,6 +203,44 @@ class Thresholds(TypedDict):
     correction: str
 
 
+class CanaryCheck(TypedDict):
+    """One of the canary's step-down tests: its e-value against the hypothesis that the canary is
+    healthy on it, and the counts it was computed from."""
+
+    e_value: float
+    #: the null hypothesis's limit on the share of contests ``against`` the canary
+    limit: float
+    #: contests the canary lost (failed requests, violating rows, matched requests it was slower in)
+    against: int
+    #: and those it won
+    in_favour: int
+
+
+class CanaryTally(TypedDict):
+    """The counts a canary's checks are computed from, as saved for a restarted monitor to go on."""
+
+    requests: ArmSamples
+    failed: ArmSamples
+    rows: int
+    violating_rows: int
+    failed_alone: ArmSamples
+    #: matched pairs per bin of log2(canary latency / champion latency), the empty bins left out
+    latency: dict[str, int]
+
+
+class CanaryEvidence(TypedDict):
+    """What the canary's step-down decides on, accumulated since the routing was last set by someone
+    other than the canary itself (``monitoring.compare.CanaryContest``)."""
+
+    challenger_version: int | None
+    since: float
+    checks: dict[str, CanaryCheck]
+    threshold: float
+    tally: CanaryTally
+    #: the last log record counted: a restarted monitor resumes after it
+    seq: int
+
+
 class CanaryState(TypedDict):
     """A canary's weight and why it last changed (``monitoring.controller``)."""
 
@@ -175,6 +249,7 @@ class CanaryState(TypedDict):
     stepped_down: bool
     reason: str
     since: float
+    evidence: NotRequired[CanaryEvidence | None]
 
 
 class VersionReport(TypedDict):

@@ -24,8 +24,9 @@ class RoutingPolicy(BaseModel):
     ``canary``: as ``ab``, starting from ``challenger_weight``; the monitor
     adds ``canary_step`` every ``canary_interval_seconds`` while the
     challenger stays healthy, up to ``canary_max_weight``, and sets the
-    weight to 0 (and fires an alert) as soon as it breaks a limit. A policy
-    other than ``off`` applies while the model has a challenger.
+    weight to 0 (and fires an alert) as soon as the evidence that it breaks a
+    limit is conclusive (``monitoring.controller``). A policy other than
+    ``off`` applies while the model has a challenger.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -35,17 +36,22 @@ class RoutingPolicy(BaseModel):
     canary_step: float = Field(default=0.1, gt=0.0, le=1.0)
     canary_interval_seconds: float = Field(default=300.0, gt=0.0)
     canary_max_weight: float = Field(default=0.5, gt=0.0, le=1.0)
-    #: the challenger is judged once it answered this many requests in the monitor's window ...
+    #: the challenger is judged once it answered this many requests since the routing was set ...
     canary_min_requests: int = Field(default=50, ge=1)
     #: ... and is unhealthy past any of these: its share of requests not answered 200, ...
     canary_max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    #: ... its plausibility violations per predicted row, ...
+    #: ... its odds of failing a request over the champion's (matched requests), ...
+    canary_max_error_ratio: float = Field(default=1.0, gt=0.0)
+    #: ... its share of rows with a plausibility violation, ...
     canary_max_violation_rate: float = Field(default=0.05, ge=0.0)
-    #: ... and its p99 latency over the champion's
+    #: ... and its latency over the champion's (in most matched requests)
     canary_max_latency_ratio: float = Field(default=1.5, gt=0.0)
+    #: the chance, at most, that a canary healthy on every limit is ever stepped down
+    canary_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     #: the promotion gate: promote the challenger by itself once, over at least
-    #: ``auto_promote_min_samples`` labelled rows a arm, it is significantly better on quality and no
-    #: worse on errors and plausibility (within a point) nor on p99 latency (within this ratio)
+    #: ``auto_promote_min_samples`` labelled rows a arm, it is better on quality by the sequential
+    #: evidence since it met the champion and no worse on errors and plausibility (within a point)
+    #: nor on p99 latency (within this ratio)
     auto_promote: bool = False
     auto_promote_min_samples: int = Field(default=200, ge=1)
     auto_promote_max_latency_ratio: float = Field(default=1.2, gt=0.0)

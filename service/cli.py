@@ -378,8 +378,10 @@ CANARY_OPTIONS = {
     "max_weight": "canary_max_weight",
     "min_requests": "canary_min_requests",
     "max_error_rate": "canary_max_error_rate",
+    "max_error_ratio": "canary_max_error_ratio",
     "max_violation_rate": "canary_max_violation_rate",
     "max_latency_ratio": "canary_max_latency_ratio",
+    "canary_alpha": "canary_alpha",
     "auto_promote": "auto_promote",
     "gate_min_samples": "auto_promote_min_samples",
     "gate_max_latency_ratio": "auto_promote_max_latency_ratio",
@@ -655,11 +657,13 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--max-weight", type=_weight, help="the weight stepping stops at (0.5)")
     canary.add_argument("--min-requests", type=int, help="challenger requests before judging (50)")
     canary.add_argument("--max-error-rate", type=_weight, help="share not answered 200 (0.05)")
-    canary.add_argument("--max-violation-rate", type=float, help="plausibility violations a row (0.05)")
-    canary.add_argument("--max-latency-ratio", type=float, help="challenger p99 over champion p99 (1.5)")
+    canary.add_argument("--max-error-ratio", type=float, help="error odds over the champion's (1.0)")
+    canary.add_argument("--max-violation-rate", type=float, help="share of rows with a violation (0.05)")
+    canary.add_argument("--max-latency-ratio", type=float, help="latency over the champion's (1.5)")
+    canary.add_argument("--canary-alpha", type=_weight, help="chance a healthy canary is stepped down (0.01)")
     gate = route_set.add_argument_group("promotion gate", "promote a better challenger by itself (off)")
     gate.add_argument("--auto-promote", action="store_true", default=None,
-                      help="promote once significantly better and no worse elsewhere")  # fmt: skip
+                      help="promote once better by the sequential evidence, no worse elsewhere")  # fmt: skip
     gate.add_argument("--gate-min-samples", type=int, help="labelled rows an arm first needs (200)")
     gate.add_argument("--gate-max-latency-ratio", type=float, help="challenger p99 over champion p99 (1.2)")
     route_set.set_defaults(func=cmd_routing_set)

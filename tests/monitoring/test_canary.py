@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from monitoring.compare import CanaryContest
 from monitoring.controller import judge
+from monitoring.records import LoggedRequest
 from registry.aliases import RoutingPolicy
 from service.app import create_app
 from service.settings import Settings
@@ -17,38 +20,60 @@ POLICY = RoutingPolicy(mode="canary", challenger_weight=0.1, canary_step=0.1, ca
                        canary_max_weight=0.3, canary_min_requests=20)  # fmt: skip
 
 
-def summary(requests=100, error_rate=0.0, violation_rate=0.0, p99=10.0):
-    return {"requests": requests, "error_rate": error_rate, "violation_rate": violation_rate,
-            "latency_p50_ms": p99 / 2, "latency_p99_ms": p99}  # fmt: skip
+def record(seq, arm, failed=False, latency_ms=10.0, violations=0):
+    return LoggedRequest(
+        seq=seq, request_id=str(seq), arm=arm, ts=float(seq), route="predict", model="m",
+        version=2 if arm == "challenger" else 1, status=500 if failed else 200, latency_ms=latency_ms,
+        rows=1, inputs=None, outputs=None, flags={"value_finite": violations} if violations else {},
+        error=None,
+    )  # fmt: skip
+
+
+def canary(requests=200, error_rate=0.0, champion_error_rate=0.0, violation_rate=0.0, slowdown=1.0, seed=0):
+    """A canary's checks after ``requests`` requests of each arm, alternating; latencies log-normal."""
+    rng = np.random.default_rng(seed)
+    contest = CanaryContest(challenger_version=2, since=0.0)
+    for i in range(requests):
+        contest.add(record(2 * i, "champion", rng.random() < champion_error_rate, rng.lognormal(2.3, 0.3)))
+        failed, violations = rng.random() < error_rate, int(rng.random() < violation_rate)
+        contest.add(record(2 * i + 1, "challenger", failed, slowdown * rng.lognormal(2.3, 0.3), violations))
+    return contest
 
 
 @pytest.mark.parametrize(
-    ("challenger", "since", "weight", "reason"),
+    ("contest", "since", "weight", "reason"),
     [
-        (summary(), 0, 0.2, "canary healthy over 100 requests: 0.1 -> 0.2"),
-        (summary(), 30, None, None),  # healthy, but the interval has not passed
-        (summary(requests=19, error_rate=1.0), 0, None, None),  # too little to judge
-        (summary(error_rate=0.2), 30, 0.0, "canary stepped down: error rate 20.0% > 5.0%"),
-        (summary(violation_rate=0.5), 30, 0.0, "canary stepped down: plausibility violations 0.500"),
-        (
-            summary(p99=16.0),
-            30,
-            0.0,
-            "canary stepped down: p99 latency 16.0 ms > 1.5x the champion's 10.0 ms",
-        ),
-        (summary(p99=14.0), 0, 0.2, "canary healthy"),
+        (canary(), 0, 0.2, "canary healthy over 200 requests: 0.1 -> 0.2"),
+        (canary(), 30, None, None),  # healthy, but the interval has not passed
+        (canary(requests=19, error_rate=1.0), 0, None, None),  # too little to judge
+        (canary(error_rate=0.3), 30, 0.0, "canary stepped down: error rate"),
+        (canary(error_rate=0.04, champion_error_rate=0.0, requests=2000), 30, 0.0,
+         "canary stepped down: errors over 1x the champion's: the canary alone failed in"),
+        (canary(violation_rate=0.5), 30, 0.0, "canary stepped down: plausibility violations 0."),
+        (canary(slowdown=2.0), 30, 0.0, "canary stepped down: latency over 1.5x the champion's in"),
+        (canary(slowdown=1.2), 0, 0.2, "canary healthy"),  # slower, within the ratio
+        (canary(error_rate=0.06, requests=100), 0, 0.2, "canary healthy"),  # above 5%, not conclusively
     ],
-)
-def test_the_canary_steps_up_when_healthy_and_down_on_any_broken_limit(challenger, since, weight, reason):
-    decision = judge(POLICY, challenger, summary(p99=10.0), since=since, now=60)
+)  # fmt: skip
+def test_the_canary_steps_up_when_healthy_and_down_once_the_evidence_of_a_broken_limit_is_conclusive(
+    contest, since, weight, reason
+):
+    decision = judge(POLICY, contest, since=since, now=60)
     assert (decision.weight if decision else None) == weight
     assert decision is None or decision.reason.startswith(reason)
 
 
 def test_the_canary_stops_at_its_maximum_weight_and_ignores_other_modes():
     at_max = POLICY.model_copy(update={"challenger_weight": 0.3})
-    assert judge(at_max, summary(), summary(), since=0, now=600) is None
-    assert judge(POLICY.model_copy(update={"mode": "ab"}), summary(error_rate=1.0), None, 0, 600) is None
+    assert judge(at_max, canary(), since=0, now=600) is None
+    assert judge(POLICY.model_copy(update={"mode": "ab"}), canary(error_rate=1.0), 0, 600) is None
+
+
+def test_a_canary_contest_goes_on_from_its_saved_counts():
+    contest = canary(error_rate=0.1, violation_rate=0.1, slowdown=1.3)
+    checks = contest.checks(0.05, 1.0, 0.05, 1.5)
+    resumed = CanaryContest.resumed(contest.evidence(checks, 400.0))
+    assert resumed.checks(0.05, 1.0, 0.05, 1.5) == checks and resumed.seq == contest.seq
 
 
 def settings(registry, rules):

@@ -108,7 +108,8 @@ def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, chi
         traffic_with_truth(client, mirrored=True)
         body = compared(client, champion=40, challenger=40)
         exported = child_metrics()
-    for gauge in ("compare_agreement", "compare_mean_abs_diff", "compare_p_value", "compare_quality"):
+    for gauge in ("agreement", "mean_abs_diff", "p_value", "quality", "e_value"):
+        gauge = f"compare_{gauge}"
         assert f"modelgate_{gauge}{{" in exported
     shadow_requests = [line for line in exported.splitlines() if line.startswith("modelgate_requests_total")
                        and 'arm="shadow"' in line]  # fmt: skip
@@ -119,6 +120,10 @@ def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, chi
     assert 0.0 <= body["shadow"]["mean_abs_diff"] < 0.5
     assert body["quality"]["paired"] and body["quality"]["test"] == "mcnemar-exact"
     assert body["quality"]["metric"] == "accuracy" and 0.8 <= body["quality"]["champion"] <= 1.0
+    evidence = body["evidence"]  # what the gate decides on: every labelled row both arms predicted
+    assert (evidence["champion_version"], evidence["challenger_version"], evidence["paired"]) == (1, 2, True)
+    assert evidence["samples"] == {"champion": 40, "challenger": 40} and evidence["threshold"] == 40.0
+    assert body["quality"]["better"] == evidence["better"]
 
 
 def test_an_ab_split_compares_each_arm_on_its_own_requests(cancer_registry):
@@ -130,3 +135,5 @@ def test_an_ab_split_compares_each_arm_on_its_own_requests(cancer_registry):
     assert set(body["arms"]) == {"champion", "challenger"} and body["shadow"] is None
     assert body["arms"]["challenger"]["requests"] == arms.count("challenger")
     assert not body["quality"]["paired"] and body["quality"]["test"] == "fisher-exact"
+    matched = min(arms.count("champion"), arms.count("challenger"))  # rows matched across the arms
+    assert not body["evidence"]["paired"] and body["evidence"]["samples"]["challenger"] == matched

@@ -25,23 +25,28 @@ def arm(error_rate=0.0, violation_rate=0.0, p99=10.0):
     }
 
 
-def comparison(better="challenger", samples=300, **challenger):
-    quality = {"metric": "accuracy", "champion": 0.90, "challenger": 0.95, "test": "mcnemar-exact",
-               "p_value": 0.001, "better": better}  # fmt: skip
-    quality["samples"] = {"champion": samples, "challenger": samples}
-    return {"arms": {"champion": arm(), "shadow": arm(**challenger)}, "quality": quality}
+def comparison(better="challenger", samples=300, versions=(1, 2), **challenger):
+    evidence = {"champion_version": versions[0], "challenger_version": versions[1], "metric": "accuracy",
+                "paired": True, "since": 0.0, "samples": {"champion": samples, "challenger": samples},
+                "contests": {"champion": 10, "challenger": 40},
+                "e_value": {"champion": 0.01, "challenger": 55.0},
+                "threshold": 40.0, "alpha": 0.05, "better": better, "feedback_seq": 7}  # fmt: skip
+    return {"arms": {"champion": arm(), "shadow": arm(**challenger)}, "quality": None, "evidence": evidence}
 
 
-def test_the_gate_promotes_only_a_significantly_better_challenger_that_is_no_worse_elsewhere():
-    reason = gate(GATED, comparison())
-    assert reason is not None and "accuracy 0.95 against 0.9 (mcnemar-exact, p=0.001" in reason
-    assert gate(GATED.model_copy(update={"auto_promote": False}), comparison()) is None  # off by default
-    assert gate(GATED, comparison(better=None)) is None  # not significantly better
-    assert gate(GATED, comparison(samples=99)) is None  # too few labelled rows
-    assert gate(GATED, comparison(error_rate=0.02)) is None
-    assert gate(GATED, comparison(violation_rate=0.05)) is None
-    assert gate(GATED, comparison(p99=12.5)) is None  # over 1.2x the champion's p99
-    assert gate(GATED, comparison(error_rate=0.005, p99=11.9)) is not None  # within the slack
+def test_the_gate_promotes_only_a_challenger_the_evidence_names_better_and_no_worse_elsewhere():
+    reason = gate(GATED, comparison(), 1, 2)
+    assert reason is not None and "the challenger won 40 of the 50 labelled rows where the arms" in reason
+    assert "e-value 55 >= 40" in reason
+    off = GATED.model_copy(update={"auto_promote": False})
+    assert gate(off, comparison(), 1, 2) is None  # off by default
+    assert gate(GATED, comparison(better=None), 1, 2) is None  # the evidence is not conclusive
+    assert gate(GATED, comparison(samples=99), 1, 2) is None  # too few labelled rows
+    assert gate(GATED, comparison(versions=(1, 3)), 1, 2) is None  # evidence about another challenger
+    assert gate(GATED, comparison(error_rate=0.02), 1, 2) is None
+    assert gate(GATED, comparison(violation_rate=0.05), 1, 2) is None
+    assert gate(GATED, comparison(p99=12.5), 1, 2) is None  # over 1.2x the champion's p99
+    assert gate(GATED, comparison(error_rate=0.005, p99=11.9), 1, 2) is not None  # within the slack
 
 
 def test_a_better_shadow_challenger_is_promoted_by_itself(registry, centred_model, receivers, tmp_path):
@@ -83,7 +88,7 @@ def test_a_better_shadow_challenger_is_promoted_by_itself(registry, centred_mode
             time.sleep(0.1)
     promoted = registry.history("centred")[-1]
     assert (promoted.action, promoted.actor, promoted.to_version) == ("promote", "modelgate-gate", 2)
-    assert "mae" in promoted.reason and "wilcoxon" in promoted.reason
+    assert "absolute error" in promoted.reason and "e-value" in promoted.reason
     (told,) = [b for b in receiver.bodies if b["commonLabels"]["alertname"] == "ModelPromoted"]
     assert told["version"] == "4" and told["commonLabels"]["model"] == "centred"
 
