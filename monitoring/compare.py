@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -181,6 +181,9 @@ def quality_test(champion: np.ndarray, challenger: np.ndarray, paired: bool, alp
     return result
 
 
+Metric = Literal["accuracy", "absolute_error", "reward"]
+
+
 @dataclass
 class QualityContest:
     """Live quality of one champion version against one challenger version, as contests won by each
@@ -192,14 +195,17 @@ class QualityContest:
     challenger_version: int
     paired: bool
     since: float
-    classifier: bool = True
+    metric: Metric = "accuracy"
     samples: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
     won: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
     last: float = 0.0
 
     def add(self, champion: np.ndarray, challenger: np.ndarray, ts: float) -> None:
-        """Row-aligned outcomes of the two arms (``correct``'s)."""
-        self.classifier = champion.dtype == bool
+        """Row-aligned outcomes of the two arms: ``correct``'s, or rewards (the higher wins)."""
+        if self.metric != "reward":
+            self.metric = "accuracy" if champion.dtype == bool else "absolute_error"
+        else:
+            champion, challenger = -champion, -challenger  # as errors: the smaller wins
         by_challenger, by_champion = contests(champion, challenger)
         self.won["challenger"] += by_challenger
         self.won["champion"] += by_champion
@@ -217,7 +223,7 @@ class QualityContest:
         return {
             "champion_version": self.champion_version,
             "challenger_version": self.challenger_version,
-            "metric": "accuracy" if self.classifier else "absolute_error",
+            "metric": self.metric,
             "paired": self.paired,
             "since": self.since,
             "samples": {"champion": self.samples["champion"], "challenger": self.samples["challenger"]},
@@ -237,7 +243,7 @@ class QualityContest:
             saved["challenger_version"],
             saved["paired"],
             saved["since"],
-            saved["metric"] == "accuracy",
+            saved["metric"],
             _counts(saved["samples"]),
             _counts(saved["contests"]),
             saved["since"],

@@ -26,11 +26,12 @@ picks up; a step down also shows in the report, where the ``canary`` alert
 rule sees it.
 
 **Promotion gate** (``auto_promote``, off by default). The challenger is
-promoted to champion once the quality evidence since the two versions met
+promoted to champion once the evidence since the two versions met
 (``monitoring.compare.QualityContest``: e-values over contests of labelled
-rows) names it better, each arm has ``auto_promote_min_samples`` labelled
-rows in it, and it is no worse on errors and plausibility violations (at
-most one point above the champion's) nor on p99 latency (at most
+rows, or with ``auto_promote_on: reward`` of rewarded requests) names it
+better, each arm has ``auto_promote_min_samples`` rows in it, and it is
+no worse on errors and plausibility violations (at most one point above the
+champion's) nor on p99 latency (at most
 ``auto_promote_max_latency_ratio`` times the champion's) over the window.
 A challenger no better than the champion is promoted with a chance of at
 most ``MODELGATE_COMPARE_ALPHA / 2`` however long the two run; the window's
@@ -122,8 +123,10 @@ def gate(policy: RoutingPolicy, comparison: Comparison | None, champion: int | N
          challenger: int | None) -> str | None:  # fmt: skip
     """Why the challenger should be promoted now, or None (see the module's docstring); ``champion``
     and ``challenger``: the versions the aliases name, which the evidence must be about."""
-    evidence = comparison["evidence"] if comparison else None
-    if not policy.auto_promote or comparison is None or evidence is None:
+    if not policy.auto_promote or comparison is None:
+        return None
+    evidence = comparison["reward" if policy.auto_promote_on == "reward" else "evidence"]
+    if evidence is None:
         return None
     if (evidence["champion_version"], evidence["challenger_version"]) != (champion, challenger):
         return None
@@ -144,11 +147,12 @@ def gate(policy: RoutingPolicy, comparison: Comparison | None, champion: int | N
     if base and latency is not None and latency > policy.auto_promote_max_latency_ratio * base:
         return None
     won, metric = evidence["contests"], evidence["metric"].replace("_", " ")
+    unit = "rewarded requests" if metric == "reward" else "labelled rows"
     return (
         f"promotion gate: on {metric}, the challenger won {won['challenger']} of the "
-        f"{won['challenger'] + won['champion']} labelled rows where the arms differed "
+        f"{won['challenger'] + won['champion']} {unit} where the arms differed "
         f"(e-value {evidence['e_value']['challenger']:.3g} >= {evidence['threshold']:g}, "
-        f"{samples['challenger']} and {samples['champion']} labelled rows); "
+        f"{samples['challenger']} and {samples['champion']} {unit}); "
         "errors, plausibility and latency no worse"
     )
 

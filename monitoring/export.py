@@ -73,7 +73,7 @@ def prediction_table(
             else:
                 row["prediction"] = outputs["label"][i]
                 row.update(zip((f"probability_{c}" for c in names), outputs["probabilities"][i], strict=True))
-            row["ground_truth"] = truth.ground_truth[i] if truth is not None else None
+            row["ground_truth"] = truth.ground_truth[i] if truth is not None and truth.ground_truth else None
             rows.append(row)
     table = pd.DataFrame.from_records(rows)
     if not table.empty:

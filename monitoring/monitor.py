@@ -22,6 +22,7 @@ import structlog
 
 from monitoring.compare import (
     CanaryContest,
+    Metric,
     Outcome,
     Pair,
     PairedOutcome,
@@ -55,6 +56,7 @@ from monitoring.report import (
     EstimatedQuality,
     PlausibilityEntry,
     Quality,
+    QualityEvidence,
     Report,
     SegmentQuality,
     TrafficSummary,
@@ -348,6 +350,22 @@ def report(
     }
 
 
+Contests = dict[str, dict[tuple[int, int], QualityContest]]
+
+
+def _contest(contests: Contests, model: str, champion: int, challenger: int, paired: bool, ts: float,
+             metric: Metric = "accuracy") -> QualityContest:  # fmt: skip
+    """The contest of two versions, from its first labelled row (or as a saved report left it); the
+    oldest of a model's past the last ``CONTESTS_KEPT`` forgotten."""
+    kept = contests.setdefault(model, {})
+    contest = kept.get((champion, challenger))
+    if contest is None:
+        contest = kept[(champion, challenger)] = QualityContest(champion, challenger, paired, ts, metric)
+        while len(kept) > CONTESTS_KEPT:
+            del kept[min(kept, key=lambda key: kept[key].last)]
+    return contest
+
+
 class Monitor:
     """Windows per (model, version) fed from the log; a report per model on its latest version."""
 
@@ -385,8 +403,11 @@ class Monitor:
         #: ... and the evidence the decisions take, never forgotten as windows forget (see
         #: monitoring.sequential): quality contests per model and (champion, challenger) versions, with
         #: A/B's labelled rows (version, outcome) waiting for the other arm's ...
-        self.contests: dict[str, dict[tuple[int, int], QualityContest]] = {}
+        self.contests: Contests = {}
         self.matched: dict[str, Matcher[tuple[int, Any]]] = {}
+        #: ... the same on business rewards (A/B and canary: only the answering arm has one) ...
+        self.rewards: Contests = {}
+        self.rewarded: dict[str, Matcher[tuple[int, Any]]] = {}
         #: ... the canary's checks per model ...
         self.canaries: dict[str, CanaryContest] = {}
         #: ... and per model, the record and feedback ``seq`` a saved report's evidence had counted to
@@ -440,15 +461,17 @@ class Monitor:
         saved = self.saved_reports.latest(model)
         body = orjson.loads(saved[1]) if saved is not None else {}
         quality = (body.get("comparison") or {}).get("evidence")
+        reward = (body.get("comparison") or {}).get("reward")
         canary: CanaryEvidence | None = (body.get("canary") or {}).get("evidence")
-        if quality is not None:
-            contest = QualityContest.resumed(quality)
-            self.contests[model] = {(contest.champion_version, contest.challenger_version): contest}
+        for saved_contest, contests in ((quality, self.contests), (reward, self.rewards)):
+            if saved_contest is not None:
+                contest = QualityContest.resumed(saved_contest)
+                contests[model] = {(contest.champion_version, contest.challenger_version): contest}
         if canary is not None:
             self.canaries[model] = CanaryContest.resumed(canary)
         resumed = self.resumed[model] = (
             canary["seq"] if canary else -1,
-            quality["feedback_seq"] if quality else -1,
+            max(saved["feedback_seq"] if saved else -1 for saved in (quality, reward)),
         )
         return resumed
 
@@ -517,17 +540,22 @@ class Monitor:
             request = requests.get(item.request_id)
             if request is None or request.model is None or request.version is None or not request.outputs:
                 continue
-            self._compare_outcomes(request, shadows.get(item.request_id), item, seq)
+            counted = seq > self._resume(request.model)[1]  # else a saved contest has it already
+            if item.reward is not None and counted and request.arm in ("champion", "challenger"):
+                self._match(self.rewards, self.rewarded, request, np.array([item.reward]), item.ts)
+            if item.ground_truth is None:
+                continue
+            self._compare_outcomes(request, shadows.get(item.request_id), item, counted)
             labelled = Labelled(ts=item.ts, rows=request.rows, request=request, truth=item.ground_truth)
             self._window(self.labelled, (request.model, request.version)).add(labelled)
 
     def _compare_outcomes(
-        self, request: LoggedRequest, shadow: LoggedRequest | None, item: Feedback, seq: int
+        self, request: LoggedRequest, shadow: LoggedRequest | None, item: Feedback, counted: bool
     ) -> None:
         model = request.model
         assert model is not None and request.version is not None and request.outputs
+        assert item.ground_truth is not None
         answered = correct(request.outputs, item.ground_truth)
-        counted = seq > self._resume(model)[1]  # else a saved contest has it already
         if request.arm in ("champion", "challenger"):
             self._window(self.outcomes, (model, request.arm)).add(Outcome(item.ts, request.rows, answered))
         if (
@@ -541,29 +569,32 @@ class Monitor:
             both = PairedOutcome(item.ts, request.rows, answered, mirrored)
             self._window(self.paired_outcomes, model).add(both)
             if counted:
-                contest = self._contest(model, request.version, shadow.version, True, item.ts)
+                contest = _contest(self.contests, model, request.version, shadow.version, True, item.ts)
                 contest.add(answered, mirrored, item.ts)
         elif request.arm in ("champion", "challenger") and counted:
-            matcher = self.matched.setdefault(model, Matcher())
-            by_versions: dict[tuple[int, int], list[tuple[Any, Any]]] = {}
-            for champion, challenger in matcher.add(request.arm, [(request.version, v) for v in answered]):
-                by_versions.setdefault((champion[0], challenger[0]), []).append((champion[1], challenger[1]))
-            for (champion_version, challenger_version), outcomes in by_versions.items():
-                matched = np.array(outcomes)
-                self._contest(model, champion_version, challenger_version, False, item.ts).add(
-                    matched[:, 0], matched[:, 1], item.ts
-                )
+            self._match(self.contests, self.matched, request, answered, item.ts)
 
-    def _contest(self, model: str, champion: int, challenger: int, paired: bool, ts: float) -> QualityContest:
-        """The quality contest of two versions, from its first labelled row (or as a saved report left
-        it); the oldest of a model's past the last ``CONTESTS_KEPT`` forgotten."""
-        contests = self.contests.setdefault(model, {})
-        contest = contests.get((champion, challenger))
-        if contest is None:
-            contest = contests[(champion, challenger)] = QualityContest(champion, challenger, paired, ts)
-            while len(contests) > CONTESTS_KEPT:
-                del contests[min(contests, key=lambda key: contests[key].last)]
-        return contest
+    def _match(
+        self,
+        contests: Contests,
+        matchers: dict[str, Matcher[tuple[int, Any]]],
+        request: LoggedRequest,
+        outcomes: np.ndarray,
+        ts: float,
+    ) -> None:
+        """An A/B or canary arm's outcomes (or reward) of one request, matched with the other arm's in
+        arrival order, each match a contest of its two versions."""
+        assert request.model is not None and request.version is not None
+        matcher = matchers.setdefault(request.model, Matcher())
+        by_versions: dict[tuple[int, int], list[tuple[Any, Any]]] = {}
+        for champion, challenger in matcher.add(request.arm, [(request.version, v) for v in outcomes]):
+            by_versions.setdefault((champion[0], challenger[0]), []).append((champion[1], challenger[1]))
+        metric: Metric = "reward" if contests is self.rewards else "accuracy"
+        for (champion_version, challenger_version), pairs in by_versions.items():
+            matched = np.array(pairs)
+            versions = (champion_version, challenger_version)
+            contest = _contest(contests, request.model, *versions, False, ts, metric)
+            contest.add(matched[:, 0], matched[:, 1], ts)
 
     def arm_summary(self, model: str, arm: str, since: float, now: float) -> TrafficSummary | None:
         """One arm's traffic since a time (the canary judges a weight on what came after it was set)."""
@@ -604,15 +635,18 @@ class Monitor:
             quality = quality_test(
                 outcomes["champion"], outcomes["challenger"], is_paired, self.settings.compare_alpha
             )
-        contests = self.contests.get(model)
-        evidence = None
-        if contests:  # the two versions compared last
-            latest = max(contests.values(), key=lambda contest: contest.last)
-            evidence = latest.evidence(self.settings.compare_alpha, self.feedback_seq or 0)
+        evidence, reward = (self._evidence(contests.get(model)) for contests in (self.contests, self.rewards))
         if quality is not None:  # which arm is better: the evidence's word, valid at every look
             better = evidence["better"] if evidence is not None else None
             quality.update({"better": better, "significant": better is not None})
-        return {"arms": arms, "shadow": shadow, "quality": quality, "evidence": evidence}
+        return {"arms": arms, "shadow": shadow, "quality": quality, "evidence": evidence, "reward": reward}
+
+    def _evidence(self, contests: dict[tuple[int, int], QualityContest] | None) -> QualityEvidence | None:
+        """The evidence of the two versions compared last."""
+        if not contests:
+            return None
+        latest = max(contests.values(), key=lambda contest: contest.last)
+        return latest.evidence(self.settings.compare_alpha, self.feedback_seq or 0)
 
     def reports(self, now: float) -> dict[str, Report]:
         # per model, the window of the version the champion arm answered with last; else the one seen last

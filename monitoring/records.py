@@ -179,11 +179,13 @@ class LoggedRequest:
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
-    """Ground truth for a request: one value a row, in the request's row order."""
+    """What a request turned out to be worth: its ground truth (one value a row, in the request's row
+    order) and a business reward for the whole request (revenue, a click), either or both."""
 
     request_id: str
-    ground_truth: list[Any]
+    ground_truth: list[Any] | None
     ts: float
+    reward: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,8 @@ class QualityEvidence(TypedDict):
 
     champion_version: int
     challenger_version: int
-    metric: Literal["accuracy", "absolute_error"]
+    #: a reward contest is won by the request of the two with the higher reward (A/B and canary)
+    metric: Literal["accuracy", "absolute_error", "reward"]
     paired: bool
     since: float
     samples: ArmSamples
@@ -99,6 +100,8 @@ class Comparison(TypedDict):
     shadow: PairsSummary | None
     quality: QualityTest | None
     evidence: QualityEvidence | None
+    #: the same on the business reward ``POST /feedback`` carries (A/B and canary)
+    reward: QualityEvidence | None
 
 
 class Measured(TypedDict):

@@ -53,6 +53,9 @@ class RoutingPolicy(BaseModel):
     #: evidence since it met the champion and no worse on errors and plausibility (within a point)
     #: nor on p99 latency (within this ratio)
     auto_promote: bool = False
+    #: what the gate judges on: live quality from ground truth, or the business reward ``POST
+    #: /feedback`` carries (A/B and canary only: in shadow, only the champion's answer earns one)
+    auto_promote_on: Literal["quality", "reward"] = "quality"
     auto_promote_min_samples: int = Field(default=200, ge=1)
     auto_promote_max_latency_ratio: float = Field(default=1.2, gt=0.0)
 

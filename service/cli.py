@@ -383,6 +383,7 @@ CANARY_OPTIONS = {
     "max_latency_ratio": "canary_max_latency_ratio",
     "canary_alpha": "canary_alpha",
     "auto_promote": "auto_promote",
+    "gate_on": "auto_promote_on",
     "gate_min_samples": "auto_promote_min_samples",
     "gate_max_latency_ratio": "auto_promote_max_latency_ratio",
 }
@@ -664,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate = route_set.add_argument_group("promotion gate", "promote a better challenger by itself (off)")
     gate.add_argument("--auto-promote", action="store_true", default=None,
                       help="promote once better by the sequential evidence, no worse elsewhere")  # fmt: skip
+    gate.add_argument("--gate-on", choices=("quality", "reward"),
+                      help="ground truth, or /feedback's reward (A/B, canary) (quality)")  # fmt: skip
     gate.add_argument("--gate-min-samples", type=int, help="labelled rows an arm first needs (200)")
     gate.add_argument("--gate-max-latency-ratio", type=float, help="challenger p99 over champion p99 (1.2)")
     route_set.set_defaults(func=cmd_routing_set)

@@ -1,10 +1,13 @@
 """``POST /feedback``: ground truth for logged requests, checked item by item, stored once.
 
-Body: ``{"request_id": ..., "ground_truth": ...}`` for one request, or
-``{"feedback": [{...}, ...]}`` for many. ``ground_truth`` is one value for a
-one-row request, else a list with one value a row. Each item is answered with
+Body: ``{"request_id": ..., "ground_truth": ..., "reward": ...}`` for one
+request, or ``{"feedback": [{...}, ...]}`` for many. ``ground_truth`` is one
+value for a one-row request, else a list with one value a row; ``reward``, a
+finite number for the whole request (revenue, a click: what A/B and canary
+arms can also be compared on); an item has either or both, sent together.
+Each item is answered with
 its own status: 200 (stored, or the same value again), 404 (no answered
-request has that id), 409 (different ground truth is already stored), 422
+request has that id), 409 (different feedback is already stored), 422
 (malformed, wrong row count, unknown class, not a finite number). A single
 item's status is the response's; a list answers 200 when every item is 200,
 else 207.
@@ -37,6 +40,8 @@ class Item:
     field: str
     request_id: str = ""
     ground_truth: Any = None
+    reward: float | None = None
+    has_truth: bool = False
     status: int = 200
     message: str = ""
 
@@ -50,6 +55,11 @@ class Item:
         else:
             answer["error"] = f"{self.field}: {self.message}"
         return answer
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number that is finite (a bool is not one)."""
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _parse(body: dict[str, Any], max_items: int) -> tuple[list[Item], bool]:
@@ -70,18 +80,25 @@ def _parse(body: dict[str, Any], max_items: int) -> tuple[list[Item], bool]:
         item = Item(index, field)
         items.append(item)
         if not isinstance(entry, dict):
-            item.refuse(422, "expected an object with request_id and ground_truth")
+            item.refuse(422, "expected an object with request_id and ground_truth or reward")
             continue
-        unknown = set(entry) - {"request_id", "ground_truth"}
+        unknown = set(entry) - {"request_id", "ground_truth", "reward"}
+        reward = entry.get("reward")
         if unknown:
-            item.refuse(422, f"unknown field {sorted(unknown)[0]!r}; expected request_id and ground_truth")
+            name = sorted(unknown)[0][:64]  # quoted, never echoed whole
+            item.refuse(422, f"unknown field {name!r}; expected request_id, ground_truth and reward")
         elif not isinstance(entry.get("request_id"), str) or not entry["request_id"]:
             item.refuse(422, "request_id: required, a string")
-        elif "ground_truth" not in entry:
+        elif "ground_truth" not in entry and "reward" not in entry:
             item.request_id = entry["request_id"]
-            item.refuse(422, "ground_truth: required")
+            item.refuse(422, "ground_truth or reward: required (either or both)")
+        elif "reward" in entry and not _finite_number(reward):
+            item.request_id = entry["request_id"]
+            item.refuse(422, f"reward: expected a finite number, got {str(reward)[:64]!r}")
         else:
-            item.request_id, item.ground_truth = entry["request_id"], entry["ground_truth"]
+            item.request_id, item.ground_truth = entry["request_id"], entry.get("ground_truth")
+            item.reward = None if reward is None else float(reward)
+            item.has_truth = "ground_truth" in entry
     return items, single
 
 
@@ -105,7 +122,7 @@ def _normalise(truth: Any, target: FeedbackTarget, output: OutputSpec) -> tuple[
                 )
             labels.append(str(value))
         return labels, ""
-    if not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+    if not all(_finite_number(v) for v in values):
         return None, "ground_truth: expected finite numbers for a regression model"
     return [float(v) for v in values], ""
 
@@ -143,17 +160,19 @@ class FeedbackDesk:
             if target is None:
                 item.refuse(404, f"request_id {item.request_id!r}: no answered request has this id")
                 continue
-            output = await anyio.to_thread.run_sync(self._output_spec, target)
-            values, problem = _normalise(item.ground_truth, target, output)
-            if values is None:
-                item.refuse(422, problem)
-                continue
-            accepted.append((item, Feedback(item.request_id, values, now)))
+            values = None
+            if item.has_truth:
+                output = await anyio.to_thread.run_sync(self._output_spec, target)
+                values, problem = _normalise(item.ground_truth, target, output)
+                if values is None:
+                    item.refuse(422, problem)
+                    continue
+            accepted.append((item, Feedback(item.request_id, values, now, item.reward)))
         if accepted:
             outcomes = await anyio.to_thread.run_sync(self.feedback.add, [f for _, f in accepted])
             for (item, _), outcome in zip(accepted, outcomes, strict=True):
                 if outcome is FeedbackOutcome.CONFLICT:
-                    item.refuse(409, "different ground truth is already stored for this request")
+                    item.refuse(409, "different feedback is already stored for this request")
                 else:
                     item.message = outcome.value
         results = [item.answer() for item in items]

@@ -300,10 +300,13 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
             "responses": _responses(predict_response, *PREDICTING),
         }},
         "/feedback": {"post": {
-            "summary": "Ground truth by request id: one item, or {feedback: [items]}",
+            "summary": "Ground truth and/or a business reward by request id: one item, or "
+                       "{feedback: [items]}",
             "requestBody": _body({"oneOf": [
-                {"type": "object", "properties": {"request_id": {"type": "string"}, "ground_truth": {}},
-                 "required": ["request_id", "ground_truth"], "additionalProperties": False},
+                {"type": "object", "properties": {"request_id": {"type": "string"}, "ground_truth": {},
+                                                  "reward": {"type": "number"}},
+                 "required": ["request_id"], "additionalProperties": False,
+                 "anyOf": [{"required": ["ground_truth"]}, {"required": ["reward"]}]},
                 {"type": "object", "properties": {"feedback": {"type": "array", "items": {"type": "object"},
                                                              "minItems": 1}},
                  "required": ["feedback"], "additionalProperties": False}]}),

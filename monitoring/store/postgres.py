@@ -112,6 +112,8 @@ MIGRATIONS = (
         report TEXT NOT NULL
     );
     """,
+    # a business reward per request (POST /feedback's "reward"); ground_truth is then JSON null
+    "ALTER TABLE feedback ADD COLUMN reward DOUBLE PRECISION",
 )
 
 #: libpq's TCP keepalives: a vanished peer (a host gone, not just a process) is noticed after

@@ -132,32 +132,33 @@ class SqlFeedbackLog:
             for item in items:
                 truth = orjson.dumps(item.ground_truth).decode()
                 inserted = transaction.execute(
-                    "INSERT INTO feedback (request_id, ground_truth, ts) VALUES (?, ?, ?) "
+                    "INSERT INTO feedback (request_id, ground_truth, ts, reward) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (request_id) DO NOTHING",
-                    (item.request_id, truth, item.ts),
+                    (item.request_id, truth, item.ts, item.reward),
                 )
                 if inserted:
                     outcomes.append(FeedbackOutcome.ACCEPTED)
                     continue
                 existing = transaction.one(
-                    "SELECT ground_truth FROM feedback WHERE request_id = ?", (item.request_id,)
+                    "SELECT ground_truth, reward FROM feedback WHERE request_id = ?", (item.request_id,)
                 )
-                same = existing is not None and existing[0] == truth
+                same = existing is not None and (existing[0], existing[1]) == (truth, item.reward)
                 outcomes.append(FeedbackOutcome.DUPLICATE if same else FeedbackOutcome.CONFLICT)
         return outcomes
 
     def of(self, request_ids: Iterable[str]) -> dict[str, Feedback]:
         rows = self.db.rows_in(
-            "SELECT request_id, ground_truth, ts FROM feedback WHERE request_id {ids}", request_ids
+            "SELECT request_id, ground_truth, ts, reward FROM feedback WHERE request_id {ids}", request_ids
         )
-        return {request_id: Feedback(request_id, orjson.loads(truth), ts) for request_id, truth, ts in rows}
+        return {row[0]: Feedback(row[0], orjson.loads(row[1]), row[2], row[3]) for row in rows}
 
     def after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
         rows = self.db.rows(
-            "SELECT seq, request_id, ground_truth, ts FROM feedback WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, request_id, ground_truth, ts, reward FROM feedback WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [(s, Feedback(rid, orjson.loads(truth), ts)) for s, rid, truth, ts in rows]
+        return [(s, Feedback(rid, orjson.loads(truth), ts, reward)) for s, rid, truth, ts, reward in rows]
 
     def seq_before(self, ts: float) -> int:
         return seq_before(self.db, "feedback", ts)

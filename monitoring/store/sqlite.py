@@ -87,6 +87,8 @@ MIGRATIONS = (
         report TEXT NOT NULL
     );
     """,
+    # a business reward per request (POST /feedback's "reward"); ground_truth is then JSON null
+    "ALTER TABLE feedback ADD COLUMN reward REAL",
 )
 
 #: rows one INSERT carries: 13 parameters each, under SQLite's 32766 (the limit since 3.32)

@@ -109,3 +109,25 @@ def test_the_gate_does_not_promote_a_challenger_its_offline_evaluation_refused(c
     cancer_registry.record_evaluation("cancer", passed, actor="tests")  # evaluated again: it passes now
     controller.step({"cancer": {"comparison": comparison()}}, now=time.time())
     assert cancer_registry.aliases("cancer").champion == 2
+
+
+def test_the_gate_can_promote_on_the_business_reward_of_an_ab_split(cancer_registry, cancer_model):
+    """Rewards sent to /feedback (1 for each request the challenger answered, 0 for the champion's):
+    the A/B arms' requests matched in arrival order, each pair a contest the challenger wins."""
+    policy = RoutingPolicy(mode="ab", challenger_weight=0.5, auto_promote=True, auto_promote_on="reward",
+                           auto_promote_min_samples=10, auto_promote_max_latency_ratio=1000.0)  # fmt: skip
+    cancer_registry.set_routing("cancer", policy, actor="tests")
+    settings = Settings(registry=cancer_registry.root, poll_interval=0.1, monitor_interval=0.05)
+    rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    with TestClient(create_app(settings)) as client:
+        answers = [client.post("/predict", json={"inputs": rows}).json() for _ in range(60)]
+        rewards = [{"request_id": a["request_id"], "reward": float(a["arm"] == "challenger")} for a in answers]
+        assert client.post("/feedback", json={"feedback": rewards}).status_code == 200
+        deadline = time.monotonic() + 15
+        while cancer_registry.aliases("cancer").champion != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        compared = client.get("/monitoring/compare", params={"model": "cancer"}).json()
+    promoted = cancer_registry.history("cancer")[-1]
+    assert (promoted.action, promoted.actor, promoted.to_version) == ("promote", "modelgate-gate", 2)
+    assert "on reward, the challenger won" in promoted.reason and "rewarded requests" in promoted.reason
+    assert compared["reward"]["metric"] == "reward" and compared["reward"]["contests"]["champion"] == 0

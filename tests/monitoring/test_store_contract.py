@@ -123,6 +123,15 @@ def test_feedback_is_idempotent_and_conflicts_are_refused(store):
     assert store.feedback.after(tail[0][0], 10) == tail[1:]
 
 
+def test_feedback_keeps_a_reward_with_or_without_ground_truth(store):
+    write(store, record("r1"), record("r2"))
+    store.feedback.add([Feedback("r1", None, 200.0, reward=12.5), Feedback("r2", ["yes", "no"], 200.0, 1.0)])
+    kept = store.feedback.of(["r1", "r2"])
+    assert (kept["r1"].ground_truth, kept["r1"].reward, kept["r2"].reward) == (None, 12.5, 1.0)
+    assert [f.reward for _, f in store.feedback.after(0, 10)] == [12.5, 1.0]
+    assert store.feedback.add([Feedback("r1", None, 201.0, reward=3.0)]) == [FeedbackOutcome.CONFLICT]
+
+
 def test_prune_deletes_what_is_older(store):
     write(store, record("old", ts=10), record("new", ts=20))
     store.feedback.add([Feedback("old", ["yes", "no"], 11.0), Feedback("new", ["yes", "no"], 21.0)])

@@ -76,6 +76,17 @@ def test_feedback_for_one_request(client, cancer_model):
     assert changed.status_code == 409 and "already stored" in changed.json()["error"]
 
 
+def test_feedback_carries_a_reward_with_or_without_ground_truth(client, cancer_model):
+    row = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    for request_id in ("paid", "both"):
+        client.post("/predict", json={"inputs": row}, headers={"X-Request-ID": request_id})
+    assert client.post("/feedback", json={"request_id": "paid", "reward": 19.99}).json()["outcome"] == "accepted"
+    both = client.post("/feedback", json={"request_id": "both", "ground_truth": "benign", "reward": 0})
+    assert both.status_code == 200
+    later = client.post("/feedback", json={"request_id": "paid", "ground_truth": "benign"})
+    assert later.status_code == 409 and "different feedback is already stored" in later.json()["error"]
+
+
 def test_feedback_in_bulk_answers_each_item(client, cancer_model):
     rows = cancer_model.frame.iloc[:2].to_dict(orient="records")
     client.post("/predict", json={"inputs": rows}, headers={"X-Request-ID": "batch"})
@@ -110,7 +121,10 @@ def test_feedback_in_bulk_answers_each_item(client, cancer_model):
     [
         ({"feedback": []}, 400, "non-empty list"),
         ({"feedback": [{}], "extra": 1}, 400, "nothing else"),
-        ({"request_id": "x"}, 422, "ground_truth: required"),
+        ({"request_id": "x"}, 422, "ground_truth or reward: required"),
+        ({"request_id": "x", "reward": "10"}, 422, "reward: expected a finite number, got '10'"),
+        ({"request_id": "x", "reward": True}, 422, "reward: expected a finite number"),
+        ({"request_id": "x", "reward": 1, "y" * 10_000: 1}, 422, "unknown field 'yyyy"),
         ({"request_id": 5, "ground_truth": 1}, 422, "request_id: required, a string"),
     ],
 )
