@@ -176,6 +176,50 @@ def test_a_discrete_count_is_tested_value_by_value(references):
     assert statistic.name == "count" and statistic.test == "categories"
 
 
+def claims(rows: int, zero_share: float, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """A claim amount: 0 on most rows, heavy-tailed (log-normal) on the others."""
+    amounts = rng.lognormal(7, 1.5, size=rows) * scale
+    amounts[rng.random(rows) < zero_share] = 0.0
+    return amounts
+
+
+@pytest.mark.parametrize("zero_share", [0.97, 0.99])
+def test_a_feature_that_is_mostly_zero_stays_quiet_on_clean_windows_and_is_tested_in_two_parts(zero_share):
+    """200,000 reference rows: more distinct non-zero amounts than support points. Its zero share by
+    Fisher's exact test, its other values by the rank tests: clean windows of 100 to 1,000 rows are
+    flagged at most at alpha's rate, a zero share falling to 95% or a tail grown 3x is found."""
+    rng = np.random.default_rng(7)
+    ref = reference(numeric_profile(claims(200_000, zero_share, rng), sample_index(200_000)))
+    assert ref.distribution is not None and ref.distribution.atom == 0 and ref.categories is None
+    assert len(ref.distribution.values) > 900  # the tail keeps its points
+
+    def flagged(window: np.ndarray) -> list:
+        return [s for s in decide(drift_of("claim", "feature", ref, window)) if s.drifted]
+
+    for rows in (100, 200, 500, 1000):
+        false_alarms = sum(bool(flagged(claims(rows, zero_share, rng))) for _ in range(200))
+        assert false_alarms <= 2, rows  # at most 1%; alpha is 0.1%
+    (fewer_zeros,) = flagged(claims(1000, 0.95 if zero_share > 0.97 else 0.92, rng))
+    assert fewer_zeros.test == "atom" and fewer_zeros.effect >= 0.02
+    assert flagged(claims(1000, zero_share - 0.05, rng, scale=3.0))
+
+
+def test_an_old_profile_with_few_points_between_many_values_is_not_tested_value_by_value():
+    """A manifest profiled when support points were spaced over every value: a claim amount 0 on 99%
+    of rows kept 12 points, and each live non-zero amount fell in the "unseen value" cell."""
+    rng = np.random.default_rng(3)
+    values = np.sort(claims(200_000, 0.99, rng))
+    points = np.unique(values[np.linspace(0, values.size - 1, 1000).round().astype(np.int64)])
+    profile = numeric_profile(values, sample_index(values.size)).model_copy(update={
+        "cdf_values": tuple(points), "cdf_below": tuple(np.searchsorted(values, points, "left").tolist()),
+        "cdf_at": tuple(np.searchsorted(values, points, "right").tolist()),
+    })  # fmt: skip
+    ref = reference(profile)
+    assert len(points) < 20 and ref.categories is None and ref.distribution.atom == 0
+    windows = (drift_of("claim", "feature", ref, claims(200, 0.99, rng)) for _ in range(200))
+    assert sum(any(s.drifted for s in decide(statistics)) for statistics in windows) <= 2
+
+
 def test_categorical_nulls_are_missing_values_in_profile_and_window():
     frame = pd.Series(["a", "b", None, "a", "", "b"] * 50)
     profile = categorical_profile(frame, sample_index(frame.size))
