@@ -207,9 +207,11 @@ def conditions(rules: tuple[AlertRule, ...], report: Report) -> list[Condition]:
 
     traffic, canary = report["traffic"], report.get("canary")
     for rule in rules:
-        if rule.kind == "drift" and report["drifted_features"] >= rule.threshold:
-            drifted = [f["name"] for f in report["features"] if f["drifted"]]
-            hold(rule, report["drifted_features"], f"drifted in v{report['version']}: {', '.join(drifted)}")
+        if rule.kind == "drift":  # at the level whose false alerts the budget bounds (monitor.alert_alpha)
+            level = report["thresholds"].get("alert_alpha", report["thresholds"]["alpha"])
+            drifted = [f["name"] for f in report["features"] if f["drifted"] and f["p_adjusted"] < level]
+            if len(drifted) >= rule.threshold:
+                hold(rule, len(drifted), f"drifted in v{report['version']}: {', '.join(drifted)}")
         elif rule.kind == "plausibility":
             for entry in report["plausibility"]:
                 if entry["rate"] > rule.threshold or entry.get("breached"):

@@ -115,6 +115,13 @@ class GatewayMetrics:
         self.drift_js = gauge(
             "drift_js_distance", "Jensen-Shannon distance, last window.", drift, "livemostrecent"
         )
+        self.alerting = gauge(
+            "drift_features_alerting",
+            "Features and outputs drifted at the level drift alerts use (false alerts at most once in "
+            "MODELGATE_DRIFT_FALSE_ALERT_DAYS).",
+            monitor,
+            "livemostrecent",
+        )
         self.drifted = gauge(
             "drift_features_drifted", "Features and outputs called drifted.", monitor, "livemostrecent"
         )
@@ -247,6 +254,7 @@ class GatewayMetrics:
         model, version = report["model"], str(report["version"])
         self.window_rows.labels(model, version).set(report["window"]["rows"])
         self.drifted.labels(model, version).set(report["drifted_features"])
+        self.alerting.labels(model, version).set(report.get("alerting_features", report["drifted_features"]))
         for feature in report["features"]:
             statistic = "missing" if feature["test"] == "missing" else "distribution"
             labels = (model, version, feature["name"], feature["kind"], statistic)

@@ -88,14 +88,30 @@ class WindowSettings:
     max_age_seconds: float = 3600.0
     #: fewer rows than this: no drift test (too little data to say anything)
     min_rows: int = MIN_ROWS
-    #: the chance a clean window is called drifted, at most (see monitoring.drift)
+    #: the chance a clean window is called drifted, at most (see monitoring.drift) ...
     alpha: float = ALPHA
+    #: ... and the stricter level a drifted quantity alerts at (see ``alert_alpha``)
+    alert_alpha: float = ALPHA
     #: the smallest change called drift
     min_effect: float = MIN_EFFECT
     #: significance of champion against challenger quality
     compare_alpha: float = 0.05
     #: input features whose values live quality is also measured per (see monitoring.quality)
     quality_segments: tuple[str, ...] = ()
+
+
+def alert_alpha(alpha: float, pass_seconds: float, false_alert_days: float) -> float:
+    """The level each pass's drift test alerts at, so that on clean traffic alerts are expected at most
+    once in ``false_alert_days``, whatever the traffic.
+
+    Every pass tests the window again; by the union bound the expected number of passes with a false
+    alarm over a period is at most the sum of their levels, whatever the dependence between the
+    overlapping windows. Spending ``pass_seconds / (false_alert_days * 86400)`` a pass keeps that sum
+    at one over the period (7.7e-7 at the 2 s default and 30 days). Busy models lose nothing (at
+    1,000 requests/s a shift of 0.5 sd gives p-values far below it); ``alpha`` stays the level a window
+    is *called* drifted at, in the report.
+    """
+    return min(alpha, pass_seconds / (false_alert_days * 86_400.0))
 
 
 class Timed(Protocol):
@@ -337,8 +353,10 @@ def report(
             "oldest": window.requests[0].ts if window.requests else None,
             "newest": window.last_seen or None,
         },
+        "alerting_features": sum(s.drifted and s.p_adjusted < settings.alert_alpha for s in statistics),
         "thresholds": {
             "alpha": settings.alpha,
+            "alert_alpha": settings.alert_alpha,
             "min_effect": settings.min_effect,
             "min_rows": settings.min_rows,
             "correction": "benjamini-hochberg",

@@ -201,6 +201,8 @@ class WindowInfo(TypedDict):
 
 class Thresholds(TypedDict):
     alpha: float
+    #: the level a drifted quantity alerts at (``monitoring.monitor.alert_alpha``)
+    alert_alpha: NotRequired[float]
     min_effect: float
     min_rows: int
     correction: str
@@ -267,6 +269,8 @@ class VersionReport(TypedDict):
     thresholds: Thresholds
     estimated_quality: EstimatedQuality | None
     drifted_features: int
+    #: drifted ones that also pass ``thresholds.alert_alpha``: what the drift alert rules count
+    alerting_features: NotRequired[int]
     features: list[DriftEntry]
     plausibility: list[PlausibilityEntry]
 

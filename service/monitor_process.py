@@ -115,7 +115,7 @@ def main() -> int:
     from monitoring.controller import RoutingController
     from monitoring.logs import configure_logging
     from monitoring.metrics import GatewayMetrics
-    from monitoring.monitor import Monitor, WindowSettings
+    from monitoring.monitor import Monitor, WindowSettings, alert_alpha
     from monitoring.notify import Alerting
     from monitoring.triggers import Triggers
     from registry.store import Registry
@@ -132,6 +132,9 @@ def main() -> int:
             max_age_seconds=settings.window_seconds,
             min_rows=settings.drift_min_rows,
             alpha=settings.drift_alpha,
+            alert_alpha=alert_alpha(
+                settings.drift_alpha, settings.monitor_interval, settings.drift_false_alert_days
+            ),
             min_effect=settings.drift_min_effect,
             compare_alpha=settings.compare_alpha,
             quality_segments=settings.segment_features,

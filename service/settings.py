@@ -97,6 +97,9 @@ class Settings:
     drift_alpha: float = 0.001
     #: and the smallest change called drift (Cliff's delta, KS distance, share of rows, missing rate)
     drift_min_effect: float = 0.02
+    #: a drift alert's false alarms: on clean traffic, at most one expected in this many days, at any
+    #: traffic (each monitor pass's test at monitor_interval / this many days; docs/drift.md)
+    drift_false_alert_days: float = 30.0
     #: significance of champion against challenger quality (the comparison and the promotion gate)
     compare_alpha: float = 0.05
     #: input features live quality is also measured per value of, comma-separated (e.g.
@@ -124,6 +127,9 @@ class Settings:
                 f"setting log_url: {redacted(self.log_url)!r} is not a postgresql:// URL "
                 "(leave it empty for the SQLite file at log_path)"
             )
+        if not self.drift_false_alert_days > 0:
+            days = self.drift_false_alert_days
+            raise ValueError(f"setting drift_false_alert_days: {days!r} is not above 0")
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
         check_providers(self.execution_providers)

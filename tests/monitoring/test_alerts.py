@@ -16,16 +16,30 @@ from service.settings import Settings
 DRIFT = AlertRule(name="Drift", kind="drift", threshold=1, for_seconds=60)
 
 
-def report(drifted=0, rate=0.0, errors=0.0, p99=10.0, accuracy=None):
+def report(drifted=0, rate=0.0, errors=0.0, p99=10.0, accuracy=None, p_adjusted=1e-9):
     return {
         "model": "m", "version": 1, "drifted_features": drifted,
-        "features": [{"name": "x", "drifted": drifted > 0}],
+        "thresholds": {"alpha": 0.001, "alert_alpha": 7.7e-7},
+        "features": [{"name": "x", "drifted": drifted > 0, "p_adjusted": p_adjusted}],
         "plausibility": [{"rule": "input_range", "feature": "x", "rate": rate, "violations": 1}],
         "traffic": {"requests": 100, "error_rate": errors, "latency_p99_ms": p99},
         "quality": [] if accuracy is None else [
             {"version": 1, "samples": 500, "accuracy": accuracy, "segments": []}
         ],
     }  # fmt: skip
+
+
+def test_a_drift_alert_needs_the_alert_level_a_drifted_window_is_not_enough():
+    """Each pass tests the window again: the alert level spends the false-alert budget over time."""
+    assert conditions((DRIFT,), report(drifted=1, p_adjusted=1e-6)) == []  # drifted at 0.1%, not at 7.7e-7
+    assert [c.labels["alertname"] for c in conditions((DRIFT,), report(drifted=1))] == ["Drift"]
+
+
+def test_the_alert_level_spends_the_budget_over_the_passes():
+    from monitoring.monitor import alert_alpha
+
+    assert alert_alpha(0.001, 2.0, 30.0) == 2.0 / (30 * 86_400)  # 7.7e-7: one expected in 30 days
+    assert alert_alpha(0.001, 3600.0, 1.0) == 0.001  # never looser than a window's alpha
 
 
 def test_the_shipped_rules_load_and_bad_rules_are_refused(tmp_path):

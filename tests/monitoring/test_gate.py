@@ -121,7 +121,7 @@ def test_the_gate_can_promote_on_the_business_reward_of_an_ab_split(cancer_regis
     rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
     with TestClient(create_app(settings)) as client:
         answers = [client.post("/predict", json={"inputs": rows}).json() for _ in range(60)]
-        rewards = [{"request_id": a["request_id"], "reward": float(a["arm"] == "challenger")} for a in answers]
+        rewards = [{"request_id": a["request_id"], "reward": int(a["arm"] == "challenger")} for a in answers]
         assert client.post("/feedback", json={"feedback": rewards}).status_code == 200
         deadline = time.monotonic() + 15
         while cancer_registry.aliases("cancer").champion != 2 and time.monotonic() < deadline:

@@ -80,7 +80,8 @@ def test_feedback_carries_a_reward_with_or_without_ground_truth(client, cancer_m
     row = cancer_model.frame.iloc[:1].to_dict(orient="records")
     for request_id in ("paid", "both"):
         client.post("/predict", json={"inputs": row}, headers={"X-Request-ID": request_id})
-    assert client.post("/feedback", json={"request_id": "paid", "reward": 19.99}).json()["outcome"] == "accepted"
+    paid = client.post("/feedback", json={"request_id": "paid", "reward": 19.99})
+    assert paid.json()["outcome"] == "accepted"
     both = client.post("/feedback", json={"request_id": "both", "ground_truth": "benign", "reward": 0})
     assert both.status_code == 200
     later = client.post("/feedback", json={"request_id": "paid", "ground_truth": "benign"})
@@ -193,3 +194,9 @@ def test_monitoring_switch_reads_the_usual_words(raw, expected, tmp_path):
 def test_a_switch_that_is_not_a_boolean_is_refused(tmp_path):
     with pytest.raises(ValueError, match="setting monitoring: 'maybe' is not a valid bool"):
         Settings.from_env({"MODELGATE_REGISTRY": str(tmp_path), "MODELGATE_MONITORING": "maybe"})
+
+
+def test_a_false_alert_budget_of_no_days_is_refused(tmp_path):
+    environ = {"MODELGATE_REGISTRY": str(tmp_path), "MODELGATE_DRIFT_FALSE_ALERT_DAYS": "0"}
+    with pytest.raises(ValueError, match=r"setting drift_false_alert_days: 0\.0 is not above 0"):
+        Settings.from_env(environ)
