@@ -43,7 +43,7 @@ are reported beside the test, as descriptions of the change, not as its judge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -51,7 +51,7 @@ import pandas as pd
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from registry.manifest import CategoricalProfile, FeatureDType, NumericProfile, Profile
+from registry.manifest import CategoricalProfile, FeatureDType, HourDistribution, NumericProfile, Profile
 from registry.profile import is_missing, narrowed, support
 
 #: Floor for bin proportions in PSI, so an empty bin does not make it infinite.
@@ -111,16 +111,18 @@ class Distribution:
     tie_factor: float
 
     @classmethod
-    def of(cls, profile: NumericProfile, dtype: FeatureDType) -> Distribution | None:
+    def of(cls, profile: NumericProfile | HourDistribution, dtype: FeatureDType) -> Distribution | None:
         """The profile's distribution function at the model's dtype; None when it has no values."""
         if profile.cdf_values:
             values = np.asarray(profile.cdf_values, dtype=np.float64)
             below = np.asarray(profile.cdf_below, dtype=np.float64)
             at = np.asarray(profile.cdf_at, dtype=np.float64)
-            tie_factor = profile.tie_factor
-        else:  # a manifest from before the whole reference was kept: its sample
+            tie_factor = profile.tie_factor if isinstance(profile, NumericProfile) else 1.0
+        elif isinstance(profile, NumericProfile):  # a manifest from before the whole reference was kept
             sample = np.array([v for v in profile.sample if v is not None], dtype=np.float64)
             values, below, at, tie_factor = support(narrowed(sample, dtype))
+        else:
+            return None
         if not values.size or at[-1] == 0:
             return None
         values = narrowed(values, dtype)
@@ -201,10 +203,15 @@ class Reference:
     bins: np.ndarray
     #: present and missing reference values, for the missing-rate test
     missing_cells: np.ndarray
+    #: a numeric quantity's distribution per hour of the day (UTC), where the reference had a time
+    #: column (``ReferenceProfile.by_hour``): see :func:`seasonal`
+    by_hour: dict[int, Distribution] = field(default_factory=dict)
 
 
-def reference(profile: Profile, dtype: FeatureDType = "float64") -> Reference:
-    """The tests' view of a profile: its distribution function at ``dtype``, or its categories."""
+def reference(profile: Profile, dtype: FeatureDType = "float64",
+              by_hour: dict[str, HourDistribution] | None = None) -> Reference:  # fmt: skip
+    """The tests' view of a profile: its distribution function at ``dtype``, or its categories; and
+    ``by_hour``, its distribution per hour of the day (keyed "0" to "23"), where there is one."""
     missing = round(profile.missing_rate * profile.count)
     missing_cells = np.array([profile.count - missing, missing], dtype=np.float64)
     if isinstance(profile, CategoricalProfile):
@@ -218,7 +225,35 @@ def reference(profile: Profile, dtype: FeatureDType = "float64") -> Reference:
         discrete = Categories((), counts)
     edges = narrowed(np.asarray(profile.edges), dtype)
     bins = np.asarray(profile.counts, dtype=np.float64)
-    return Reference(profile, dtype, distribution, discrete, missing, edges, bins, missing_cells)
+    hours = {int(hour): Distribution.of(part, dtype) for hour, part in (by_hour or {}).items()}
+    seasonal = {hour: part for hour, part in hours.items() if part is not None}
+    return Reference(profile, dtype, distribution, discrete, missing, edges, bins, missing_cells, seasonal)
+
+
+def hour_of_day(ts: np.ndarray) -> np.ndarray:
+    """The UTC hour of the day of epoch seconds."""
+    return (np.asarray(ts, dtype=np.float64) % 86_400 // 3_600).astype(np.int64)
+
+
+def seasonal(ref: Reference, present: np.ndarray, hours: np.ndarray) -> tuple[Reference, np.ndarray]:
+    """A quantity with a daily cycle, compared with the hours it was seen at: each value's mid-rank
+    share under its own hour's reference distribution (the whole reference's for an hour the
+    reference had too few rows in). Without drift these shares are uniform on [0, 1] whatever mix of
+    hours the window holds, so they are tested against the uniform distribution, as large as the
+    smallest hour's reference used (the rank tests' variance then errs on the safe side)."""
+    assert ref.distribution is not None
+    shares = np.empty(present.size)
+    sizes = []
+    for hour in np.unique(hours):
+        rows = hours == hour
+        distribution = ref.by_hour.get(int(hour), ref.distribution)
+        below, at = distribution.cdf(present[rows])
+        shares[rows] = (below + at) / 2
+        sizes.append(distribution.size)
+    size = min(sizes, default=ref.distribution.size)
+    uniform = Distribution(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([0.0, 1.0]), size, 1.0)
+    edges = np.linspace(0.1, 0.9, 9)
+    return replace(ref, distribution=uniform, edges=edges, bins=np.full(10, size / 10)), shares
 
 
 def bin_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> np.ndarray:
@@ -407,20 +442,27 @@ def missing_drift(name: str, kind: Kind, ref: Reference, missing: np.ndarray,
     return _statistic(name, kind, missing.size, found, ref.missing_cells, counts[0])
 
 
-def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray,
-             min_rows: int = MIN_ROWS) -> list[DriftStatistic]:  # fmt: skip
+def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray, min_rows: int = MIN_ROWS,
+             hours: np.ndarray | None = None) -> list[DriftStatistic]:  # fmt: skip
     """The quantity's distribution and, where anything is missing, its missing rate: the window's
-    values (in arrival order) against the reference, at the dtype the model receives."""
+    values (in arrival order) against the reference, at the dtype the model receives; with
+    ``hours`` (each value's hour of the day), against the same hours of the reference where it has
+    them (:func:`seasonal`: a continuous quantity, not one mostly at one value)."""
+    tested = ref
     if isinstance(ref.profile, NumericProfile):
         values = narrowed(values, ref.dtype)
         missing = np.isnan(values)
         present = values[~missing]
+        whole = ref.distribution
+        continuous = whole is not None and not whole.discrete and whole.atom is None
+        if ref.by_hour and hours is not None and continuous:
+            tested, present = seasonal(ref, present, hours[~missing])
     else:  # missing as the profile counts it: null, NaN or MISSING_STRING
         values = np.asarray(values, dtype=object)
         missing = is_missing(pd.Series(values)).to_numpy()
         present = values[~missing].astype(str).astype(object)
     found = [
-        distribution_drift(name, kind, ref, present, min_rows),
+        distribution_drift(name, kind, tested, present, min_rows),
         missing_drift(name, kind, ref, missing, min_rows),
     ]
     return [s for s in found if s is not None]

@@ -41,6 +41,7 @@ from monitoring.drift import (
     Reference,
     decide,
     drift_of,
+    hour_of_day,
     reference,
 )
 from monitoring.estimate import expected_accuracy
@@ -64,7 +65,7 @@ from monitoring.report import (
 )
 from monitoring.sequential import Matcher
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
-from registry.manifest import EmbeddingProfile, Manifest
+from registry.manifest import EmbeddingProfile, HourDistribution, Manifest
 
 log = structlog.get_logger("modelgate.monitor")
 
@@ -255,16 +256,26 @@ def estimated_quality(manifest: Manifest, window: Window[LoggedRequest]) -> Esti
 
 def references(manifest: Manifest) -> dict[str, Reference]:
     """What each input feature (at the dtype its model receives) and prediction output is tested
-    against; built once per version."""
+    against, with its hours of the day where the reference had a time column; built once per version."""
+    by_hour = manifest.reference.by_hour
+
+    def hours(name: str) -> dict[str, HourDistribution]:
+        return {hour: slices[name] for hour, slices in by_hour.items() if name in slices}
+
     found = {
-        spec.name: reference(manifest.reference.features[spec.name], spec.dtype)
+        spec.name: reference(manifest.reference.features[spec.name], spec.dtype, hours(spec.name))
         for spec in manifest.inputs.features
     }
     return found | {
-        name: reference(profile)
+        name: reference(profile, by_hour=hours(name))
         for name, profile in manifest.reference.predictions.items()
         if not isinstance(profile, EmbeddingProfile)  # tested as a whole, see monitoring.mmd
     }
+
+
+def row_hours(requests: list[LoggedRequest]) -> np.ndarray:
+    """The hour of the day each row of the requests was sent at."""
+    return np.repeat(hour_of_day(np.array([r.ts for r in requests])), [r.rows for r in requests])
 
 
 def drift_statistics(
@@ -276,18 +287,23 @@ def drift_statistics(
     """Every input feature and prediction output of the window against the version's reference
     (``refs``: its :func:`references`)."""
     statistics: list[DriftStatistic] = []
+    seasonal = bool(manifest.reference.by_hour)  # each row's hour, to compare it with the same hours
+    with_inputs = [r for r in window.requests if r.inputs]
+    hours = row_hours(with_inputs) if seasonal else None
     for spec in manifest.inputs.features:
         values = column(window.requests, spec.name, numeric=spec.dtype != "string")
-        statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows)
+        statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows, hours)
     if manifest.output.kind == "classification":
         labels = outputs(window.requests, "label").astype(str).astype(object)
         statistics += drift_of("label", "prediction", refs["label"], labels, settings.min_rows)
         probabilities = outputs(window.requests, "probabilities")
         if probabilities.size:
+            answered = [r for r in window.requests if r.outputs and "probabilities" in r.outputs]
+            hours = row_hours(answered) if seasonal else None
             for index, cls in enumerate(manifest.output.classes):
                 name = f"probability:{cls}"
                 values = probabilities[:, index]
-                statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows)
+                statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows, hours)
     elif manifest.output.kind == "embedding":
         vectors = outputs(window.requests, "embedding").astype(np.float64)
         profile = manifest.reference.predictions["embedding"]
@@ -303,7 +319,9 @@ def drift_statistics(
             )
     else:
         values = outputs(window.requests, "value")
-        statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows)
+        answered = [r for r in window.requests if r.outputs and "value" in r.outputs]
+        hours = row_hours(answered) if seasonal else None
+        statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows, hours)
     return decide(statistics, settings.alpha, settings.min_effect)
 
 

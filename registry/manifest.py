@@ -172,6 +172,16 @@ PredictionProfile = Annotated[
 ]
 
 
+class HourDistribution(Frozen):
+    """One numeric quantity's distribution function over the reference rows of one hour of the day
+    (``support``'s points, at most ``registry.profile.HOUR_POINTS``)."""
+
+    count: int
+    cdf_values: tuple[float, ...]
+    cdf_below: tuple[int, ...]
+    cdf_at: tuple[int, ...]
+
+
 class ReferenceProfile(Frozen):
     """Profiles of every input feature and of the model's predictions on the reference data.
 
@@ -184,6 +194,11 @@ class ReferenceProfile(Frozen):
     features: dict[str, Profile]
     predictions: dict[str, PredictionProfile]
     sample_rows: int
+    #: the reference's time column (``push --time-column``), when it had one, and then each numeric
+    #: feature's and output's distribution per hour of the day (UTC, "0" to "23"), for the hours with
+    #: ``registry.profile.HOUR_MIN_ROWS`` rows: a window is compared with the hours it was sent at
+    time_column: str | None = None
+    by_hour: dict[str, dict[str, HourDistribution]] = {}
 
 
 class InputRule(Frozen):

@@ -10,6 +10,7 @@ from registry.manifest import (
     CategoricalProfile,
     EmbeddingProfile,
     FeatureDType,
+    HourDistribution,
     InputRule,
     InputSchema,
     NumericProfile,
@@ -36,6 +37,10 @@ EMBEDDING_SAMPLE = 200
 MAX_CATEGORIES = 50
 #: Input ranges are widened by this share of the reference range before a value is implausible.
 RANGE_MARGIN = 0.1
+#: An hour of the day is profiled apart once the reference has this many rows in it ...
+HOUR_MIN_ROWS = 100
+#: ... with this many support points (24 hours of every numeric quantity stay a few MB at most)
+HOUR_POINTS = 200
 
 
 def narrowed(values: np.ndarray, dtype: FeatureDType) -> np.ndarray:
@@ -135,8 +140,43 @@ def sample_index(rows: int, size: int = SAMPLE_ROWS, seed: int = 0) -> np.ndarra
     return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
 
 
+def hourly(quantities: dict[str, np.ndarray], hours: np.ndarray) -> dict[str, dict[str, HourDistribution]]:
+    """Each quantity's distribution function per hour of the day that has ``HOUR_MIN_ROWS`` rows."""
+    found: dict[str, dict[str, HourDistribution]] = {}
+    for hour in range(24):
+        rows = hours == hour
+        if rows.sum() < HOUR_MIN_ROWS:
+            continue
+        slices = {}
+        for name, values in quantities.items():
+            present = values[rows][~np.isnan(values[rows])]
+            if present.size:
+                points, below, at, _ = support(present, HOUR_POINTS)
+                slices[name] = HourDistribution(
+                    count=int(present.size),
+                    cdf_values=tuple(float(v) for v in points),
+                    cdf_below=tuple(int(c) for c in below),
+                    cdf_at=tuple(int(c) for c in at),
+                )
+        found[str(hour)] = slices
+    return found
+
+
+def hours_of(times: pd.Series) -> np.ndarray:
+    """The UTC hour of the day of each timestamp (epoch seconds, or text pandas reads as a time)."""
+    if pd.api.types.is_numeric_dtype(times):
+        stamps = pd.to_datetime(times, unit="s", utc=True)
+    else:
+        stamps = pd.to_datetime(times, utc=True, format="mixed")
+    return stamps.dt.hour.to_numpy()
+
+
 def reference_profile(
-    frame: pd.DataFrame, schema: InputSchema, output: OutputSpec, prediction: Prediction
+    frame: pd.DataFrame,
+    schema: InputSchema,
+    output: OutputSpec,
+    prediction: Prediction,
+    times: pd.Series | None = None,
 ) -> ReferenceProfile:
     index = sample_index(len(frame))
     features: dict[str, Profile] = {}
@@ -158,7 +198,26 @@ def reference_profile(
     else:
         assert prediction.values is not None
         predictions["value"] = numeric_profile(prediction.values, index)
-    return ReferenceProfile(features=features, predictions=predictions, sample_rows=int(index.size))
+    if times is None:
+        return ReferenceProfile(features=features, predictions=predictions, sample_rows=int(index.size))
+    numeric = {
+        spec.name: narrowed(frame[spec.name].to_numpy(dtype=np.float64), spec.dtype)
+        for spec in schema.features
+        if spec.dtype != "string"
+    }
+    if output.kind == "classification":
+        assert prediction.probabilities is not None
+        numeric |= {f"probability:{c}": prediction.probabilities[:, i] for i, c in enumerate(output.classes)}
+    elif output.kind == "regression":
+        assert prediction.values is not None
+        numeric["value"] = np.asarray(prediction.values, dtype=np.float64).ravel()
+    return ReferenceProfile(
+        features=features,
+        predictions=predictions,
+        sample_rows=int(index.size),
+        time_column=str(times.name),
+        by_hour=hourly(numeric, hours_of(times)),
+    )
 
 
 def embedding_profiles(embeddings: np.ndarray) -> dict[str, PredictionProfile]:

@@ -66,7 +66,7 @@ from registry.onnx_model import (
     output_spec,
     tensor_output_spec,
 )
-from registry.profile import default_rules, reference_profile
+from registry.profile import default_rules, hours_of, reference_profile
 from registry.tensors import (
     ONNX_TENSOR_TYPES,
     all_summaries,
@@ -159,6 +159,22 @@ def read_reference(path: Path, target: str | None = None) -> tuple[pd.DataFrame,
     if frame.empty:
         raise InvalidReferenceData(f"reference data {str(path)!r} has no rows")
     return frame, truth
+
+
+def _time_column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """The reference's time column, checked to be read as times (epoch seconds, or ISO 8601 text)."""
+    if name not in frame.columns:
+        raise InvalidReferenceData(f"time column {name!r} is not in the reference data")
+    times = frame[name]
+    if times.isna().any():
+        raise InvalidReferenceData(f"time column {name!r}: {int(times.isna().sum())} rows have no time")
+    try:
+        hours_of(times)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidReferenceData(
+            f"time column {name!r}: not times (epoch seconds or ISO 8601 text): {str(exc)[:200]}"
+        ) from None
+    return times
 
 
 def calibration_of(output: OutputSpec, prediction: Prediction, truth: pd.Series | None) -> Calibration | None:
@@ -465,12 +481,15 @@ class Registry:
         target: str | None = None,
         actor: str | None = None,
         classes: tuple[str, ...] = (),
+        time_column: str | None = None,
     ) -> Manifest:
         """Add version N+1 of ``name``. Everything is checked before the registry is touched.
 
         ``reference``: a table (.csv, .parquet) for a tabular model, tensors (.npz, .npy) for a tensor
         model (``registry.tensors``); ``classes`` names a tensor classifier's probability columns
-        when the graph declares no labels (else they are 0, 1, ...)."""
+        when the graph declares no labels (else they are 0, 1, ...); ``time_column`` names a table's
+        column of when each row was seen, left out of the inputs: the numeric quantities are then
+        also profiled per hour of the day, which windows are compared with."""
         check_name(name)
         model_path, reference_path = Path(model_file), Path(reference)
         if not model_path.is_file():
@@ -478,6 +497,9 @@ class Registry:
         model_bytes = model_path.read_bytes()
         session = load_session(model_bytes, intra_op_threads=1)
         tensors = reference_path.suffix.lower() in TENSOR_SUFFIXES
+        times = None
+        if tensors and time_column:
+            raise InvalidReferenceData("a time column is read from a table (.csv, .parquet), not tensors")
         if tensors:
             arrays, truth = read_tensor_reference(reference_path, target)
             schema = tensor_schema(session.get_inputs(), arrays)
@@ -488,6 +510,9 @@ class Registry:
             if classes:
                 raise InvalidModel("classes are named only for tensor models (a .npz or .npy reference)")
             frame, truth = read_reference(reference_path, target)
+            times = _time_column(frame, time_column) if time_column else None
+            if times is not None:
+                frame = frame.drop(columns=[times.name])
             schema = infer_schema(session, frame)
             output = output_spec(session, model_bytes)
         model = OnnxModel(session, schema, output)
@@ -499,7 +524,7 @@ class Registry:
             unknown = set(map(str, np.unique(prediction.labels.astype(str)))) - set(output.classes)
             if unknown:
                 raise InvalidModel(f"the model predicts labels {sorted(unknown)} not among its classes")
-        profile = reference_profile(frame, schema, output, prediction)
+        profile = reference_profile(frame, schema, output, prediction, times)
         proto = onnx.load_from_string(model_bytes)
         reference_bytes = reference_path.read_bytes()
         actor = actor or default_actor()

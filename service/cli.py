@@ -106,6 +106,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         metrics=metrics,
         target=args.target,
         classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else (),
+        time_column=args.time_column,
     )
     schema = manifest.inputs
     inputs = (
@@ -588,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "of the profile; a classifier's probabilities are calibrated on it")  # fmt: skip
     push.add_argument("--classes", help="a tensor classifier's class names in probability order, "
                       "comma-separated, when its graph declares none (default 0, 1, ...)")  # fmt: skip
+    push.add_argument("--time-column", help="a column of when each reference row was seen (epoch seconds "
+                      "or ISO 8601), left out of the inputs: drift is then judged against the same hours "
+                      "of the day (daily cycles)")  # fmt: skip
     push.add_argument("--description", default="")
     push.add_argument("--metrics", help="free-form metrics as JSON, e.g. '{\"auc\": 0.97}'")
     push.add_argument(

@@ -131,3 +131,14 @@ def test_serve_refuses_a_log_url_it_cannot_use(capsys, cancer_registry, monkeypa
     code, _, err = run(capsys, "serve", "--registry", str(cancer_registry.root))
     assert code == 1 and err.startswith("error: cannot connect to PostgreSQL at postgresql://modelgate:***@")
     assert "secret" not in err
+
+
+def test_push_with_a_time_column_profiles_each_hour_of_the_day(capsys, registry, centred_model, tmp_path):
+    model, _ = centred_model(False)
+    reference = tmp_path / "seen.csv"
+    rows = [f"{(i % 24) * 3600 + 86_400 * (i // 24)},{0.01 * (i % 24)}\n" for i in range(24 * 200)]
+    reference.write_text("seen_at,x\n" + "".join(rows))
+    assert main(["registry", "push", str(model), "--name", "cyclic", "--reference", str(reference),
+                 "--time-column", "seen_at", "--registry", str(registry.root)]) == 0  # fmt: skip
+    manifest = registry.manifest("cyclic", 1)
+    assert manifest.inputs.names == ("x",) and len(manifest.reference.by_hour) == 24
