@@ -507,7 +507,7 @@ class Monitor:
             self.canaries[model] = CanaryContest.resumed(canary)
         resumed = self.resumed[model] = (
             canary["seq"] if canary else -1,
-            max(saved["feedback_seq"] if saved else -1 for saved in (quality, reward)),
+            max(evidence["feedback_seq"] if evidence else -1 for evidence in (quality, reward)),
         )
         return resumed
 
@@ -526,6 +526,7 @@ class Monitor:
     def canary(self, model: str, since: float) -> CanaryContest | None:
         """The model's canary checks counted from ``since`` (when its routing was last set by anyone
         but the canary): a later ``since`` than they started from starts them anew."""
+        self._resume(model)
         contest = self.canaries.get(model)
         if contest is not None and contest.since < since:
             contest = self.canaries[model] = CanaryContest(contest.challenger_version, since, contest.seq)
@@ -639,6 +640,7 @@ class Monitor:
 
     def comparison(self, model: str, now: float) -> Comparison | None:
         """Champion against challenger over the windows; None while the challenger has no traffic."""
+        self._resume(model)  # before this pass's report replaces the one the evidence was saved in
         arms = {
             arm: traffic_summary(w, now) for (m, arm), w in sorted(self.arm_traffic.items()) if m == model
         }

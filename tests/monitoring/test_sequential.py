@@ -80,10 +80,11 @@ def test_the_monitor_adds_up_quality_contests_beyond_its_window_and_resumes_them
     store = open_sqlite(tmp_path / "p.sqlite3")
     settings = WindowSettings(max_rows=50)
     monitor = Monitor(store.requests, store.feedback, store.reports, cancer_registry.manifest, settings)
+    monitor.step(time.time())  # it starts tailing the empty log: the feedback below is read by seq
     for batch in range(4):
         ids = range(100 * batch, 100 * (batch + 1))
         store.requests.write(encode([record(i) for i in ids]))
-        store.feedback.add([Feedback(f"r{i}", ["malignant"], time.time()) for i in ids])
+        store.feedback.add([Feedback(f"r{i}", ["malignant"], time.time() - 7200) for i in ids])  # 2 h ago
         monitor.step(time.time())
     evidence = orjson.loads(store.reports.latest("cancer")[1])["comparison"]["evidence"]
     assert evidence["samples"] == {"champion": 200, "challenger": 200}  # the window holds 50 rows
@@ -92,7 +93,9 @@ def test_the_monitor_adds_up_quality_contests_beyond_its_window_and_resumes_them
     assert evidence["e_value"]["challenger"] >= evidence["threshold"] == 40.0
 
     restarted = Monitor(store.requests, store.feedback, store.reports, cancer_registry.manifest, settings)
-    restarted.step(time.time())
+    restarted.step(time.time())  # traffic to report on, and no feedback within the window's hour
+    kept = orjson.loads(store.reports.latest("cancer")[1])["comparison"]["evidence"]
+    assert kept["contests"] == {"champion": 0, "challenger": 100}  # its report carries the evidence on
     store.requests.write(encode([record(i) for i in range(400, 420)]))
     store.feedback.add([Feedback(f"r{i}", ["malignant"], time.time()) for i in range(400, 420)])
     restarted.step(time.time())
