@@ -65,6 +65,7 @@ def test_reference_like_traffic_does_not_drift(cancer_registry):
     }
     assert report["thresholds"] == {
         "alpha": 0.001,
+        "alert_alpha": 0.05 / (30 * 86_400),  # the false-alert budget spent over passes every 0.05 s
         "min_effect": 0.02,
         "min_rows": 100,
         "correction": "benjamini-hochberg",
