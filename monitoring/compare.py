@@ -232,6 +232,11 @@ class QualityContest:
             "threshold": threshold,
             "alpha": alpha,
             "better": "champion" if better == "champion" else "challenger" if better else None,
+            "guarantee": (
+                f"an arm is named better once its e-value reaches {threshold:g}: one that is not better "
+                f"is ever named with a chance of at most {alpha / 2:.3g}, however long the two run and "
+                "however often this is read"
+            ),
             "feedback_seq": feedback_seq,
         }
 

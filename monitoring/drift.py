@@ -203,15 +203,15 @@ class Reference:
     bins: np.ndarray
     #: present and missing reference values, for the missing-rate test
     missing_cells: np.ndarray
-    #: a numeric quantity's distribution per hour of the day (UTC), where the reference had a time
-    #: column (``ReferenceProfile.by_hour``): see :func:`seasonal`
-    by_hour: dict[int, Distribution] = field(default_factory=dict)
+    #: a numeric quantity's distribution per hour of the day (UTC, "H") and of the week ("D-H"), where
+    #: the reference had a time column (``ReferenceProfile.by_hour``): see :func:`seasonal`
+    by_hour: dict[str, Distribution] = field(default_factory=dict)
 
 
 def reference(profile: Profile, dtype: FeatureDType = "float64",
               by_hour: dict[str, HourDistribution] | None = None) -> Reference:  # fmt: skip
     """The tests' view of a profile: its distribution function at ``dtype``, or its categories; and
-    ``by_hour``, its distribution per hour of the day (keyed "0" to "23"), where there is one."""
+    ``by_hour``, its distribution per hour of the day and of the week, where there is one."""
     missing = round(profile.missing_rate * profile.count)
     missing_cells = np.array([profile.count - missing, missing], dtype=np.float64)
     if isinstance(profile, CategoricalProfile):
@@ -225,28 +225,36 @@ def reference(profile: Profile, dtype: FeatureDType = "float64",
         discrete = Categories((), counts)
     edges = narrowed(np.asarray(profile.edges), dtype)
     bins = np.asarray(profile.counts, dtype=np.float64)
-    hours = {int(hour): Distribution.of(part, dtype) for hour, part in (by_hour or {}).items()}
-    seasonal = {hour: part for hour, part in hours.items() if part is not None}
+    hours = {slot: Distribution.of(part, dtype) for slot, part in (by_hour or {}).items()}
+    seasonal = {slot: part for slot, part in hours.items() if part is not None}
     return Reference(profile, dtype, distribution, discrete, missing, edges, bins, missing_cells, seasonal)
 
 
-def hour_of_day(ts: np.ndarray) -> np.ndarray:
-    """The UTC hour of the day of epoch seconds."""
-    return (np.asarray(ts, dtype=np.float64) % 86_400 // 3_600).astype(np.int64)
+def slots(ref: Reference, times: np.ndarray) -> np.ndarray:
+    """The reference slot each time (epoch seconds) falls in: its hour of that day of the week ("D-H",
+    UTC, Monday 0) where the reference has it, else its hour of the day ("H"), else "" (the whole)."""
+    ts = np.asarray(times, dtype=np.float64)
+    hours = (ts % 86_400 // 3_600).astype(np.int64)
+    weekdays = ((ts // 86_400 + 3) % 7).astype(np.int64)  # 1970-01-01 was a Thursday
+    weekly = np.char.add(np.char.add(weekdays.astype(str), "-"), hours.astype(str))
+    daily = hours.astype(str)
+    known = np.array(list(ref.by_hour), dtype=str)
+    return np.where(np.isin(weekly, known), weekly, np.where(np.isin(daily, known), daily, ""))
 
 
-def seasonal(ref: Reference, present: np.ndarray, hours: np.ndarray) -> tuple[Reference, np.ndarray]:
-    """A quantity with a daily cycle, compared with the hours it was seen at: each value's mid-rank
-    share under its own hour's reference distribution (the whole reference's for an hour the
-    reference had too few rows in). Without drift these shares are uniform on [0, 1] whatever mix of
-    hours the window holds, so they are tested against the uniform distribution, as large as the
-    smallest hour's reference used (the rank tests' variance then errs on the safe side)."""
+def seasonal(ref: Reference, present: np.ndarray, times: np.ndarray) -> tuple[Reference, np.ndarray]:
+    """A quantity with daily or weekly cycles, compared with the hours it was seen at: each value's
+    mid-rank share under its slot's reference distribution (:func:`slots`). Without drift these
+    shares are uniform on [0, 1] whatever mix of hours the window holds, so they are tested against
+    the uniform distribution, as large as the smallest slot's reference used (the rank tests'
+    variance then errs on the safe side)."""
     assert ref.distribution is not None
     shares = np.empty(present.size)
     sizes = []
-    for hour in np.unique(hours):
-        rows = hours == hour
-        distribution = ref.by_hour.get(int(hour), ref.distribution)
+    found = slots(ref, times)
+    for slot in np.unique(found):
+        rows = found == slot
+        distribution = ref.by_hour.get(str(slot), ref.distribution)
         below, at = distribution.cdf(present[rows])
         shares[rows] = (below + at) / 2
         sizes.append(distribution.size)
@@ -443,11 +451,11 @@ def missing_drift(name: str, kind: Kind, ref: Reference, missing: np.ndarray,
 
 
 def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray, min_rows: int = MIN_ROWS,
-             hours: np.ndarray | None = None) -> list[DriftStatistic]:  # fmt: skip
+             times: np.ndarray | None = None) -> list[DriftStatistic]:  # fmt: skip
     """The quantity's distribution and, where anything is missing, its missing rate: the window's
     values (in arrival order) against the reference, at the dtype the model receives; with
-    ``hours`` (each value's hour of the day), against the same hours of the reference where it has
-    them (:func:`seasonal`: a continuous quantity, not one mostly at one value)."""
+    ``times`` (when each value was seen, epoch seconds), against the same hours of the reference
+    where it has them (:func:`seasonal`: a continuous quantity, not one mostly at one value)."""
     tested = ref
     if isinstance(ref.profile, NumericProfile):
         values = narrowed(values, ref.dtype)
@@ -455,8 +463,8 @@ def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray, min_rows
         present = values[~missing]
         whole = ref.distribution
         continuous = whole is not None and not whole.discrete and whole.atom is None
-        if ref.by_hour and hours is not None and continuous:
-            tested, present = seasonal(ref, present, hours[~missing])
+        if ref.by_hour and times is not None and continuous:
+            tested, present = seasonal(ref, present, times[~missing])
     else:  # missing as the profile counts it: null, NaN or MISSING_STRING
         values = np.asarray(values, dtype=object)
         missing = is_missing(pd.Series(values)).to_numpy()

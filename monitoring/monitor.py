@@ -41,7 +41,6 @@ from monitoring.drift import (
     Reference,
     decide,
     drift_of,
-    hour_of_day,
     reference,
 )
 from monitoring.estimate import expected_accuracy
@@ -273,9 +272,9 @@ def references(manifest: Manifest) -> dict[str, Reference]:
     }
 
 
-def row_hours(requests: list[LoggedRequest]) -> np.ndarray:
-    """The hour of the day each row of the requests was sent at."""
-    return np.repeat(hour_of_day(np.array([r.ts for r in requests])), [r.rows for r in requests])
+def row_times(requests: list[LoggedRequest]) -> np.ndarray:
+    """When each row of the requests was sent."""
+    return np.repeat(np.array([r.ts for r in requests], dtype=np.float64), [r.rows for r in requests])
 
 
 def drift_statistics(
@@ -287,23 +286,23 @@ def drift_statistics(
     """Every input feature and prediction output of the window against the version's reference
     (``refs``: its :func:`references`)."""
     statistics: list[DriftStatistic] = []
-    seasonal = bool(manifest.reference.by_hour)  # each row's hour, to compare it with the same hours
+    seasonal = bool(manifest.reference.by_hour)  # each row's time, to compare it with the same hours
     with_inputs = [r for r in window.requests if r.inputs]
-    hours = row_hours(with_inputs) if seasonal else None
+    times = row_times(with_inputs) if seasonal else None
     for spec in manifest.inputs.features:
         values = column(window.requests, spec.name, numeric=spec.dtype != "string")
-        statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows, hours)
+        statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows, times)
     if manifest.output.kind == "classification":
         labels = outputs(window.requests, "label").astype(str).astype(object)
         statistics += drift_of("label", "prediction", refs["label"], labels, settings.min_rows)
         probabilities = outputs(window.requests, "probabilities")
         if probabilities.size:
             answered = [r for r in window.requests if r.outputs and "probabilities" in r.outputs]
-            hours = row_hours(answered) if seasonal else None
+            times = row_times(answered) if seasonal else None
             for index, cls in enumerate(manifest.output.classes):
                 name = f"probability:{cls}"
                 values = probabilities[:, index]
-                statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows, hours)
+                statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows, times)
     elif manifest.output.kind == "embedding":
         vectors = outputs(window.requests, "embedding").astype(np.float64)
         profile = manifest.reference.predictions["embedding"]
@@ -320,8 +319,8 @@ def drift_statistics(
     else:
         values = outputs(window.requests, "value")
         answered = [r for r in window.requests if r.outputs and "value" in r.outputs]
-        hours = row_hours(answered) if seasonal else None
-        statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows, hours)
+        times = row_times(answered) if seasonal else None
+        statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows, times)
     return decide(statistics, settings.alpha, settings.min_effect)
 
 

@@ -88,6 +88,8 @@ class QualityEvidence(TypedDict):
     threshold: float
     alpha: float
     better: Literal["champion", "challenger"] | None
+    #: what ``better`` promises, in words
+    guarantee: str
     #: the feedback consumed when it was reported: a restarted monitor resumes after it
     feedback_seq: int
 

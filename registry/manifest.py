@@ -195,7 +195,8 @@ class ReferenceProfile(Frozen):
     predictions: dict[str, PredictionProfile]
     sample_rows: int
     #: the reference's time column (``push --time-column``), when it had one, and then each numeric
-    #: feature's and output's distribution per hour of the day (UTC, "0" to "23"), for the hours with
+    #: feature's and output's distribution per hour of the day (UTC, "0" to "23") and per hour of each
+    #: day of the week ("0-0", Monday 00:00, to "6-23"), for those with
     #: ``registry.profile.HOUR_MIN_ROWS`` rows: a window is compared with the hours it was sent at
     time_column: str | None = None
     by_hour: dict[str, dict[str, HourDistribution]] = {}

@@ -37,7 +37,8 @@ EMBEDDING_SAMPLE = 200
 MAX_CATEGORIES = 50
 #: Input ranges are widened by this share of the reference range before a value is implausible.
 RANGE_MARGIN = 0.1
-#: An hour of the day is profiled apart once the reference has this many rows in it ...
+#: An hour of the day, or of one day of the week, is profiled apart once the reference has this many
+#: rows in it ...
 HOUR_MIN_ROWS = 100
 #: ... with this many support points (24 hours of every numeric quantity stay a few MB at most)
 HOUR_POINTS = 200
@@ -140,11 +141,16 @@ def sample_index(rows: int, size: int = SAMPLE_ROWS, seed: int = 0) -> np.ndarra
     return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
 
 
-def hourly(quantities: dict[str, np.ndarray], hours: np.ndarray) -> dict[str, dict[str, HourDistribution]]:
-    """Each quantity's distribution function per hour of the day that has ``HOUR_MIN_ROWS`` rows."""
+def hourly(
+    quantities: dict[str, np.ndarray], weekdays: np.ndarray, hours: np.ndarray
+) -> dict[str, dict[str, HourDistribution]]:
+    """Each quantity's distribution function per hour of the day ("H", 0-23) and per hour of each day
+    of the week ("D-H", Monday 0), for those with ``HOUR_MIN_ROWS`` rows."""
+    slots = [(str(hour), hours == hour) for hour in range(24)]
+    for day in range(7):
+        slots += [(f"{day}-{hour}", (weekdays == day) & (hours == hour)) for hour in range(24)]
     found: dict[str, dict[str, HourDistribution]] = {}
-    for hour in range(24):
-        rows = hours == hour
+    for slot, rows in slots:
         if rows.sum() < HOUR_MIN_ROWS:
             continue
         slices = {}
@@ -158,17 +164,18 @@ def hourly(quantities: dict[str, np.ndarray], hours: np.ndarray) -> dict[str, di
                     cdf_below=tuple(int(c) for c in below),
                     cdf_at=tuple(int(c) for c in at),
                 )
-        found[str(hour)] = slices
+        found[slot] = slices
     return found
 
 
-def hours_of(times: pd.Series) -> np.ndarray:
-    """The UTC hour of the day of each timestamp (epoch seconds, or text pandas reads as a time)."""
+def clock_of(times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The UTC day of the week (Monday 0) and hour of the day of each timestamp (epoch seconds, or
+    text pandas reads as a time)."""
     if pd.api.types.is_numeric_dtype(times):
         stamps = pd.to_datetime(times, unit="s", utc=True)
     else:
         stamps = pd.to_datetime(times, utc=True, format="mixed")
-    return stamps.dt.hour.to_numpy()
+    return stamps.dt.day_of_week.to_numpy(), stamps.dt.hour.to_numpy()
 
 
 def reference_profile(
@@ -216,7 +223,7 @@ def reference_profile(
         predictions=predictions,
         sample_rows=int(index.size),
         time_column=str(times.name),
-        by_hour=hourly(numeric, hours_of(times)),
+        by_hour=hourly(numeric, *clock_of(times)),
     )
 
 

@@ -66,7 +66,7 @@ from registry.onnx_model import (
     output_spec,
     tensor_output_spec,
 )
-from registry.profile import default_rules, hours_of, reference_profile
+from registry.profile import clock_of, default_rules, reference_profile
 from registry.tensors import (
     ONNX_TENSOR_TYPES,
     all_summaries,
@@ -169,7 +169,7 @@ def _time_column(frame: pd.DataFrame, name: str) -> pd.Series:
     if times.isna().any():
         raise InvalidReferenceData(f"time column {name!r}: {int(times.isna().sum())} rows have no time")
     try:
-        hours_of(times)
+        clock_of(times)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidReferenceData(
             f"time column {name!r}: not times (epoch seconds or ISO 8601 text): {str(exc)[:200]}"

@@ -124,6 +124,7 @@ def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, chi
     assert (evidence["champion_version"], evidence["challenger_version"], evidence["paired"]) == (1, 2, True)
     assert evidence["samples"] == {"champion": 40, "challenger": 40} and evidence["threshold"] == 40.0
     assert body["quality"]["better"] == evidence["better"]
+    assert "ever named with a chance of at most 0.025" in evidence["guarantee"]
 
 
 def test_an_ab_split_compares_each_arm_on_its_own_requests(cancer_registry):

@@ -4,6 +4,8 @@ those hours is still found."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import orjson
 import pandas as pd
@@ -16,7 +18,7 @@ from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
 from registry.errors import InvalidReferenceData
 from registry.onnx_model import Prediction
-from registry.profile import hourly, numeric_profile, sample_index
+from registry.profile import clock_of, hourly, numeric_profile, sample_index
 
 DAY = 86_400.0
 
@@ -35,16 +37,18 @@ def window_at(hour: int, rows: int, rng: np.random.Generator) -> np.ndarray:
 def seasonal_reference():
     rng = np.random.default_rng(0)
     ts = np.sort(rng.random(30 * 24 * 20) * 30 * DAY)  # 30 days, about 20 rows an hour
-    x = cycling(ts, rng)
-    hours = (ts % DAY // 3600).astype(int)
-    profile = numeric_profile(x, sample_index(x.size))
-    by_hour = {hour: slices["x"] for hour, slices in hourly({"x": x}, hours).items()}
-    return reference(profile, by_hour=by_hour)
+    return reference_of(ts, cycling(ts, rng))
+
+
+def reference_of(ts: np.ndarray, x: np.ndarray):
+    weekdays, hours = clock_of(pd.Series(ts))
+    by_hour = {slot: slices["x"] for slot, slices in hourly({"x": x}, weekdays, hours).items()}
+    return reference(numeric_profile(x, sample_index(x.size)), by_hour=by_hour)
 
 
 def flagged(ref, ts, values, seasonal=True):
-    hours = (ts % DAY // 3600).astype(int) if seasonal else None
-    return any(s.drifted for s in decide(drift_of("x", "feature", ref, values, hours=hours)))
+    times = ts if seasonal else None
+    return any(s.drifted for s in decide(drift_of("x", "feature", ref, values, times=times)))
 
 
 def test_clean_three_hour_windows_at_any_time_of_day_are_quiet_against_the_same_hours(seasonal_reference):
@@ -69,6 +73,31 @@ def test_a_real_shift_within_those_hours_is_still_found(seasonal_reference):
     assert found == 8
 
 
+def test_a_weekly_rhythm_is_compared_with_the_same_hours_of_the_same_day_of_the_week():
+    """Weekends 2 sd higher on top of the daily cycle; 60 days of reference, so each hour of each day
+    of the week has its own slice (about 170 rows)."""
+    rng = np.random.default_rng(4)
+
+    def weekly(ts: np.ndarray) -> np.ndarray:
+        weekend = (ts // DAY + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+        return cycling(ts, rng) + 2.0 * weekend
+
+    ts = np.sort(rng.random(60 * 24 * 20) * 60 * DAY)
+    ref = reference_of(ts, weekly(ts))
+    assert "5-10" in ref.by_hour and "10" in ref.by_hour  # Saturday 10:00, and 10:00 of any day
+    hourly_only = replace(ref, by_hour={slot: d for slot, d in ref.by_hour.items() if "-" not in slot})
+    alarms = {"weekly": 0, "hourly": 0}
+    saturday, wednesday = 65 * DAY + 2 * DAY, 65 * DAY + 6 * DAY  # day 65 is a Friday
+    for day in (saturday, wednesday):
+        for start in range(0, 24, 6):
+            for _ in range(5):
+                sent = np.sort(day + start * 3600 + rng.random(1000) * 3 * 3600)
+                values = weekly(sent)
+                alarms["weekly"] += flagged(ref, sent, values)
+                alarms["hourly"] += flagged(hourly_only, sent, values)
+    assert alarms["weekly"] <= 1 and alarms["hourly"] >= 20  # 40 clean windows; the 20 on Saturday
+
+
 def test_the_monitor_compares_a_window_with_its_hours_of_the_day(registry, centred_model, tmp_path):
     """The centred model (x - 0.5) pushed with a time column: its input and its output both follow the
     clock; traffic at 03:00-06:00 on a later day is not drift, the same traffic shifted is."""
@@ -82,7 +111,7 @@ def test_the_monitor_compares_a_window_with_its_hours_of_the_day(registry, centr
     frame.to_csv(reference_file, index=False)
     manifest = registry.push(model, "cyclic", reference_file, time_column="seen_at", actor="tests")
     assert manifest.reference.time_column == "seen_at" and "seen_at" not in manifest.inputs.names
-    assert set(manifest.reference.by_hour) == {str(h) for h in range(24)}
+    assert {str(h) for h in range(24)} <= set(manifest.reference.by_hour)  # and the fuller weekday hours
     assert set(manifest.reference.by_hour["3"]) == {"x", "value"}
 
     def drifted(shift: float) -> list[str]:
