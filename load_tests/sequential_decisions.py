@@ -280,6 +280,9 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
+    out("# Decisions taken at every monitor pass, over simulated days (load_tests/sequential_decisions.py)\n")
+    out("Seeded runs through the monitor's own contest, e-value, gate and canary code (the module's "
+        "docstring says how each is simulated), beside the rules they replaced.\n")  # fmt: skip
     started = time.monotonic()
     with multiprocessing.Pool() as pool:
         run_all(pool, args.runs, args.window_runs, args.days, args.window_days, out)
