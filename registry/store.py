@@ -321,7 +321,7 @@ class Registry:
         versions_dir = model_dir / "versions"
         if not versions_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in versions_dir.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in versions_dir.iterdir() if p.name.isascii() and p.name.isdigit())
 
     def versions(self, name: str) -> list[int]:
         versions = self._versions_in(self._model_dir(name))

@@ -24,11 +24,13 @@ from registry.aliases import ALIASES, Alias, AuditEntry, RoutingPolicy
 from registry.errors import RegistryError
 from registry.store import Registry
 from service.errors import (
+    MAX_FIELD_CHARS,
     FieldError,
     Forbidden,
     InvalidInput,
     MalformedRequest,
     Unauthorized,
+    clipped,
     from_registry,
 )
 
@@ -67,7 +69,8 @@ def check_bearer(request: Request, token: bytes, routes: str) -> None:
 
 
 def refuse(request: Request, refused: Forbidden | Unauthorized) -> NoReturn:
-    log.warning("auth.refused", path=request.url.path, client=_client(request), status=refused.status,
+    path = clipped(request.url.path, MAX_FIELD_CHARS)
+    log.warning("auth.refused", path=path, client=_client(request), status=refused.status,
                 reason=refused.message)  # fmt: skip
     raise refused
 

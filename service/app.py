@@ -35,14 +35,26 @@ from service import binary, control, protocols, reports, responses, status
 from service.admin import Admin, check_bearer
 from service.batching import Batcher, BatchPolicy
 from service.errors import (
+    MAX_FIELD_CHARS,
+    QUOTED_CHARS,
     Implausible,
     MalformedRequest,
     MethodNotAllowed,
     ModelRequired,
     NotFound,
     ServiceError,
+    clipped,
+    quoted,
 )
-from service.http import JSONResponse, infer_body, json_body, model_and_version, request_id, routing_key
+from service.http import (
+    JSONResponse,
+    Separators,
+    infer_body,
+    json_body,
+    model_and_version,
+    request_id,
+    routing_key,
+)
 from service.observability import Observability
 from service.pool import ModelPool, ServedVersion
 from service.recording import Endpoint, Exchange, recorded
@@ -50,7 +62,7 @@ from service.routing import to_challenger
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
 from service.shadow import ShadowJob
-from service.validation import Batch, instances_to_batch, tensors_to_batch
+from service.validation import Batch, instances_to_batch, separators_allowed, tensors_to_batch
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
@@ -222,11 +234,12 @@ class Gateway:
     @recorded("predict")
     async def predict(self, request: Request, exchange: Exchange) -> Response:
         self.authorize(request)
-        body = await json_body(request, self.settings.max_body_bytes)
+        body = await json_body(request, self.settings.max_body_bytes, self.separators(None))
         unknown = [key for key in body if key not in PREDICT_FIELDS]
         if unknown:
             raise MalformedRequest(
-                f"{unknown[0]}: unknown field; expected {', '.join(PREDICT_FIELDS)}", field=unknown[0]
+                f"{clipped(unknown[0], QUOTED_CHARS)}: unknown field; expected {', '.join(PREDICT_FIELDS)}",
+                field=unknown[0],
             )
         name = body.get("model")
         if name is None:
@@ -264,8 +277,10 @@ class Gateway:
     async def infer(self, request: Request, exchange: Exchange) -> Response:
         self.authorize(request)
         name, version = model_and_version(request)
-        await self.version_served(name, version)  # an unknown model or version: 404 before the body is read
-        body = await infer_body(request, self.settings.max_body_bytes)
+        # an unknown model or version: 404 before the body is read
+        separators = self.separators(name, await self.version_served(name, version))
+        body = await infer_body(request, self.settings.max_body_bytes, separators)
+        echoed = _echoed_id(body.get("id"))
         parameters = body.get("parameters")
         given_key = parameters.get("routing_key") if isinstance(parameters, dict) else None
         served = await self.resolve(exchange, name, version, routing_key(request, given_key))
@@ -280,7 +295,7 @@ class Gateway:
         answer = {
             "model_name": served.name,
             "model_version": str(served.version),
-            "id": str(body.get("id") or rid),
+            "id": echoed or rid,
             "outputs": responses.infer_outputs(served, prediction, outputs),
             "parameters": {"arm": exchange.arm},
         }
@@ -293,10 +308,21 @@ class Gateway:
 
     async def feedback(self, request: Request) -> Response:
         self.authorize(request)
-        body = await json_body(request, self.settings.max_body_bytes)
+        items, rows = self.settings.max_feedback_items, self.settings.max_batch_rows
+        separators = Separators(separators_allowed(4, items + rows), f"{items:,} feedback items")
+        body = await json_body(request, self.settings.max_body_bytes, separators)
         status, answer = await self.observed.feedback.take(body)
         answer["request_id"] = request_id(request)
         return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})
+
+    def separators(self, name: str | None, served: ServedVersion | None = None) -> Separators:
+        """What a prediction body for ``name`` (any model served, when None) may hold: what the
+        widest of its versions' rows need, ``max_batch_rows`` of them."""
+        versions = [served] if served is not None else self.pool.loaded(name)
+        width = max((version.values_per_row for version in versions), default=1)
+        rows = self.settings.max_batch_rows
+        whom = f"{name}'s" if name is not None else "the widest model's"
+        return Separators(separators_allowed(width, rows), f"{rows:,} rows of {whom} {width} values")
 
     def only_model(self) -> str:
         names = self.pool.names
@@ -312,6 +338,16 @@ class Gateway:
             await anyio.to_thread.run_sync(self.pool.refresh)
 
 
+def _echoed_id(given: Any) -> str | None:
+    """A v2 request's ``id``, echoed in its answer: a string or a number, at most 256 characters."""
+    if given is None or given == "":
+        return None
+    if not isinstance(given, str | int | float) or isinstance(given, bool) or len(str(given)) > 256:
+        raise MalformedRequest(f"id: expected a string of at most 256 characters, got {quoted(str(given))}",
+                               field="id")  # fmt: skip
+    return str(given)
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     rid = request_id(request)
@@ -320,7 +356,8 @@ async def _service_error(request: Request, exc: Exception) -> Response:
         body["field"] = exc.field
     if exc.details:
         body["details"] = [{"field": d.field, "message": d.message} for d in exc.details]
-    log.info("request.refused", path=request.url.path, status=exc.status, error=exc.message, request_id=rid)
+    path = clipped(request.url.path, MAX_FIELD_CHARS)
+    log.info("request.refused", path=path, status=exc.status, error=exc.message, request_id=rid)
     headers = {"x-request-id": rid}
     if isinstance(exc, MethodNotAllowed):
         headers["allow"] = ", ".join(exc.allow)
@@ -330,9 +367,9 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (a method no route takes, such as OPTIONS), in our JSON shape."""
     assert isinstance(exc, HTTPException)
-    rid = request_id(request)
+    rid, path = request_id(request), clipped(request.url.path, MAX_FIELD_CHARS)
     return JSONResponse(
-        {"error": f"{exc.detail}: {request.method} {request.url.path}", "request_id": rid},
+        {"error": f"{exc.detail}: {request.method} {path}", "request_id": rid},
         status_code=exc.status_code,
         headers={**(exc.headers or {}), "x-request-id": rid},
     )
@@ -340,7 +377,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     rid = request_id(request)
-    log.exception("request.failed", path=request.url.path, request_id=rid)
+    log.exception("request.failed", path=clipped(request.url.path, MAX_FIELD_CHARS), request_id=rid)
     return JSONResponse(
         {"error": f"internal error ({type(exc).__name__}); see the gateway log", "request_id": rid},
         status_code=500,

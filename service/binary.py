@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.errors import InvalidInput, MalformedRequest
+from service.errors import InvalidInput, MalformedRequest, decimal, quoted
 
 HEADER = "inference-header-content-length"
 
@@ -36,29 +36,51 @@ _LENGTH = struct.Struct("<I")
 
 def header_length(raw: str, body_size: int) -> int:
     """The JSON header's length from the ``Inference-Header-Content-Length`` header, checked."""
-    if not raw.isdigit() or int(raw) > body_size:
+    length = decimal(raw)
+    if length is None or length > body_size:
         raise MalformedRequest(
             f"Inference-Header-Content-Length: expected the JSON header's length in bytes "
-            f"(0 to the body's {body_size}), got {raw!r}",
+            f"(0 to the body's {body_size}), got {quoted(raw)}",
             field="Inference-Header-Content-Length",
         )
-    return int(raw)
+    return length
 
 
-def _strings(data: memoryview, where: str) -> list[str]:
-    """``BYTES`` elements, each a 4-byte little-endian length then that many UTF-8 bytes."""
-    values, offset = [], 0
+class Strings:
+    """A binary ``BYTES`` tensor's data, decoded only when asked, after the input's datatype and
+    shape were accepted: millions of empty elements sent for a number input are refused for their
+    datatype without being walked, and never more elements than the shape holds are decoded."""
+
+    def __init__(self, data: memoryview, where: str) -> None:
+        self.data = data
+        self.where = where
+        self._decoded: np.ndarray | None = None
+
+    def decode(self, elements: int) -> np.ndarray:
+        if self._decoded is None:
+            self._decoded = np.array(_strings(self.data, self.where, elements), dtype=str)
+        return self._decoded
+
+
+def _strings(data: memoryview, where: str, elements: int) -> list[str]:
+    """``BYTES`` elements, each a 4-byte little-endian length then that many UTF-8 bytes; an error
+    past ``elements`` of them (what the tensor's shape holds)."""
+    at = f"{where}.data"
+    values: list[str] = []
+    offset = 0
     while offset < len(data):
+        if len(values) == elements:
+            raise InvalidInput(f"{at}: more BYTES elements than its shape holds ({elements})", field=at)
         if offset + 4 > len(data):
-            raise InvalidInput(f"{where}: a BYTES element's 4-byte length is cut short", field=where)
+            raise InvalidInput(f"{at}: a BYTES element's 4-byte length is cut short", field=at)
         (size,) = _LENGTH.unpack_from(data, offset)
         offset += 4
         if offset + size > len(data):
-            raise InvalidInput(f"{where}: a BYTES element runs past its binary_data_size", field=where)
+            raise InvalidInput(f"{at}: a BYTES element runs past its binary_data_size", field=at)
         try:
             values.append(bytes(data[offset : offset + size]).decode())
         except UnicodeDecodeError:
-            raise InvalidInput(f"{where}: a BYTES element is not UTF-8 text", field=where) from None
+            raise InvalidInput(f"{at}: a BYTES element is not UTF-8 text", field=at) from None
         offset += size
     return values
 
@@ -70,7 +92,8 @@ def _binary_size(tensor: Any, index: int) -> int | None:
         return None
     where = f"inputs[{index}].parameters.binary_data_size"
     if type(size) is not int or size < 0:
-        raise MalformedRequest(f"{where}: expected a non-negative integer, got {size!r}", field=where)
+        got = quoted(str(size))
+        raise MalformedRequest(f"{where}: expected a non-negative integer, got {got}", field=where)
     if "data" in tensor:
         raise MalformedRequest(
             f"inputs[{index}]: has both data and a binary_data_size; send one", field=f"inputs[{index}]"
@@ -98,7 +121,7 @@ def attach_inputs(body: dict[str, Any], data: bytes, offset: int) -> None:
         chunk, offset = view[offset : offset + size], offset + size
         datatype = tensor.get("datatype")
         if datatype == "BYTES":
-            tensor["data"] = _strings(chunk, f"{where}.data")
+            tensor["data"] = Strings(chunk, where)
         elif isinstance(datatype, str) and datatype in DTYPES:
             itemsize = DTYPES[datatype].itemsize
             if size % itemsize:
@@ -110,7 +133,7 @@ def attach_inputs(body: dict[str, Any], data: bytes, offset: int) -> None:
             tensor["data"] = np.frombuffer(chunk, dtype=DTYPES[datatype])
         else:
             raise InvalidInput(
-                f"{where}.datatype: {datatype!r} is not an Open Inference Protocol datatype",
+                f"{where}.datatype: {quoted(datatype)} is not an Open Inference Protocol datatype",
                 field=f"{where}.datatype",
             )
     if offset != len(data):

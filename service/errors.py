@@ -6,6 +6,34 @@ from dataclasses import dataclass
 
 from registry.errors import AliasError, ModelNotFound, RegistryError, VersionNotFound
 
+#: characters of a client's string an answer or a log line quotes; the rest is counted, not echoed
+QUOTED_CHARS = 80
+#: an error message's and a field path's length at most, whatever went into them
+MAX_MESSAGE_CHARS = 1_000
+MAX_FIELD_CHARS = 200
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` up to ``limit`` characters, saying how long it was when it is longer.
+
+    Why: a 30 MB key or model name quoted whole made each answer, log line
+    and stored record 30 MB; what a client sent is echoed only this far.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def quoted(value: str) -> str:
+    """A client's string as an error quotes it: ``repr``, clipped to ``QUOTED_CHARS``."""
+    return clipped(repr(value), QUOTED_CHARS)
+
+
+def decimal(raw: str) -> int | None:
+    """``raw`` as a non-negative integer when it is ASCII digits (``str.isdigit`` also accepts
+    Unicode digits such as a superscript one, which ``int`` refuses), else None."""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -13,6 +41,10 @@ class FieldError:
 
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", clipped(self.field, MAX_FIELD_CHARS))
+        object.__setattr__(self, "message", clipped(self.message, MAX_MESSAGE_CHARS))
 
 
 class ServiceError(Exception):
@@ -23,9 +55,10 @@ class ServiceError(Exception):
     def __init__(
         self, message: str, *, field: str | None = None, details: list[FieldError] | None = None
     ) -> None:
+        message = clipped(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = None if field is None else clipped(field, MAX_FIELD_CHARS)
         self.details = details or []
 
 

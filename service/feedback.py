@@ -26,7 +26,7 @@ import anyio.to_thread
 from monitoring.records import Feedback, FeedbackTarget
 from monitoring.store import FeedbackLog, FeedbackOutcome, RequestLog
 from registry.manifest import OutputSpec
-from service.errors import MalformedRequest, PayloadTooLarge, ServiceError
+from service.errors import MalformedRequest, PayloadTooLarge, ServiceError, quoted
 from service.pool import ModelPool
 
 #: How long to wait for log writers before calling an id unknown: feedback can
@@ -85,8 +85,8 @@ def _parse(body: dict[str, Any], max_items: int) -> tuple[list[Item], bool]:
         unknown = set(entry) - {"request_id", "ground_truth", "reward"}
         reward = entry.get("reward")
         if unknown:
-            name = sorted(unknown)[0][:64]  # quoted, never echoed whole
-            item.refuse(422, f"unknown field {name!r}; expected request_id, ground_truth and reward")
+            name = sorted(unknown)[0]
+            item.refuse(422, f"unknown field {quoted(name)}; expected request_id, ground_truth and reward")
         elif not isinstance(entry.get("request_id"), str) or not entry["request_id"]:
             item.refuse(422, "request_id: required, a string")
         elif "ground_truth" not in entry and "reward" not in entry:
@@ -116,10 +116,9 @@ def _normalise(truth: Any, target: FeedbackTarget, output: OutputSpec) -> tuple[
         labels = []
         for value in values:
             if type(value) not in (str, int) or str(value) not in output.classes:
-                return (
-                    None,
-                    f"ground_truth: {value!r} is not a class of {target.model} ({', '.join(output.classes)})",
-                )
+                shown = quoted(value) if isinstance(value, str) else repr(value)
+                classes = ", ".join(output.classes)
+                return None, f"ground_truth: {shown} is not a class of {target.model} ({classes})"
             labels.append(str(value))
         return labels, ""
     if not all(_finite_number(v) for v in values):
@@ -158,7 +157,7 @@ class FeedbackDesk:
         for item in wanted:
             target = targets.get(item.request_id)
             if target is None:
-                item.refuse(404, f"request_id {item.request_id!r}: no answered request has this id")
+                item.refuse(404, f"request_id {quoted(item.request_id)}: no answered request has this id")
                 continue
             values = None
             if item.has_truth:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import binary
-from service.errors import MalformedRequest, NotFound, PayloadTooLarge
+from service.errors import MalformedRequest, NotFound, PayloadTooLarge, decimal, quoted
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -37,8 +38,8 @@ def request_id(request: Request) -> str:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body's bytes; 413 past ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = decimal(request.headers.get("content-length") or "")
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0
@@ -50,8 +51,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def json_object(data: bytes) -> dict[str, Any]:
-    """``data`` as a JSON object; 400 when it is not JSON, or not an object."""
+@dataclass(frozen=True)
+class Separators:
+    """The JSON separators (commas) a body may hold, and why, for the 413 past it."""
+
+    limit: int
+    why: str
+
+    def check(self, data: bytes) -> None:
+        found = data.count(b",")
+        if found > self.limit:
+            raise PayloadTooLarge(
+                f"request body: {found + 1:,} JSON values, more than {self.why} need "
+                f"({self.limit:,} separators at most); send fewer rows a request"
+            )
+
+
+def json_object(data: bytes, separators: Separators | None = None) -> dict[str, Any]:
+    """``data`` as a JSON object; 400 when it is not JSON, or not an object; 413 past ``separators``
+    (checked before parsing)."""
+    if separators is not None:
+        separators.check(data)
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -66,24 +86,24 @@ def json_object(data: bytes) -> dict[str, Any]:
     return body
 
 
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+async def json_body(request: Request, limit: int, separators: Separators | None = None) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes or ``separators``, 400 when it is not JSON."""
     if binary.HEADER in request.headers:
         raise MalformedRequest(
             "binary tensor data (Inference-Header-Content-Length) is accepted by "
             "/v2/models/{name}/infer only; send JSON here"
         )
-    return json_object(await read_body(request, limit))
+    return json_object(await read_body(request, limit), separators)
 
 
-async def infer_body(request: Request, limit: int) -> dict[str, Any]:
+async def infer_body(request: Request, limit: int, separators: Separators) -> dict[str, Any]:
     """A v2 inference request, JSON or with binary tensor data after its JSON header."""
     data = await read_body(request, limit)
     raw = request.headers.get(binary.HEADER)
     if raw is None:
-        return json_object(data)
+        return json_object(data, separators)
     length = binary.header_length(raw, len(data))
-    body = json_object(data[:length])
+    body = json_object(data[:length], separators)
     binary.attach_inputs(body, data, length)
     return body
 
@@ -102,6 +122,9 @@ def model_and_version(request: Request) -> tuple[str, int | None]:
     """``{name}`` and the optional ``{version}`` of a v2 model route."""
     params = request.path_params
     raw = params.get("version")
-    if raw is not None and not raw.isdigit():
-        raise NotFound(f"version {raw!r} is not a version number", field="version")
-    return params["name"], None if raw is None else int(raw)
+    if raw is None:
+        return params["name"], None
+    version = decimal(raw)
+    if version is None:
+        raise NotFound(f"version {quoted(raw)} is not a version number", field="version")
+    return params["name"], version

@@ -27,8 +27,8 @@ from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, Prediction, load_session
 from registry.store import Registry
 from registry.tensors import all_summaries
-from service.errors import NotFound, Unavailable, from_registry
-from service.validation import Batch
+from service.errors import NotFound, Unavailable, from_registry, quoted
+from service.validation import Batch, values_per_row
 
 log = structlog.get_logger("modelgate.pool")
 
@@ -47,6 +47,10 @@ class ServedVersion:
     #: milliseconds a row takes, from the warm-up (the fastest of a few runs): what decides whether a
     #: batch runs on the event loop or in a thread
     row_ms: float = 0.0
+
+    @functools.cached_property
+    def values_per_row(self) -> int:
+        return values_per_row(self.manifest.inputs)
 
     @functools.cached_property
     def feature_names(self) -> tuple[str, ...]:
@@ -189,13 +193,18 @@ class ModelPool:
         slots = self._slots.get(name)
         if slots is None:
             served = ", ".join(self.names) or "none"
-            raise NotFound(f"model {name!r} is not served; served models: {served}", field="model")
+            raise NotFound(f"model {quoted(name)} is not served; served models: {served}", field="model")
         return slots
+
+    def loaded(self, name: str | None = None) -> list[ServedVersion]:
+        """The champions and challengers loaded now, of ``name`` or of every model."""
+        chosen = self._slots.values() if name is None else [self._slots[name]] if name in self._slots else []
+        return [v for s in chosen for v in (s.champion, s.challenger) if v is not None]
 
     def champion(self, name: str) -> ServedVersion:
         champion = self.slots(name).champion
         if champion is None:
-            raise Unavailable(f"model {name!r} has no champion loaded; promote a version to champion")
+            raise Unavailable(f"model {quoted(name)} has no champion loaded; promote a version to champion")
         return champion
 
     def ready(self) -> bool:

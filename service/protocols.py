@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import responses
-from service.errors import MalformedRequest, UnsupportedMediaType
+from service.errors import QUOTED_CHARS, MalformedRequest, UnsupportedMediaType, clipped, quoted
 from service.http import JSONResponse, json_body, request_id, routing_key
 from service.pool import ServedVersion
 from service.recording import Exchange, recorded
@@ -40,7 +40,8 @@ def _one_format(body: dict[str, Any], formats: tuple[str, ...], extra: tuple[str
     unknown = [key for key in body if key not in formats and key not in extra]
     if unknown:
         raise MalformedRequest(
-            f"{unknown[0]}: unknown field; expected one of {', '.join(formats)}", field=unknown[0]
+            f"{clipped(unknown[0], QUOTED_CHARS)}: unknown field; expected one of {', '.join(formats)}",
+            field=unknown[0],
         )
     if len(given) != 1:
         raise MalformedRequest(
@@ -56,7 +57,7 @@ async def kserve_predict(gateway: Gateway, request: Request, exchange: Exchange)
     gateway.authorize(request)
     name = request.path_params["name"]
     gateway.pool.slots(name)  # an unknown model: 404 before the body is read
-    body = await json_body(request, gateway.settings.max_body_bytes)
+    body = await json_body(request, gateway.settings.max_body_bytes, gateway.separators(name))
     key = _one_format(body, ("instances", "inputs"), ())
     await gateway.resolve(exchange, name, None, routing_key(request, None))
     instances, limit = body[key], gateway.settings.max_batch_rows
@@ -78,9 +79,10 @@ def _dataframe_split(split: Any, limit: int) -> Callable[[ServedVersion], Batch]
         )
     unknown = [key for key in split if key not in ("columns", "data", "index")]
     if unknown:
+        where = f"dataframe_split.{clipped(unknown[0], QUOTED_CHARS)}"
         raise MalformedRequest(
-            f"dataframe_split.{unknown[0]}: unknown field; expected columns, data, index",
-            field=f"dataframe_split.{unknown[0]}",
+            f"{where}: unknown field; expected columns, data, index",
+            field=where,
         )
     columns = split.get("columns")
     if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
@@ -108,12 +110,12 @@ async def mlflow_invocations(gateway: Gateway, request: Request, exchange: Excha
     media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if media_type != "application/json":
         raise UnsupportedMediaType(
-            f"content type {media_type!r} is not read here; send application/json with one of "
+            f"content type {quoted(media_type)} is not read here; send application/json with one of "
             f"{', '.join(MLFLOW_FORMATS)}"
         )
     name = request.query_params.get("model") or gateway.only_model()
     gateway.pool.slots(name)
-    body = await json_body(request, gateway.settings.max_body_bytes)
+    body = await json_body(request, gateway.settings.max_body_bytes, gateway.separators(name))
     key = _one_format(body, MLFLOW_FORMATS, ("params",))
     await gateway.resolve(exchange, name, None, routing_key(request, None))
     parse = _mlflow_parser(key, body[key], gateway.settings.max_batch_rows)

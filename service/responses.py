@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from registry.onnx_model import Prediction
-from service.errors import InvalidInput
+from service.errors import InvalidInput, quoted
 from service.pool import ServedVersion
 from service.validation import V2_DATATYPE_OF, V2_TENSOR_DATATYPE
 
@@ -110,7 +110,7 @@ def requested_outputs(body: dict[str, Any], served: ServedVersion) -> tuple[list
         name = output["name"]
         if name not in available:
             raise InvalidInput(
-                f"outputs[{index}].name: unknown output {name!r}; available: {', '.join(available)}",
+                f"outputs[{index}].name: unknown output {quoted(name)}; available: {', '.join(available)}",
                 field=f"outputs[{index}].name",
             )
         given = output.get("parameters")

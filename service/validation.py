@@ -8,6 +8,7 @@ the offending fields.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import numpy as np
 from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema, TensorDType, TensorSpec
 from registry.onnx_model import NUMPY_DTYPE
 from registry.tensors import all_summaries
-from service.errors import FieldError, InvalidInput, PayloadTooLarge
+from service.binary import Strings
+from service.errors import QUOTED_CHARS, FieldError, InvalidInput, PayloadTooLarge, clipped, quoted
 
 #: details listed in one error answer; the rest are counted
 MAX_DETAILS = 20
@@ -97,6 +99,33 @@ class Batch:
         )
 
 
+#: JSON separators a prediction body may hold for each value its rows need: a record's key and value,
+#: with room for brackets; and for the request's other fields
+SEPARATORS_PER_VALUE = 2
+SEPARATORS_SPARE = 1_000
+
+
+def values_per_row(schema: InputSchema) -> int:
+    """The JSON values one row of ``schema`` takes: its features, or its tensors' elements a sample
+    (a free dimension counted at four times the reference sample's)."""
+    if schema.layout != "tensor":
+        return len(schema.features)
+    return sum(
+        math.prod(d or 4 * max(s, 1) for d, s in zip(t.shape[1:], t.sample_shape, strict=True))
+        for t in schema.tensors
+    )
+
+
+def separators_allowed(values_a_row: int, max_rows: int) -> int:
+    """The JSON separators (commas) a body of ``max_rows`` rows of that many values needs, at most.
+
+    Why: parsing holds the event loop, and a body within the byte limit can still be millions of
+    tiny keys (2.3 million in 29 MB: a second's parse and 250 MB); counting commas first is a scan
+    at memory speed, and bounds the parse by what the model could use.
+    """
+    return max_rows * values_a_row * SEPARATORS_PER_VALUE + SEPARATORS_SPARE
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return f"{_JSON_TYPE.get(type(value), type(value).__name__)} {text[:40]}{'...' if len(text) > 40 else ''}"
@@ -110,7 +139,9 @@ def _feature_list(schema: InputSchema) -> str:
 def _raise(errors: list[FieldError]) -> NoReturn:
     assert errors, "a batch that failed the fast path has at least one diagnosable problem"
     first = errors[0]
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    # the diagnosis stops past MAX_DETAILS problems: a count there is a floor
+    at_least = "at least " if len(errors) > MAX_DETAILS else ""
+    more = f" (and {at_least}{len(errors) - 1} more problems)" if len(errors) > 1 else ""
     raise InvalidInput(
         f"{first.field}: {first.message}{more}", field=first.field, details=errors[:MAX_DETAILS]
     )
@@ -161,10 +192,12 @@ def _diagnose(records: list[Any], schema: InputSchema, field: str) -> list[Field
         if not isinstance(record, dict):
             errors.append(FieldError(where, f"expected an object of feature: value, got {_describe(record)}"))
         else:
-            for key in record.keys() - known:
-                errors.append(
-                    FieldError(f"{where}.{key}", f"unknown feature; expected: {_feature_list(schema)}")
-                )
+            # lazily, up to the bound: a record of millions of keys is not walked whole
+            unknown = itertools.islice((key for key in record if key not in known), MAX_DETAILS + 1)
+            expected = f"unknown feature; expected: {_feature_list(schema)}"
+            errors += [FieldError(f"{where}.{clipped(key, QUOTED_CHARS)}", expected) for key in unknown]
+            if len(errors) > MAX_DETAILS:
+                break
             for spec in schema.features:
                 if spec.name not in record:
                     errors.append(FieldError(f"{where}.{spec.name}", "missing"))
@@ -304,8 +337,9 @@ def columns_to_batch(columns: Any, schema: InputSchema, max_rows: int, field: st
         )
     names = schema.names
     known = set(names)
-    problems = [FieldError(f"{field}.{key}", f"unknown feature; expected: {_feature_list(schema)}")
-                for key in columns if key not in known]  # fmt: skip
+    unknown = itertools.islice((key for key in columns if key not in known), MAX_DETAILS + 1)
+    expected = f"unknown feature; expected: {_feature_list(schema)}"
+    problems = [FieldError(f"{field}.{clipped(key, QUOTED_CHARS)}", expected) for key in unknown]
     problems += [FieldError(f"{field}.{name}", "missing") for name in names if name not in columns]
     problems += [FieldError(f"{field}.{name}", f"expected a list of values, got {_describe(columns[name])}")
                  for name in names if name in columns and not isinstance(columns[name], list)]  # fmt: skip
@@ -415,7 +449,7 @@ def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, w
             f"{where}.datatype: {datatype} does not fit this input ({V2_DATATYPE_OF[dtype]} expected)",
             field=f"{where}.datatype",
         )
-    array = _array(data, where)
+    array = _array(data, shape, where)
     expected_kinds = "U" if dtype == "string" else ("iu" if dtype == "int64" else "iuf")
     if array.dtype.kind not in expected_kinds:
         raise InvalidInput(
@@ -430,8 +464,10 @@ def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, w
     return cast
 
 
-def _array(data: Any, where: str) -> np.ndarray:
-    """A tensor's data as an array (binary data is one already)."""
+def _array(data: Any, shape: list[int], where: str) -> np.ndarray:
+    """A tensor's data as an array (binary data is one already, or decoded now: BYTES)."""
+    if isinstance(data, Strings):
+        return data.decode(math.prod(shape))
     try:
         return data if isinstance(data, np.ndarray) else np.asarray(data)
     except ValueError:
@@ -475,7 +511,7 @@ def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, 
             f"{where}.shape: input {spec.name!r} takes shape {spec.shown()}, got {shape}",
             field=f"{where}.shape",
         )
-    array = _array(data, where)
+    array = _array(data, shape, where)
     elements, kinds = _ELEMENTS.get(spec.dtype[:3], ("integers", "iu"))
     if array.dtype.kind not in kinds:
         raise InvalidInput(
@@ -503,7 +539,7 @@ def _tensor_batch(
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise InvalidInput(
-            f"inputs: unknown input {unknown[0]!r}; this model takes {', '.join(specs)}",
+            f"inputs: unknown input {quoted(unknown[0])}; this model takes {', '.join(specs)}",
             field=f"inputs[{names.index(unknown[0])}].name",
         )
     missing = [n for n in specs if n not in names]
@@ -552,7 +588,7 @@ def tensors_to_batch(inputs: Any, schema: InputSchema, max_rows: int) -> Batch:
     if unknown:
         accepted = [schema.tensor_name] if schema.layout == "matrix" else []
         raise InvalidInput(
-            f"inputs: unknown input {unknown[0]!r}; send "
+            f"inputs: unknown input {quoted(unknown[0])}; send "
             + (f"the tensor {accepted[0]!r} or " if accepted else "")
             + f"one tensor per feature ({_feature_list(schema)})",
             field=f"inputs[{names.index(unknown[0])}].name",

@@ -70,6 +70,22 @@ def test_binary_strings_reach_a_columns_model(registry, columns_model):
         size.set_data_from_numpy(np.array([[9.0], [14.0], [8.0]], dtype=np.float32))
         result = triton_infer(client, [color, size], path="/v2/models/columns/infer")
         assert [v.decode() for v in result.as_numpy("label")] == ["yes", "yes", "no"]
+        size_tensor = {"name": "size", "shape": [1], "datatype": "FP32", "data": [9.0]}
+
+        def strings(shape: list[int], blob: bytes) -> tuple[int, str]:
+            color = {"name": "color", "shape": shape, "datatype": "BYTES",
+                     "parameters": {"binary_data_size": len(blob)}}  # fmt: skip
+            body, headers = binary_request({"inputs": [color, size_tensor]}, blob)
+            answer = client.post("/v2/models/columns/infer", content=body, headers=headers)
+            return answer.status_code, answer.json()["error"]
+
+        assert strings([1], b"\x05\x00\x00") == (
+            422,
+            "inputs[0].data: a BYTES element's 4-byte length is cut short",
+        )
+        # elements past the shape are refused, not decoded: two million empty strings for one row
+        status, error = strings([1], b"\x00\x00\x00\x00" * 2_000_000)
+        assert (status, error) == (422, "inputs[0].data: more BYTES elements than its shape holds (1)")
 
 
 def binary_request(header: dict, blob: bytes, length: int | None = None) -> tuple[bytes, dict]:
@@ -97,7 +113,12 @@ def test_bad_binary_requests_are_a_clear_4xx(client):
         (*binary_request({"inputs": [tensor(120, data=[0] * 30)]}, row), 400, "both data and"),
         (*binary_request({"inputs": [tensor(120, shape=(2, 30))]}, row), 422, "do not fill shape"),
         (*binary_request({"inputs": [tensor(120, datatype="FP128")]}, row), 422, "not an Open Inference"),
-        (*binary_request({"inputs": [tensor(3, datatype="BYTES")]}, b"\x05\x00\x00"), 422, "cut short"),
+        # refused for its datatype before a BYTES element is decoded
+        (
+            *binary_request({"inputs": [tensor(3, datatype="BYTES")]}, b"\x05\x00\x00"),
+            422,
+            "BYTES does not fit",
+        ),
         (*binary_request({"inputs": [tensor("x")]}, row), 400, "non-negative integer"),
         (
             *binary_request({"inputs": [tensor(120)]}, np.full(30, np.inf, np.float32).tobytes()),
