@@ -97,6 +97,21 @@ class GatewayMetrics:
         )
         self.log_blocked = counter("log_blocked_total", "Requests that waited for room in a full queue.", ())
         self.log_write_errors = counter("log_write_errors_total", "Failed (retried) writes to the log.", ())
+        self.monitor_leading = gauge(
+            "monitor_leading",
+            "1 in the replica (host) whose monitor process holds the deployment's monitor lease.",
+            ("host",),
+            "livesum",
+        )
+        self.log_shed = counter(
+            "log_shed_total", "Requests refused with 503: the log queue stayed full (block policy).", ()
+        )
+        self.log_lost = counter(
+            "log_records_lost_total",
+            "Records of answered requests the log could not take: refused by the store while the "
+            "gateway stopped, or left in a writer that did not finish in time.",
+            (),
+        )
 
         monitor = ("model", "version")
         #: ``statistic``: ``distribution`` or ``missing`` (the missing rate), one series each whichever

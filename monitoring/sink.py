@@ -14,23 +14,32 @@ process of its own beside each worker (``service.log_process``): the worker
 only pickles the batch into a pipe, and the writing takes the other core's
 time instead of the event loop's GIL.
 
-When the queue is full (the writer cannot keep up), the ``overflow`` policy
-decides: ``block`` (the default) makes that request wait for room, in a
-worker thread so the event loop keeps serving, and loses nothing; ``drop``
-answers at once and discards the record. Both are counted. ``close`` (on a
-graceful shutdown, SIGTERM) drains the queue and the writer before it
-returns. On a crash, what was queued and not yet committed is lost: at most
-``capacity`` records, normally the last ``flush_seconds`` (50 ms).
+When the queue is full (the writer cannot keep up, or the disk is full),
+the ``overflow`` policy decides: ``block`` (the default) admits a new
+request only once there is room, waiting at most ``block_seconds`` on the
+event loop (not in a thread: blocked requests must not use up the threads
+``/metrics`` and the models need), and refuses it past that, before any work,
+so nothing answered 200 is lost and the caller can retry elsewhere; ``drop``
+answers and discards the record. All are counted. Memory stays bounded: an
+admitted request's record is queued even past ``capacity``, by at most the
+requests in flight.
+
+``close`` (on a graceful shutdown, SIGTERM) tells the writer to stop
+retrying (``drain``), hands it everything queued and closes it: what it
+cannot write then is counted in ``modelgate_log_records_lost_total`` and a
+``log.records_lost`` line, never silently. On a crash, what was queued and
+not yet committed is lost: normally the last ``flush_seconds`` (50 ms).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
-import anyio.to_thread
 import orjson
 import structlog
 
@@ -52,6 +61,9 @@ class BatchWriter(Protocol):
     def write(self, batch: list[RequestRecord], final: bool) -> None:
         """Write (or hand on) the batch; ``final`` when the gateway is shutting down."""
 
+    def drain(self) -> None:
+        """The gateway is stopping: stop retrying what fails; count it lost instead."""
+
     def close(self) -> None:
         """Finish what was handed over, then release what the writer holds."""
 
@@ -63,23 +75,26 @@ class EventSink:
         *,
         capacity: int = 10_000,
         overflow: Overflow = "block",
+        block_seconds: float = 0.5,
         batch_size: int = 512,
         flush_seconds: float = 0.05,
     ) -> None:
         self.writer = writer
         self.capacity = capacity
         self.overflow = overflow
+        self.block_seconds = block_seconds
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         # appended by the event loop, popped by the writer: deque operations are atomic
         self._pending: collections.deque[RequestRecord] = collections.deque()
         self._wake = threading.Event()
-        self._room = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self.handed = 0
         self.dropped = 0
         self.blocked = 0
+        self.shed = 0
+        self.lost = 0
         #: set before ``start`` to export the counters (see monitoring.metrics)
         self.metrics: GatewayMetrics | None = None
 
@@ -100,38 +115,67 @@ class EventSink:
             self._wake.set()
         return True
 
-    async def put(self, record: RequestRecord) -> None:
-        """Queue ``record``; when full, wait for room (``block``) or discard it (``drop``)."""
-        if self.offer(record):
-            return
-        if self.overflow == "drop":
-            self.dropped += 1
-            if self.metrics is not None:  # not logged, still counted as a request
-                self.metrics.log_dropped.inc()
-                self.metrics.observe_records(encode([record]))
-            return
+    @property
+    def accepting(self) -> bool:
+        """Whether a request would be admitted now without waiting."""
+        return self.overflow == "drop" or len(self._pending) < self.capacity
+
+    async def admit(self) -> bool:
+        """Whether a new request may be served: under ``block``, once the queue has room, waiting
+        ``block_seconds`` at most (False past that: refuse it before doing any work)."""
+        if self.accepting:
+            return True
         self.blocked += 1
         if self.metrics is not None:
             self.metrics.log_blocked.inc()
-        await anyio.to_thread.run_sync(self._put_when_room, record)
+        self.report_depth()
+        deadline = time.monotonic() + self.block_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            if self.accepting:
+                return True
+        self.shed += 1
+        if self.metrics is not None:
+            self.metrics.log_shed.inc()
+        return False
 
-    def _put_when_room(self, record: RequestRecord) -> None:
-        with self._room:
-            while not self.offer(record):
-                self._wake.set()
-                self._room.wait(1.0)
+    def put(self, record: RequestRecord) -> None:
+        """Queue the record of an admitted request: past ``capacity`` too under ``block`` (by at most
+        the requests in flight), discarded and counted under ``drop``."""
+        if self.offer(record):
+            return
+        if self.overflow == "block":
+            self._pending.append(record)
+            return
+        self.dropped += 1
+        if self.metrics is not None:  # not logged, still counted as a request
+            self.metrics.log_dropped.inc()
+            self.metrics.observe_records(encode([record]))
+
+    def report_depth(self) -> None:
+        """Set the queue-depth gauge now; called on a timer, as the writer thread may be blocked."""
+        if self.metrics is not None:
+            self.metrics.log_queue_depth.set(self.depth)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Hand everything queued to the writer, then close it (it finishes writing)."""
+        """Tell the writer to stop retrying, hand it everything queued, then close it (it finishes
+        writing); what is left when ``timeout`` runs out is counted lost."""
         if not self._thread.is_alive():
             return
         self._stopping = True
+        self.writer.drain()
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error("log.drain_timed_out", queued=self.depth, timeout_s=timeout)
+            self.count_lost(self.depth, "the log writer did not take them before the stop timed out")
             return
         self.writer.close()
+
+    def count_lost(self, records: int, why: str) -> None:
+        self.lost += records
+        if self.metrics is not None:
+            self.metrics.log_lost.inc(records)
+        log.error("log.records_lost", records=records, reason=why)
 
     def _run(self) -> None:
         while True:
@@ -147,16 +191,20 @@ class EventSink:
                 count = max(count - size, 0)
                 self.writer.write(batch, stopping)
                 self.handed += len(batch)
-                if self.metrics is not None:
-                    self.metrics.log_queue_depth.set(self.depth)
-                with self._room:
-                    self._room.notify_all()
+                self.report_depth()
             if stopping:
                 return
 
 
 class LogWriter:
-    """Encodes, checks, counts and commits batches of records, and writes their log lines."""
+    """Encodes, checks, counts and commits batches of records, and writes their log lines.
+
+    A write the store refuses (locked, disk full) is split in halves and retried, so that what fits
+    in the space there is goes in; a single record that still fails is retried every
+    ``retry_seconds`` (the queue backs up meanwhile, and the gateway sheds load), until the store
+    takes it or the writer is told to ``drain`` (the gateway stops) or ``orphaned`` says its
+    gateway is gone: then each record gets ``SHUTDOWN_ATTEMPTS`` and is counted lost after that.
+    """
 
     def __init__(
         self,
@@ -165,46 +213,80 @@ class LogWriter:
         payload_rows: int = 100,
         retry_seconds: float = 0.5,
         metrics: GatewayMetrics | None = None,
+        orphaned: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.payload_rows = payload_rows
         self.retry_seconds = retry_seconds
         self.metrics = metrics
+        self.orphaned = orphaned
+        self.draining = False
+        #: while stopping, a record was given up on: what the store refuses next is lost at once
+        self.gave_up = False
         self.written = 0
         self.write_errors = 0
+        self.lost = 0
+
+    def drain(self) -> None:
+        self.draining = True
 
     def close(self) -> None:
         """Nothing to finish: ``write`` returns once its batch is written."""
 
     def write(self, batch: list[RequestRecord], final: bool) -> None:
-        """Write the batch, retrying while the store refuses (the queue backs up meanwhile);
-        when shutting down, give up after a few attempts and say how much was lost."""
+        """Write the batch (see the class); log each request's line, written or lost."""
         encoded = encode(batch)
         if self.metrics is not None:  # the requests happened, whether or not the store takes them
             self.metrics.observe_records(encoded)
-        attempts = 0
-        while True:
-            try:
-                self.store.write(encoded)
-                break
-            except Exception as exc:  # locked, disk full, ...: retry rather than lose it
-                attempts += 1
-                self.write_errors += 1
-                if self.metrics is not None:
-                    self.metrics.log_write_errors.inc()
-                log.error(
-                    "log.write_failed", records=len(encoded), error=str(exc), retry_s=self.retry_seconds
-                )
-                if final and attempts >= SHUTDOWN_ATTEMPTS:
-                    log.error("log.records_lost", records=len(encoded))
-                    return
-                time.sleep(self.retry_seconds)
-        self.written += len(encoded)
+        lost = self._commit(encoded, final)
+        self.written += len(encoded) - len(lost)
         if self.metrics is not None:
-            self.metrics.log_written.inc(len(encoded))
+            self.metrics.log_written.inc(len(encoded) - len(lost))
+        if lost:
+            self.lost += len(lost)
+            if self.metrics is not None:
+                self.metrics.log_lost.inc(len(lost))
+            ids = [item.record.request_id for item in lost]
+            log.error("log.records_lost", records=len(lost), request_ids=ids[:100],
+                      reason="the store refused them while the gateway stopped")  # fmt: skip
         with batched_lines():
             for item in encoded:
                 self._emit(item)
+
+    def _commit(self, encoded: list[EncodedRecord], final: bool) -> list[EncodedRecord]:
+        """Commit ``encoded``, in parts when it must; the records given up on."""
+        parts, lost, attempts = [encoded], [], 0
+        while parts:
+            part = parts.pop()
+            try:
+                self.store.write(part)
+                attempts = 0
+                continue
+            except Exception as exc:  # locked, disk full, ...
+                self.write_errors += 1
+                if self.metrics is not None:
+                    self.metrics.log_write_errors.inc()
+                error = str(exc)
+            stopping = final or self.draining or self.orphaned()
+            if stopping and self.gave_up:  # the store refused the last records of this stop already
+                lost += part
+                continue
+            if len(part) > 1:  # what fits in the room there is goes in; the rest is tried again
+                half = len(part) // 2
+                parts += [part[half:], part[:half]]
+                continue
+            attempts += 1
+            if stopping and attempts >= SHUTDOWN_ATTEMPTS:
+                lost += part
+                self.gave_up = True
+                attempts = 0
+                continue
+            if attempts == 1 or attempts % 20 == 0:  # a line a record, then one every 10 s or so
+                log.error("log.write_failed", records=sum(map(len, parts)) + 1, error=error,
+                          attempts=attempts, retry_s=self.retry_seconds)  # fmt: skip
+            time.sleep(self.retry_seconds)
+            parts.append(part)
+        return lost
 
     def _emit(self, item: EncodedRecord) -> None:
         r = item.record

@@ -42,6 +42,7 @@ from service.errors import (
     MethodNotAllowed,
     ModelRequired,
     NotFound,
+    Overloaded,
     ServiceError,
     clipped,
     quoted,
@@ -102,7 +103,7 @@ class Gateway:
             raise NotFound("monitoring is off in this gateway (MODELGATE_MONITORING=false)")
         return self.observability
 
-    async def record(
+    def record(
         self,
         request: Request,
         route: str,
@@ -115,7 +116,7 @@ class Gateway:
         served, batch = exchange.served, exchange.batch
         latency = time.perf_counter() - started
         assert self.observability is not None
-        await self.observability.sink.put(
+        self.observability.sink.put(
             RequestRecord(
                 request_id=request_id(request),
                 ts=ts,
@@ -324,6 +325,17 @@ class Gateway:
         whom = f"{name}'s" if name is not None else "the widest model's"
         return Separators(separators_allowed(width, rows), f"{rows:,} rows of {whom} {width} values")
 
+    def readiness(self) -> dict[str, Any]:
+        """Whether this process can serve: some model's champion is loaded and, with monitoring,
+        the prediction log takes records (a backed-up log sheds requests with 503)."""
+        answer: dict[str, Any] = {"ready": self.pool.ready(), "models": self.pool.states()}
+        if self.observability is not None:
+            sink = self.observability.sink
+            answer["log"] = {"accepting": sink.accepting, "queued": sink.depth, "capacity": sink.capacity,
+                             "shed": sink.shed, "lost": sink.lost}  # fmt: skip
+            answer["ready"] = answer["ready"] and sink.accepting
+        return answer
+
     def only_model(self) -> str:
         names = self.pool.names
         if len(names) != 1:
@@ -336,6 +348,13 @@ class Gateway:
         while True:
             await asyncio.sleep(self.settings.poll_interval)
             await anyio.to_thread.run_sync(self.pool.refresh)
+
+    async def report_log_depth(self, observability: Observability) -> None:
+        """The log queue's depth gauge, every second, from the event loop: the writer thread that
+        also sets it may be blocked on a writer that cannot write."""
+        while True:
+            observability.sink.report_depth()
+            await asyncio.sleep(1.0)
 
 
 def _echoed_id(given: Any) -> str | None:
@@ -361,6 +380,8 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     headers = {"x-request-id": rid}
     if isinstance(exc, MethodNotAllowed):
         headers["allow"] = ", ".join(exc.allow)
+    if isinstance(exc, Overloaded):
+        headers["retry-after"] = str(exc.retry_after)
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
@@ -408,10 +429,13 @@ def create_app(settings: Settings) -> Starlette:
 
             gateway.metrics = GatewayMetrics(CollectorRegistry())
             observability.start(gateway.metrics)
-        poller = asyncio.create_task(gateway.poll_registry())
+        tasks = [asyncio.create_task(gateway.poll_registry())]
+        if observability is not None:
+            tasks.append(asyncio.create_task(gateway.report_log_depth(observability)))
         tune_garbage_collector()
         yield
-        poller.cancel()
+        for task in tasks:
+            task.cancel()
         if observability is not None:
             await anyio.to_thread.run_sync(observability.stop)
 
@@ -422,6 +446,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/monitoring/drift", bound(reports.drift), methods=["GET"]),
         Route("/monitoring/alerts", bound(reports.alerts), methods=["GET"]),
         Route("/monitoring/compare", bound(reports.compare), methods=["GET"]),
+        Route("/monitoring/status", bound(status.monitoring_status), methods=["GET"]),
         Route("/admin/models/{name}/routing", bound(control.set_routing), methods=["PUT"]),
         Route("/admin/models/{name}/promote", bound(control.promote), methods=["POST"]),
         Route("/admin/models/{name}/rollback", bound(control.rollback), methods=["POST"]),

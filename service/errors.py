@@ -138,6 +138,14 @@ class Unavailable(ServiceError):
     status = 503
 
 
+class Overloaded(Unavailable):
+    """The gateway sheds load (its prediction log is backed up); ``retry_after`` seconds, a hint."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def from_registry(exc: RegistryError, field: str | None = None) -> ServiceError:
     """The answer to a registry error, the one place its statuses are decided: an unknown model or
     version is 404, an alias change the model's state does not allow (nothing to roll back to) 409,

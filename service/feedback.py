@@ -22,16 +22,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import structlog
 
 from monitoring.records import Feedback, FeedbackTarget
 from monitoring.store import FeedbackLog, FeedbackOutcome, RequestLog
 from registry.manifest import OutputSpec
-from service.errors import MalformedRequest, PayloadTooLarge, ServiceError, quoted
+from service.errors import MalformedRequest, Overloaded, PayloadTooLarge, ServiceError, clipped, quoted
 from service.pool import ModelPool
 
 #: How long to wait for log writers before calling an id unknown: feedback can
 #: race the request's own record, which is committed a few milliseconds later.
 SETTLE_SECONDS = 0.25
+#: what a 503 for feedback the store refused asks the client to wait, in seconds
+FEEDBACK_RETRY_AFTER_SECONDS = 5
+
+log = structlog.get_logger("modelgate.feedback")
 
 
 @dataclass
@@ -168,7 +173,15 @@ class FeedbackDesk:
                     continue
             accepted.append((item, Feedback(item.request_id, values, now, item.reward)))
         if accepted:
-            outcomes = await anyio.to_thread.run_sync(self.feedback.add, [f for _, f in accepted])
+            try:
+                outcomes = await anyio.to_thread.run_sync(self.feedback.add, [f for _, f in accepted])
+            except Exception as exc:  # a full disk, a database gone: nothing stored, say so and when
+                log.error("feedback.not_stored", items=len(accepted), error=str(exc))
+                raise Overloaded(
+                    f"feedback not stored: the prediction log refused it ({clipped(str(exc), 200)}); "
+                    "send it again shortly",
+                    retry_after=FEEDBACK_RETRY_AFTER_SECONDS,
+                ) from exc
             for (item, _), outcome in zip(accepted, outcomes, strict=True):
                 if outcome is FeedbackOutcome.CONFLICT:
                     item.refuse(409, "different feedback is already stored for this request")

@@ -14,7 +14,10 @@ which is resent whole; what a dead writer had read and not committed is
 lost (the crash case: normally one batch, 50 ms). The writer ignores
 SIGTERM and SIGINT, which reach the whole process group on a stop or a
 Ctrl-C: it stops when its stdin ends, after the worker drained its queue
-into it, so a graceful shutdown loses nothing.
+into it, so a graceful shutdown loses nothing the store takes. SIGUSR1
+(the worker stopping) and a parent that is gone (a killed worker) end its
+retries: what the store still refuses then (a full disk) is counted lost
+and logged, and the writer exits with its input instead of retrying alone.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -40,6 +43,9 @@ from registry.onnx_model import Prediction
 from service.children import spawn, wait_or_kill
 from service.runtime import tune_garbage_collector
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from monitoring.metrics import GatewayMetrics
 
 #: each message: its length, then a pickled Shipment
 HEADER = struct.Struct("<Q")
@@ -122,6 +128,8 @@ class LogShipper:
         self.settings = settings
         self.retry_seconds = retry_seconds
         self.child: subprocess.Popen[bytes] | None = None
+        #: set before the first write to count what is lost (see monitoring.metrics)
+        self.metrics: GatewayMetrics | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the writer and wait until it can write: the gateway is not ready before its log is
@@ -172,9 +180,18 @@ class LogShipper:
                 self._end(child, timeout=1.0)
                 self.child = None
                 if final and attempts >= SHUTDOWN_ATTEMPTS:
-                    log.error("log.records_lost", records=len(batch))
+                    if self.metrics is not None:
+                        self.metrics.log_lost.inc(len(batch))
+                    log.error("log.records_lost", records=len(batch), reason="no log writer would start")
                     return
                 time.sleep(self.retry_seconds)
+
+    def drain(self) -> None:
+        """The worker is stopping: the writer stops retrying what the store refuses."""
+        child = self.child
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(OSError):
+                child.send_signal(signal.SIGUSR1)
 
     def close(self, timeout: float = 30.0) -> None:
         """End the writer's input; it commits what it has and exits."""
@@ -229,9 +246,14 @@ def main() -> int:
     settings = Settings.from_env()
     configure_logging()
     store = open_store(settings.store_location, pool_size=1)
+    parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     writer = LogWriter(
-        store.requests, payload_rows=settings.log_payload_rows, metrics=GatewayMetrics(CollectorRegistry())
+        store.requests,
+        payload_rows=settings.log_payload_rows,
+        metrics=GatewayMetrics(CollectorRegistry()),
+        orphaned=lambda: os.getppid() != parent,
     )
+    signal.signal(signal.SIGUSR1, lambda *_: writer.drain())
     checkers = Checkers(str(settings.registry))
     tune_garbage_collector()
     ready_fd = os.environ.pop(READY_FD, None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -152,6 +153,7 @@ def main() -> int:
     monitor.on_reports = alerting.step
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     log.info("monitor.leading", pid=os.getpid(), log=store.location)
+    metrics.monitor_leading.labels(socket.gethostname()).set(1)
     tune_garbage_collector()
     while not stop.is_set() and os.getppid() == parent:
         if not store.lease.acquire():  # its connection lost (PostgreSQL): another may lead now

@@ -33,6 +33,7 @@ class Observability:
             self.shipper,
             capacity=settings.log_queue_size,
             overflow="drop" if settings.log_overflow == "drop" else "block",
+            block_seconds=settings.log_block_seconds,
         )
         self.shadow = ShadowRunner(
             self.sink,
@@ -51,6 +52,7 @@ class Observability:
 
     def start(self, metrics: GatewayMetrics) -> None:
         self.shipper.start()
+        self.shipper.metrics = metrics
         self.sink.metrics = metrics
         self.shadow.metrics = metrics
         self.sink.start()

@@ -31,7 +31,8 @@ ERRORS = {
     "413": "More rows or bytes than the configured limits",
     "415": "A body in a format the route does not read",
     "422": "Inputs that do not fit the model's schema (the field and the reason are named)",
-    "503": "The model has no champion loaded, or a version fails its hash check",
+    "503": "The model has no champion loaded, a version fails its hash check, or the prediction log is "
+    "backed up (Retry-After says when to try again)",
 }
 
 
@@ -310,7 +311,7 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
                 {"type": "object", "properties": {"feedback": {"type": "array", "items": {"type": "object"},
                                                              "minItems": 1}},
                  "required": ["feedback"], "additionalProperties": False}]}),
-            "responses": {**_responses(obj, "400", "404", "409", "413", "422"),
+            "responses": {**_responses(obj, "400", "404", "409", "413", "422", "503"),
                           "207": {"description": "Some items refused; each has its own status",
                                   "content": {JSON: {"schema": obj}}}},
         }},
@@ -323,6 +324,8 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
                                         "parameters": [MODEL_QUERY],
                                         "responses": _responses(obj, "400", "404")}},
         "/monitoring/alerts": {"get": {"summary": "Alerts firing, pending and recently resolved",
+                                       "responses": _responses(obj, "404")}},
+        "/monitoring/status": {"get": {"summary": "Which replica's monitor leads; this process's log queue",
                                        "responses": _responses(obj, "404")}},
         "/admin/models/{name}/routing": {"put": {
             "summary": "Set the routing policy", "security": [{"bearer": []}], "parameters": [name],
@@ -346,7 +349,7 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
         }},
         "/v2": {"get": {"summary": "Server metadata", "responses": _responses(obj)}},
         "/v2/health/live": {"get": {"summary": "Liveness", "responses": _responses(obj)}},
-        "/v2/health/ready": {"get": {"summary": "Readiness: every champion loaded",
+        "/v2/health/ready": {"get": {"summary": "Readiness: some model serves and the log takes records",
                                      "responses": _responses(obj, "503")}},
         "/v2/models/{name}": {"get": {"summary": "Model metadata", "parameters": [name],
                                       "responses": _responses(obj, "404", "503")}},

@@ -208,8 +208,21 @@ class ModelPool:
         return champion
 
     def ready(self) -> bool:
-        """Every model in the registry has its champion loaded, and there is at least one."""
-        return bool(self._slots) and all(s.champion is not None for s in self._slots.values())
+        """At least one model has its champion loaded. A model without one (just pushed, not yet
+        promoted) is reported by ``states`` and its own ready route; it must not take the models
+        that can serve out of every load balancer."""
+        return any(s.champion is not None for s in self._slots.values())
+
+    def states(self) -> dict[str, dict[str, object]]:
+        """Each model's readiness: the champion version serving, or why none is."""
+        states: dict[str, dict[str, object]] = {}
+        for name, slots in sorted(self._slots.items()):
+            if slots.champion is not None:
+                states[name] = {"ready": True, "champion": slots.champion.version}
+            else:
+                failed = slots.errors.get("champion")
+                states[name] = {"ready": False, "reason": failed or "no champion: promote a version"}
+        return states
 
     def cached(self, name: str, version: int) -> ServedVersion | None:
         """A pinned version if it is loaded already (as champion, challenger or in the cache)."""

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.onnx_model import Prediction
-from service.errors import ServiceError
+from service.errors import Overloaded, ServiceError
 from service.pool import ServedVersion
 from service.validation import Batch
 
@@ -41,6 +41,9 @@ class Exchange:
         return {"x-request-id": rid, "x-modelgate-arm": self.arm}
 
 
+#: what a 503 for a backed-up log asks the client to wait, in seconds
+LOG_RETRY_AFTER_SECONDS = 1
+
 Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -51,19 +54,26 @@ def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awa
     def decorate(handler: Handler) -> Callable[[Gateway, Request], Awaitable[Response]]:
         @functools.wraps(handler)
         async def observed(self: Gateway, request: Request) -> Response:
-            if self.observability is None:
+            observability = self.observability
+            if observability is None:
                 return await handler(self, request, Exchange())
+            if not await observability.sink.admit():  # the log is backed up: refuse before any work
+                raise Overloaded(
+                    f"the prediction log is backed up ({observability.sink.depth:,} records queued); "
+                    "this request was not served: retry shortly or on another replica",
+                    retry_after=LOG_RETRY_AFTER_SECONDS,
+                )
             ts, started = time.time(), time.perf_counter()
             exchange = Exchange()
             try:
                 response = await handler(self, request, exchange)
             except ServiceError as exc:
-                await self.record(request, route, exchange, ts, started, exc.status, exc.message)
+                self.record(request, route, exchange, ts, started, exc.status, exc.message)
                 raise
             except Exception as exc:
-                await self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
+                self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
                 raise
-            await self.record(request, route, exchange, ts, started, 200, None)
+            self.record(request, route, exchange, ts, started, 200, None)
             return response
 
         return observed

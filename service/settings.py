@@ -69,8 +69,11 @@ class Settings:
     log_url: str = dataclasses.field(default="", repr=False)
     #: records queued for the log writer before the overflow policy applies
     log_queue_size: int = 10_000
-    #: when the queue is full: "block" (the request waits for room; nothing is lost) or "drop" (counted)
+    #: when the queue is full: "block" (a new request waits for room, then is refused with 503; nothing
+    #: answered is lost) or "drop" (answered, its record discarded and counted)
     log_overflow: str = "block"
+    #: seconds a new request waits for room in a full log queue (block) before its 503 and Retry-After
+    log_block_seconds: float = 0.5
     #: requests of at most this many rows carry their inputs and outputs in the stdout log line
     log_payload_rows: int = 100
     #: shadow-mode jobs waiting for the challenger per worker; more are shed (counted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import socket
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -56,6 +57,7 @@ async def index(gateway: Gateway, request: Request) -> Response:
                 "GET /monitoring/drift?model=NAME",
                 "GET /monitoring/alerts",
                 "GET /monitoring/compare?model=NAME",
+                "GET /monitoring/status",
                 "PUT /admin/models/{name}/routing (bearer token)",
                 "POST /admin/models/{name}/promote (bearer token)",
                 "POST /admin/models/{name}/rollback (bearer token)",
@@ -135,8 +137,25 @@ def _exposition(gateway: Gateway) -> bytes:
 
 
 async def ready(gateway: Gateway, request: Request) -> Response:
-    ready = gateway.pool.ready()
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    """Ready while some model serves and the prediction log takes records; which model serves, and
+    the log's state, in the body. Reads memory only: it never waits on the log or the registry."""
+    readiness = gateway.readiness()
+    return JSONResponse(readiness, status_code=200 if readiness["ready"] else 503)
+
+
+async def monitoring_status(gateway: Gateway, request: Request) -> Response:
+    """Which replica's monitor holds the lease, and this process's log queue."""
+    observed = gateway.observed
+    holder = await anyio.to_thread.run_sync(observed.store.lease.holder)
+    host = socket.gethostname()
+    here = holder is not None and holder.startswith(f"{host} ")
+    return JSONResponse(
+        {
+            "monitor": {"holder": holder, "this_replica": here},
+            "replica": host,
+            "log": gateway.readiness()["log"],
+        }
+    )
 
 
 async def models(gateway: Gateway, request: Request) -> Response:

@@ -21,7 +21,9 @@ What the seams promise, whatever the backend:
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -133,7 +135,15 @@ class MonitorLease(Protocol):
     def held(self) -> bool:
         """Whether some process holds the lease now."""
 
+    def holder(self) -> str | None:
+        """Who holds it: the holder's ``lease_holder()`` words (host and pid), or None."""
+
     def release(self) -> None: ...
+
+
+def lease_holder() -> str:
+    """How a lease holder names itself: which replica (host) and process holds it."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 @dataclass(frozen=True)

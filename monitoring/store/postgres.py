@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from monitoring.store import Store, redacted
+from monitoring.store import Store, lease_holder, redacted
 from monitoring.store.rows import REQUEST_COLUMNS
 from monitoring.store.sql import (
     SqlAlertStore,
@@ -248,13 +249,28 @@ class AdvisoryLease:
                 return True
             self.release()
             return False
-        connection = psycopg.connect(with_keepalives(self.url), autocommit=True)
+        # named after its holder, which the status route reads back (63 bytes at most)
+        name = f"modelgate monitor {lease_holder()}"[:63]
+        connection = psycopg.connect(with_keepalives(self.url), autocommit=True, application_name=name)
         row = connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, LEASE_LOCK)).fetchone()
         if row is None or not row[0]:
             connection.close()
             return False
         self._connection = connection
         return True
+
+    def holder(self) -> str | None:
+        rows = self.db.rows(
+            "SELECT a.application_name, a.backend_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.classid = ? AND l.objid = ? AND l.granted",
+            (LOCK_SPACE, LEASE_LOCK),
+        )
+        if not rows:
+            return None
+        name, since = rows[0]
+        holder = str(name).removeprefix("modelgate monitor ") or "a process without a name"
+        return f"{holder} since {since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}" if since is not None else holder
 
     def held(self) -> bool:
         (row,) = self.db.rows(

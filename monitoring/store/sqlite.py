@@ -10,14 +10,16 @@ on a file beside the database.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitoring.store import Store
+from monitoring.store import Store, lease_holder
 from monitoring.store.rows import REQUEST_COLUMNS
 from monitoring.store.sql import (
     SqlAlertStore,
@@ -206,8 +208,18 @@ class FileLease:
         except BlockingIOError:
             handle.close()
             return False
+        handle.truncate(0)  # who holds it, for the status route (the lock is what counts)
+        handle.write(f"{lease_holder()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+        handle.flush()
         self._handle = handle
         return True
+
+    def holder(self) -> str | None:
+        if not self.held():
+            return None
+        with contextlib.suppress(OSError):
+            return self.path.read_text().strip() or None
+        return None
 
     def held(self) -> bool:
         if self._handle is not None:

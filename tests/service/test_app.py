@@ -282,6 +282,21 @@ def test_not_ready_without_a_champion(registry, cancer_model):
         assert response.status_code == 503 and "no champion loaded" in response.json()["error"]
 
 
+def test_a_new_model_without_a_champion_leaves_the_others_ready(registry, cancer_model):
+    registry.push(cancer_model.onnx, "cancer", cancer_model.reference)
+    registry.promote("cancer", 1, "champion")
+    registry.push(cancer_model.onnx, "fresh", cancer_model.reference)  # pushed, not yet promoted
+    with TestClient(create_app(Settings(registry=registry.root, poll_interval=3600))) as client:
+        for path in ("/readyz", "/v2/health/ready", "/ping"):
+            response = client.get(path)
+            assert response.status_code == 200, path
+        models = client.get("/readyz").json()["models"]
+        assert models["cancer"] == {"ready": True, "champion": 1}
+        assert models["fresh"]["ready"] is False and "no champion" in models["fresh"]["reason"]
+        assert client.get("/v2/models/fresh/ready").status_code == 503
+        assert client.get("/v2/models/cancer/ready").status_code == 200
+
+
 def test_large_batches_are_answered_in_full(client, cancer_model):
     rows = cancer_model.frame.iloc[:50].to_dict(orient="records")
     assert len(client.post("/predict", json={"inputs": rows}).json()["predictions"]) == 50
