@@ -48,6 +48,7 @@ from service.errors import (
     quoted,
 )
 from service.http import (
+    BodyLimits,
     JSONResponse,
     Separators,
     infer_body,
@@ -93,6 +94,7 @@ class Gateway:
         self.batchers: dict[tuple[str, int], Batcher] = {}
         self.admin = Admin(settings.admin_token, self.pool.registry)
         self.predict_token = settings.predict_token.encode()
+        self.body_limits = BodyLimits(settings.max_body_bytes, settings.body_timeout)
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
         self.metrics: GatewayMetrics | None = None
 
@@ -235,7 +237,7 @@ class Gateway:
     @recorded("predict")
     async def predict(self, request: Request, exchange: Exchange) -> Response:
         self.authorize(request)
-        body = await json_body(request, self.settings.max_body_bytes, self.separators(None))
+        body = await json_body(request, self.body_limits, self.separators(None))
         unknown = [key for key in body if key not in PREDICT_FIELDS]
         if unknown:
             raise MalformedRequest(
@@ -280,7 +282,7 @@ class Gateway:
         name, version = model_and_version(request)
         # an unknown model or version: 404 before the body is read
         separators = self.separators(name, await self.version_served(name, version))
-        body = await infer_body(request, self.settings.max_body_bytes, separators)
+        body = await infer_body(request, self.body_limits, separators)
         echoed = _echoed_id(body.get("id"))
         parameters = body.get("parameters")
         given_key = parameters.get("routing_key") if isinstance(parameters, dict) else None
@@ -311,7 +313,7 @@ class Gateway:
         self.authorize(request)
         items, rows = self.settings.max_feedback_items, self.settings.max_batch_rows
         separators = Separators(separators_allowed(4, items + rows), f"{items:,} feedback items")
-        body = await json_body(request, self.settings.max_body_bytes, separators)
+        body = await json_body(request, self.body_limits, separators)
         status, answer = await self.observed.feedback.take(body)
         answer["request_id"] = request_id(request)
         return JSONResponse(answer, status_code=status, headers={"x-request-id": answer["request_id"]})

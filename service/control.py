@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 async def set_routing(gateway: Gateway, request: Request) -> Response:
     actor = gateway.admin.actor(request)
     name = request.path_params["name"]
-    body = await json_body(request, gateway.settings.max_body_bytes)
+    body = await json_body(request, gateway.body_limits)
     policy, why = routing_policy(body), reason(body)
     registry = gateway.pool.registry
     entry = await gateway.admin.run(name, lambda: registry.set_routing(name, policy, reason=why, actor=actor))
@@ -28,7 +28,7 @@ async def promote(gateway: Gateway, request: Request) -> Response:
     """Point an alias at a version; by default the challenger becomes champion."""
     actor = gateway.admin.actor(request)
     name = request.path_params["name"]
-    body = await json_body(request, gateway.settings.max_body_bytes)
+    body = await json_body(request, gateway.body_limits)
     (version, alias), why = promotion(body), reason(body)
     registry = gateway.pool.registry
     entry = await gateway.admin.run(
@@ -41,7 +41,7 @@ async def promote(gateway: Gateway, request: Request) -> Response:
 async def rollback(gateway: Gateway, request: Request) -> Response:
     actor = gateway.admin.actor(request)
     name = request.path_params["name"]
-    why = reason(await json_body(request, gateway.settings.max_body_bytes))
+    why = reason(await json_body(request, gateway.body_limits))
     registry = gateway.pool.registry
     entry = await gateway.admin.run(name, lambda: registry.rollback(name, reason=why, actor=actor))
     return JSONResponse(entry)

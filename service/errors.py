@@ -92,6 +92,19 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class RequestTimeout(ServiceError):
+    """The body did not arrive within the body timeout (a client trickling it)."""
+
+    status = 408
+
+
+class ClientGone(ServiceError):
+    """The client closed the connection before its body arrived; nobody reads this answer, the log
+    does (499, as nginx calls it)."""
+
+    status = 499
+
+
 class Unauthorized(ServiceError):
     """An admin route without a bearer token."""
 

@@ -7,12 +7,21 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from service import binary
-from service.errors import MalformedRequest, NotFound, PayloadTooLarge, decimal, quoted
+from service.errors import (
+    ClientGone,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    decimal,
+    quoted,
+)
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -36,18 +45,36 @@ def request_id(request: Request) -> str:
     return rid
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body's bytes; 413 past ``limit``."""
+@dataclass(frozen=True)
+class BodyLimits:
+    """How large a request body may be, and how long it may take to arrive."""
+
+    max_bytes: int
+    timeout: float
+
+
+async def read_body(request: Request, limits: BodyLimits) -> bytes:
+    """The body's bytes; 413 past ``limits.max_bytes``, 408 when it takes longer than ``limits.timeout``
+    seconds (a client trickling a body holds its buffers only that long)."""
+    limit = limits.max_bytes
     declared = decimal(request.headers.get("content-length") or "")
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(limits.timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request body not received within {limits.timeout:g} s ({size:,} bytes came)"
+        ) from None
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection before its body arrived") from None
     return b"".join(chunks)
 
 
@@ -86,19 +113,21 @@ def json_object(data: bytes, separators: Separators | None = None) -> dict[str, 
     return body
 
 
-async def json_body(request: Request, limit: int, separators: Separators | None = None) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes or ``separators``, 400 when it is not JSON."""
+async def json_body(
+    request: Request, limits: BodyLimits, separators: Separators | None = None
+) -> dict[str, Any]:
+    """The body as a JSON object; 413 past its limits or ``separators``, 400 when it is not JSON."""
     if binary.HEADER in request.headers:
         raise MalformedRequest(
             "binary tensor data (Inference-Header-Content-Length) is accepted by "
             "/v2/models/{name}/infer only; send JSON here"
         )
-    return json_object(await read_body(request, limit), separators)
+    return json_object(await read_body(request, limits), separators)
 
 
-async def infer_body(request: Request, limit: int, separators: Separators) -> dict[str, Any]:
+async def infer_body(request: Request, limits: BodyLimits, separators: Separators) -> dict[str, Any]:
     """A v2 inference request, JSON or with binary tensor data after its JSON header."""
-    data = await read_body(request, limit)
+    data = await read_body(request, limits)
     raw = request.headers.get(binary.HEADER)
     if raw is None:
         return json_object(data, separators)

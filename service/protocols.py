@@ -57,7 +57,7 @@ async def kserve_predict(gateway: Gateway, request: Request, exchange: Exchange)
     gateway.authorize(request)
     name = request.path_params["name"]
     gateway.pool.slots(name)  # an unknown model: 404 before the body is read
-    body = await json_body(request, gateway.settings.max_body_bytes, gateway.separators(name))
+    body = await json_body(request, gateway.body_limits, gateway.separators(name))
     key = _one_format(body, ("instances", "inputs"), ())
     await gateway.resolve(exchange, name, None, routing_key(request, None))
     instances, limit = body[key], gateway.settings.max_batch_rows
@@ -115,7 +115,7 @@ async def mlflow_invocations(gateway: Gateway, request: Request, exchange: Excha
         )
     name = request.query_params.get("model") or gateway.only_model()
     gateway.pool.slots(name)
-    body = await json_body(request, gateway.settings.max_body_bytes, gateway.separators(name))
+    body = await json_body(request, gateway.body_limits, gateway.separators(name))
     key = _one_format(body, MLFLOW_FORMATS, ("params",))
     await gateway.resolve(exchange, name, None, routing_key(request, None))
     parse = _mlflow_parser(key, body[key], gateway.settings.max_batch_rows)

@@ -44,6 +44,18 @@ class Settings:
     max_batch_rows: int = 10_000
     #: bytes one request body may carry; more is refused with 413
     max_body_bytes: int = 32 * 1024 * 1024
+    #: seconds a request's body may take to arrive, once its head has; slower is refused with 408
+    body_timeout: float = 30.0
+    #: ``modelgate serve``: seconds from a connection's (or a request's) first byte to the end of the
+    #: request's head (its line and headers); slower is closed with 408 (slow-loris clients)
+    header_timeout: float = 10.0
+    #: ``modelgate serve``: bytes a request's head (line and headers) may take; more is refused with 431
+    max_header_bytes: int = 64 * 1024
+    #: ``modelgate serve``: seconds an idle keep-alive connection stays open
+    keep_alive_timeout: float = 5.0
+    #: ``modelgate serve``: open connections (and requests in flight) a worker takes; past it, new
+    #: requests are answered 503 at once
+    max_connections: int = 2048
     #: rows run through a freshly loaded session before it takes traffic
     warmup_rows: int = 16
     #: seconds a version's warm-up may take; a model still running then is refused, not served
