@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
 
 Overflow = Literal["block", "drop"]
+#: called once a batch handed to a writer is committed (True) or given up on (False)
+OnCommit = Callable[[bool], None]
 SHUTDOWN_ATTEMPTS = 3
 
 log = structlog.get_logger("modelgate.sink")
@@ -58,8 +60,9 @@ request_log = structlog.get_logger("modelgate.requests")
 
 
 class BatchWriter(Protocol):
-    def write(self, batch: list[RequestRecord], final: bool) -> None:
-        """Write (or hand on) the batch; ``final`` when the gateway is shutting down."""
+    def write(self, batch: list[RequestRecord], final: bool, on_commit: OnCommit | None = None) -> None:
+        """Write (or hand on) the batch; ``final`` when the gateway is shutting down; ``on_commit``
+        (from any thread, maybe later) once it is committed or given up on."""
 
     def drain(self) -> None:
         """The gateway is stopping: stop retrying what fails; count it lost instead."""
@@ -87,6 +90,8 @@ class EventSink:
         self.flush_seconds = flush_seconds
         # appended by the event loop, popped by the writer: deque operations are atomic
         self._pending: collections.deque[RequestRecord] = collections.deque()
+        #: durable acknowledgement: a record's future, by its id(), resolved once it is committed
+        self._waiters: dict[int, asyncio.Future[bool]] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
@@ -139,14 +144,25 @@ class EventSink:
             self.metrics.log_shed.inc()
         return False
 
-    def put(self, record: RequestRecord) -> None:
+    def put(self, record: RequestRecord, committed: asyncio.Future[bool] | None = None) -> None:
         """Queue the record of an admitted request: past ``capacity`` too under ``block`` (by at most
-        the requests in flight), discarded and counted under ``drop``."""
-        if self.offer(record):
-            return
-        if self.overflow == "block":
-            self._pending.append(record)
-            return
+        the requests in flight), discarded and counted under ``drop``. ``committed`` is resolved
+        True once the record is committed (False: given up on, or discarded); the writer is woken
+        at once, and what queues while it commits goes in its next transaction (group commit)."""
+        if committed is not None:
+            self._waiters[id(record)] = committed
+        if not self.offer(record):
+            if self.overflow == "drop":
+                self._drop(record)
+                if committed is not None:
+                    self._waiters.pop(id(record))
+                    committed.set_result(False)
+                return
+            self._pending.append(record)  # admitted while full: queued all the same
+        if committed is not None:
+            self._wake.set()
+
+    def _drop(self, record: RequestRecord) -> None:
         self.dropped += 1
         if self.metrics is not None:  # not logged, still counted as a request
             self.metrics.log_dropped.inc()
@@ -189,11 +205,31 @@ class EventSink:
                 size = min(count or len(self._pending), self.batch_size)
                 batch = [self._pending.popleft() for _ in range(size)]
                 count = max(count - size, 0)
-                self.writer.write(batch, stopping)
+                waiters = (
+                    [self._waiters.pop(id(r)) for r in batch if id(r) in self._waiters]
+                    if self._waiters
+                    else []
+                )
+                self.writer.write(batch, stopping, _settler(waiters) if waiters else None)
                 self.handed += len(batch)
                 self.report_depth()
             if stopping:
                 return
+
+
+def _settler(waiters: list[asyncio.Future[bool]]) -> OnCommit:
+    """What tells the requests waiting on a batch (on their event loop) how its commit went."""
+
+    def settle(ok: bool) -> None:
+        for waiter in waiters:
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter, ok)
+
+    return settle
+
+
+def _settle(waiter: asyncio.Future[bool], ok: bool) -> None:
+    if not waiter.done():  # a request that stopped waiting (timed out) has cancelled it
+        waiter.set_result(ok)
 
 
 class LogWriter:
@@ -233,8 +269,14 @@ class LogWriter:
     def close(self) -> None:
         """Nothing to finish: ``write`` returns once its batch is written."""
 
-    def write(self, batch: list[RequestRecord], final: bool) -> None:
+    def write(self, batch: list[RequestRecord], final: bool, on_commit: OnCommit | None = None) -> None:
         """Write the batch (see the class); log each request's line, written or lost."""
+        lost = self._write(batch, final)
+        if on_commit is not None:
+            on_commit(not lost)
+
+    def _write(self, batch: list[RequestRecord], final: bool) -> int:
+        """Write the batch; the number of its records given up on."""
         encoded = encode(batch)
         if self.metrics is not None:  # the requests happened, whether or not the store takes them
             self.metrics.observe_records(encoded)
@@ -252,6 +294,7 @@ class LogWriter:
         with batched_lines():
             for item in encoded:
                 self._emit(item)
+        return len(lost)
 
     def _commit(self, encoded: list[EncodedRecord], final: bool) -> list[EncodedRecord]:
         """Commit ``encoded``, in parts when it must; the records given up on."""

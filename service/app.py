@@ -114,8 +114,12 @@ class Gateway:
         started: float,
         status: int,
         error: str | None,
-    ) -> None:
+    ) -> asyncio.Future[bool] | None:
+        """Queue the request's record; with ``MODELGATE_LOG_ACK=committed``, an answered request's
+        record comes with a future resolved once it is committed, which its answer waits for."""
         served, batch = exchange.served, exchange.batch
+        durable = self.settings.log_ack == "committed" and status == 200
+        committed = asyncio.get_running_loop().create_future() if durable else None
         latency = time.perf_counter() - started
         assert self.observability is not None
         self.observability.sink.put(
@@ -137,8 +141,10 @@ class Gateway:
                 flags=exchange.flags or {},
                 classes=served.manifest.output.classes if served else (),
                 checker=served.checker if served and exchange.flags is None else None,
-            )
+            ),
+            committed,
         )  # fmt: skip
+        return committed
 
     async def run(self, exchange: Exchange) -> Prediction:
         """Predict. Plausibility is checked here only when a rule refuses requests (422 when one

@@ -30,6 +30,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ import numpy as np
 import structlog
 
 from monitoring.records import Checker, RequestRecord
-from monitoring.sink import SHUTDOWN_ATTEMPTS
+from monitoring.sink import SHUTDOWN_ATTEMPTS, OnCommit
 from registry.onnx_model import Prediction
 from service.children import spawn, wait_or_kill
 from service.runtime import tune_garbage_collector
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 HEADER = struct.Struct("<Q")
 #: the environment variable naming the pipe on which a writer says it is ready
 READY_FD = "MODELGATE_LOG_WRITER_READY_FD"
+#: ... and the pipe on which it says which shipments it committed (durable acknowledgement)
+ACK_FD = "MODELGATE_LOG_WRITER_ACK_FD"
+#: each acknowledgement: the shipment's number, and whether all its records were committed
+ACK = struct.Struct("<Q?")
 
 log = structlog.get_logger("modelgate.log_writer")
 
@@ -75,6 +80,8 @@ class Shipment:
     """
 
     final: bool
+    #: its number, acknowledged on the ack pipe once committed; 0: no acknowledgement wanted
+    seq: int
     plain: dict[str, list[Any]]
     stacked: dict[str, tuple[np.ndarray | None, list[Any]]]
     checked: list[bool]
@@ -85,7 +92,7 @@ def _arrays(record: RequestRecord) -> tuple[np.ndarray | None, ...]:
     return (record.matrix, *(None if p is None else getattr(p, name) for name in PREDICTED))
 
 
-def ship(batch: list[RequestRecord], final: bool) -> Shipment:
+def ship(batch: list[RequestRecord], final: bool, seq: int = 0) -> Shipment:
     stacked: dict[str, tuple[np.ndarray | None, list[Any]]] = {}
     for name, items in zip(STACKED, zip(*map(_arrays, batch), strict=True), strict=True):
         present = [a for a in items if a is not None]
@@ -94,7 +101,7 @@ def ship(batch: list[RequestRecord], final: bool) -> Shipment:
         else:
             stacked[name] = (None, list(items))
     plain = {name: [getattr(r, name) for r in batch] for name in PLAIN}
-    return Shipment(final, plain, stacked, [r.checker is not None for r in batch])
+    return Shipment(final, seq, plain, stacked, [r.checker is not None for r in batch])
 
 
 def _unstacked(array: np.ndarray | None, items: list[Any]) -> list[Any]:
@@ -130,6 +137,13 @@ class LogShipper:
         self.child: subprocess.Popen[bytes] | None = None
         #: set before the first write to count what is lost (see monitoring.metrics)
         self.metrics: GatewayMetrics | None = None
+        # durable acknowledgement: every writer this shipper starts reports its commits on one pipe
+        self._acks: dict[int, OnCommit] = {}
+        self._seq = 0
+        self._ack_pipe: tuple[int, int] | None = None
+        if settings.log_ack == "committed":
+            self._ack_pipe = os.pipe()
+            threading.Thread(target=self._read_acks, name="log-acks", daemon=True).start()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the writer and wait until it can write: the gateway is not ready before its log is
@@ -151,23 +165,40 @@ class LogShipper:
                 os.close(signal_ready)
 
     def _spawn(self, ready_fd: int | None = None) -> subprocess.Popen[bytes]:
-        if ready_fd is None:
-            return spawn("service.log_process", self.settings, stdin=subprocess.PIPE)
-        return spawn(
-            "service.log_process",
-            self.settings,
-            {READY_FD: str(ready_fd)},
-            stdin=subprocess.PIPE,
-            pass_fds=(ready_fd,),
-        )
+        env, fds = {}, []
+        if ready_fd is not None:
+            env[READY_FD], fds = str(ready_fd), [ready_fd]
+        if self._ack_pipe is not None:
+            env[ACK_FD] = str(self._ack_pipe[1])
+            fds.append(self._ack_pipe[1])
+        return spawn("service.log_process", self.settings, env, stdin=subprocess.PIPE, pass_fds=tuple(fds))
 
-    def write(self, batch: list[RequestRecord], final: bool) -> None:
-        message = pickle.dumps(ship(batch, final), protocol=pickle.HIGHEST_PROTOCOL)
+    def _read_acks(self) -> None:
+        assert self._ack_pipe is not None
+        source = self._ack_pipe[0]
+        while len(message := os.read(source, ACK.size)) == ACK.size:  # writes this small are whole
+            seq, ok = ACK.unpack(message)
+            settle = self._acks.pop(seq, None)
+            if settle is not None:
+                settle(ok)
+
+    def write(self, batch: list[RequestRecord], final: bool, on_commit: OnCommit | None = None) -> None:
+        seq = 0
+        if on_commit is not None and self._ack_pipe is not None:
+            self._seq += 1
+            seq = self._seq
+            self._acks[seq] = on_commit
+        elif on_commit is not None:  # no acknowledgement channel: handed over is all it will learn
+            on_commit(False)
+        message = pickle.dumps(ship(batch, final, seq), protocol=pickle.HIGHEST_PROTOCOL)
         data = HEADER.pack(len(message)) + message
         attempts = 0
         while True:
             child = self.child
             if child is None:  # (again): it buffers what comes while it starts
+                # what the writer that died had read and not acknowledged will never be
+                for pending in [s for s in self._acks if s != seq]:
+                    self._acks.pop(pending)(False)
                 child = self.child = self._spawn()
             assert child.stdin is not None
             try:
@@ -256,6 +287,7 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, lambda *_: writer.drain())
     checkers = Checkers(str(settings.registry))
     tune_garbage_collector()
+    ack_fd = os.environ.pop(ACK_FD, None)
     ready_fd = os.environ.pop(READY_FD, None)
     if ready_fd is not None:
         os.write(int(ready_fd), b"1")
@@ -268,10 +300,14 @@ def main() -> int:
             log.error("log.truncated_message", expected=size, received=len(message))
             break
         shipment: Shipment = pickle.loads(message)
+        lost_before, committed = writer.lost, False
         try:
             writer.write(unship(shipment, checkers), shipment.final)
+            committed = writer.lost == lost_before
         except Exception:  # a record this writer cannot handle must not stop the log
             log.exception("log.batch_failed", records=len(shipment.checked))
+        if shipment.seq and ack_fd is not None:
+            os.write(int(ack_fd), ACK.pack(shipment.seq, committed))
     store.close()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -73,9 +74,23 @@ def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awa
             except Exception as exc:
                 self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
                 raise
-            self.record(request, route, exchange, ts, started, 200, None)
+            committed = self.record(request, route, exchange, ts, started, 200, None)
+            if committed is not None and not await _committed(committed, self.settings.log_ack_timeout):
+                raise Overloaded(
+                    "this prediction's record was not committed to the prediction log within "
+                    f"{self.settings.log_ack_timeout:g} s, so it is not acknowledged (MODELGATE_LOG_ACK="
+                    "committed); retry it: the log may still show it answered",
+                    retry_after=LOG_RETRY_AFTER_SECONDS,
+                )
             return response
 
         return observed
 
     return decorate
+
+
+async def _committed(committed: asyncio.Future[bool], timeout: float) -> bool:
+    try:
+        return await asyncio.wait_for(committed, timeout)
+    except TimeoutError:
+        return False

@@ -86,6 +86,11 @@ class Settings:
     log_overflow: str = "block"
     #: seconds a new request waits for room in a full log queue (block) before its 503 and Retry-After
     log_block_seconds: float = 0.5
+    #: when a prediction is answered 200: "queued" (its record is queued for the log; a crash loses
+    #: the last ~50 ms) or "committed" (only once its record is committed: nothing answered is lost)
+    log_ack: str = "queued"
+    #: "committed": seconds an answer waits for its record's commit before it is refused with 503
+    log_ack_timeout: float = 5.0
     #: requests of at most this many rows carry their inputs and outputs in the stdout log line
     log_payload_rows: int = 100
     #: shadow-mode jobs waiting for the challenger per worker; more are shed (counted)
@@ -145,6 +150,8 @@ class Settings:
         if not self.drift_false_alert_days > 0:
             days = self.drift_false_alert_days
             raise ValueError(f"setting drift_false_alert_days: {days!r} is not above 0")
+        if self.log_ack not in ("queued", "committed"):
+            raise ValueError(f"setting log_ack: {self.log_ack!r} is not 'queued' or 'committed'")
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
         check_providers(self.execution_providers)

@@ -257,6 +257,7 @@ class Traffic:
                                            headers={"x-request-id": rid})  # fmt: skip
                 except httpx.HTTPError as exc:
                     self.errors.append(repr(exc))
+                    time.sleep(0.05)
                     continue
                 self.slowest = max(self.slowest, time.monotonic() - started)
                 self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
@@ -358,3 +359,28 @@ def test_a_killed_worker_leaves_no_writer_behind_even_on_a_full_disk(
         time.sleep(0.2)
     assert writers_of(log_path) == []
     assert '"log.records_lost"' in gateway.output()
+
+
+@pytest.mark.parametrize("victim", ["writer", "worker", "gateway"])
+def test_with_durable_acknowledgement_no_answer_is_lost_to_a_kill(
+    victim, gateway_factory, cancer_registry, cancer_model, tmp_path
+):
+    log_path = tmp_path / "predictions.sqlite3"
+    durable = {"MODELGATE_LOG_ACK": "committed", "MODELGATE_LOG_ACK_TIMEOUT": "1"}
+    gateway = gateway_factory(cancer_registry, MODELGATE_LOG_PATH=str(log_path), **durable)
+    rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    with Traffic(gateway.url, rows) as traffic:
+        time.sleep(1.5)
+        before = len(traffic.acknowledged)
+        if victim == "writer":
+            os.kill(writers_of(log_path)[0], signal.SIGKILL)
+        elif victim == "worker":
+            os.kill(gateway.process.pid, signal.SIGKILL)
+        else:
+            os.killpg(gateway.process.pid, signal.SIGKILL)
+        time.sleep(6 if victim == "writer" else 2)  # a new writer starts in a second or two
+    assert before > 50
+    if victim == "writer":  # a new writer takes over; answers go on
+        assert len(traffic.acknowledged) > before + 50, traffic.statuses
+    missing = set(traffic.acknowledged) - logged_ids(log_path)
+    assert missing == set(), f"{len(missing)} of {len(traffic.acknowledged)} answered requests not in the log"

@@ -8,6 +8,7 @@ the queue. The same with a real full disk (a small tmpfs) is in tests/test_fault
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -59,3 +60,30 @@ def test_a_backed_up_log_sheds_new_requests_and_recovers(stalled, cancer_model):
     while stalled.get("/readyz").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert stalled.post("/predict", json={"inputs": rows}).status_code == 200
+
+
+def test_with_durable_acknowledgement_an_answer_means_its_record_is_committed(cancer_registry, cancer_model):
+    settings = Settings(registry=cancer_registry.root, poll_interval=3600, log_ack="committed",
+                        log_ack_timeout=0.5)  # fmt: skip
+    rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
+    log = sqlite3.connect(cancer_registry.root / "predictions.sqlite3")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for i in range(20):
+            response = client.post("/predict", json={"inputs": rows}, headers={"x-request-id": f"d{i}"})
+            assert response.status_code == 200
+            # committed before the answer left: another connection reads it at once
+            assert log.execute(
+                "SELECT count(*) FROM requests WHERE request_id = ?", (f"d{i}",)
+            ).fetchone() == (1,)
+        writer = client.app.state.gateway.observability.shipper.child
+        writer.send_signal(signal.SIGSTOP)  # a writer that commits nothing: no answer is acknowledged
+        try:
+            started = time.monotonic()
+            refused = client.post("/predict", json={"inputs": rows})
+            assert refused.status_code == 503 and 0.5 <= time.monotonic() - started < 2
+            assert "not committed to the prediction log within 0.5 s" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "1"
+        finally:
+            writer.send_signal(signal.SIGCONT)
+        assert client.post("/predict", json={"inputs": rows}).status_code == 200
+    log.close()
