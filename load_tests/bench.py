@@ -13,6 +13,8 @@ Targets (``--targets``, ratios are to the first):
   (``bare_service.py``), the baseline a team would otherwise write;
 - ``gateway-off``: the gateway with ``MODELGATE_MONITORING=false``;
 - ``gateway-on``: the gateway with monitoring on (the default);
+- ``gateway-durable``: monitoring on, each answer sent only once its record
+  is committed (``MODELGATE_LOG_ACK=committed``);
 - ``gateway-all``: everything on: monitoring, and shadow mode to the demo's
   challenger;
 - ``shadow-*``: a copy of the demo registry whose challenger
@@ -89,6 +91,8 @@ TARGETS: dict[str, dict[str, str]] = {
     "bare": {},
     "gateway-off": {"MODELGATE_MONITORING": "false"},
     "gateway-on": {"MODELGATE_MONITORING": "true"},
+    # monitored, answering only once each record is committed (durable acknowledgement)
+    "gateway-durable": {"MODELGATE_MONITORING": "true", "MODELGATE_LOG_ACK": "committed"},
     # monitored, its state in PostgreSQL (a server the bench starts, fsync on) instead of SQLite
     "gateway-pg": {"MODELGATE_MONITORING": "true"},
     # everything on: monitoring, and shadow mode to the demo's challenger
@@ -450,14 +454,14 @@ def paired(target: Target, base: Target, measure: str) -> str:
 
 def monitoring_lines(targets: list[Target]) -> list[str]:
     """Monitoring's own cost: each monitored gateway against ``gateway-off``, when both ran."""
-    off = next((t for t in targets if t.name == "gateway-off"), None)
-    if off is None:
-        return []
-    return [
-        f"{t.name} vs gateway-off: requests/s {paired(t, off, 'rate')}, p99 {paired(t, off, 'p99_us')}"
-        for t in targets
-        if t.name in ("gateway-on", "gateway-pg", "gateway-all")
-    ]
+    lines = []
+    for base_name, names in (("gateway-off", ("gateway-on", "gateway-pg", "gateway-all", "gateway-durable")),
+                             ("gateway-on", ("gateway-durable",))):  # fmt: skip
+        base = next((t for t in targets if t.name == base_name), None)
+        if base is not None:
+            lines += [f"{t.name} vs {base_name}: requests/s {paired(t, base, 'rate')}, "
+                      f"p99 {paired(t, base, 'p99_us')}" for t in targets if t.name in names]  # fmt: skip
+    return lines
 
 
 @contextlib.contextmanager

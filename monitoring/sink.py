@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 Overflow = Literal["block", "drop"]
 #: called once a batch handed to a writer is committed (True) or given up on (False)
 OnCommit = Callable[[bool], None]
+#: durable acknowledgement: how long the sink waits for a batch's commit before it hands on the next
+#: anyway (a writer that died never reports it; the answers waiting time out on their own)
+COMMIT_WAIT_SECONDS = 1.0
 SHUTDOWN_ATTEMPTS = 3
 
 log = structlog.get_logger("modelgate.sink")
@@ -205,22 +208,25 @@ class EventSink:
                 size = min(count or len(self._pending), self.batch_size)
                 batch = [self._pending.popleft() for _ in range(size)]
                 count = max(count - size, 0)
-                waiters = (
-                    [self._waiters.pop(id(r)) for r in batch if id(r) in self._waiters]
-                    if self._waiters
-                    else []
-                )
-                self.writer.write(batch, stopping, _settler(waiters) if waiters else None)
+                waiters = [self._waiters.pop(id(r)) for r in batch if id(r) in self._waiters]
+                if not waiters:
+                    self.writer.write(batch, stopping)
+                else:  # group commit: what queues while this commits goes in the next transaction
+                    landed = threading.Event()
+                    self.writer.write(batch, stopping, _settler(waiters, landed))
+                    landed.wait(COMMIT_WAIT_SECONDS)
                 self.handed += len(batch)
                 self.report_depth()
             if stopping:
                 return
 
 
-def _settler(waiters: list[asyncio.Future[bool]]) -> OnCommit:
-    """What tells the requests waiting on a batch (on their event loop) how its commit went."""
+def _settler(waiters: list[asyncio.Future[bool]], landed: threading.Event) -> OnCommit:
+    """What tells the requests waiting on a batch (on their event loop) how its commit went, and
+    the sink that the next batch may go."""
 
     def settle(ok: bool) -> None:
+        landed.set()
         for waiter in waiters:
             waiter.get_loop().call_soon_threadsafe(_settle, waiter, ok)
 

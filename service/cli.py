@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.aliases import ROUTING_MODES, RoutingPolicy
-from registry.errors import RegistryError
+from registry.errors import ModelNotFound, RegistryError
 from registry.store import ENV_VAR, Registry
 from service.settings import Settings
 
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 class CommandError(Exception):
     """A command-line argument or file the command cannot use; printed as one line, exit 1."""
+
+
+#: where ``make serve`` builds the demo registry (the Makefile's REGISTRY)
+DEMO_REGISTRY = ".modelgate/demo"
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -722,4 +726,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (RegistryError, CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, ModelNotFound) and _default_registry(args) and Path(DEMO_REGISTRY).is_dir():
+            print(f"hint: make serve's demo registry is {DEMO_REGISTRY}: add --registry {DEMO_REGISTRY} "
+                  f"(or export {ENV_VAR}={DEMO_REGISTRY})", file=sys.stderr)  # fmt: skip
         return 1
+
+
+def _default_registry(args: argparse.Namespace) -> bool:
+    """Whether the command read the default registry: no --registry, no MODELGATE_REGISTRY."""
+    return getattr(args, "registry", None) is None and not os.environ.get(ENV_VAR)

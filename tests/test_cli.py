@@ -142,3 +142,16 @@ def test_push_with_a_time_column_profiles_each_hour_of_the_day(capsys, registry,
                  "--time-column", "seen_at", "--registry", str(registry.root)]) == 0  # fmt: skip
     manifest = registry.manifest("cyclic", 1)
     assert manifest.inputs.names == ("x",) and len(manifest.reference.by_hour) == 24
+
+
+def test_a_model_missing_from_the_default_registry_points_at_the_demo(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("MODELGATE_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "registry", "history", "breast-cancer")
+    assert code == 1 and "not found in .modelgate/registry" in err and "hint" not in err
+    (tmp_path / ".modelgate" / "demo").mkdir(parents=True)  # after make serve
+    code, _, err = run(capsys, "registry", "history", "breast-cancer")
+    assert (
+        code == 1
+        and "hint: make serve's demo registry is .modelgate/demo: add --registry .modelgate/demo" in err
+    )

@@ -9,6 +9,8 @@ time holds the monitor lease.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -233,9 +235,12 @@ def test_the_outbox_queues_a_delivery_once_until_delivered_or_given_up(store):
 def test_one_process_holds_the_monitor_lease_at_a_time(location):
     first, second = open_store(location), open_store(location)
     try:
-        assert not second.lease.held()
+        assert not second.lease.held() and second.lease.holder() is None
         assert first.lease.acquire() and first.lease.acquire()  # still held: asking again is fine
         assert second.lease.held() and not second.lease.acquire()
+        # anyone can read who holds it: this host and process, since when
+        holder = second.lease.holder()
+        assert holder is not None and holder.startswith(f"{socket.gethostname()} pid {os.getpid()} since 20")
         first.lease.release()
         assert second.lease.acquire() and not first.lease.acquire()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 
 import numpy as np
@@ -323,3 +324,14 @@ def test_a_null_string_is_accepted_where_the_reference_had_nulls_and_counted_as_
     assert missing["drifted"] and missing["effect"] == pytest.approx(0.5 - 0.05)
     flags = {p["rule"]: p["violations"] for p in report["plausibility"] if p["feature"] == "color"}
     assert flags == {"input_missing": 60}  # missing, not outside the colours seen
+
+
+def test_the_status_route_names_the_replica_whose_monitor_leads(client):
+    deadline = time.monotonic() + 20
+    status = client.get("/monitoring/status").json()
+    while status["monitor"]["holder"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = client.get("/monitoring/status").json()
+    assert status["monitor"]["holder"].startswith(f"{socket.gethostname()} pid ")
+    assert status["monitor"]["this_replica"] is True and status["replica"] == socket.gethostname()
+    assert status["log"]["accepting"] is True and status["log"]["lost"] == 0

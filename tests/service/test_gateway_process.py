@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -194,3 +195,13 @@ def test_kserve_v1_and_mlflow_requests_are_answered_logged_and_counted(
     store.close()
     assert records["ml-1"].route == "mlflow" and records["ml-1"].rows == 3 and records["ml-1"].outputs
     assert sorted(r.route for r in records.values()) == ["mlflow", "v1"]
+
+
+def test_the_replica_whose_monitor_leads_says_so_in_its_metrics(gateway):
+    deadline = time.monotonic() + 30
+    leading = f'modelgate_monitor_leading{{host="{socket.gethostname()}"}} 1.0'
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    while leading not in metrics and time.monotonic() < deadline:
+        time.sleep(0.3)
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert leading in metrics
