@@ -54,7 +54,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.header_timeout = settings.header_timeout
         self.max_header_bytes = settings.max_header_bytes
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = 0  # received since the head began
+        self._head_size = 0  # its line and headers, as parsed
+        self._refused = False
         self._head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -66,12 +68,27 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        # an unfinished head is counted a chunk at a time (the transport's reads are bounded), so a
+        # client cannot make the parser buffer megabytes of it; a finished one by its parts, below
         if self._in_head:
             self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
-                self._refuse(431, f"request head over {self.max_header_bytes} bytes")
-                return
         super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_header_bytes:
+            self._refuse(431, f"request head over {self.max_header_bytes} bytes")
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -79,11 +96,16 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
         self._disarm()
+        if self._head_size > self.max_header_bytes:  # a whole head in one chunk: refused unserved
+            self._refuse(431, f"request head over {self.max_header_bytes} bytes")
+            return
+        self._head_bytes = self._head_size = 0
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         super().on_message_complete()
         self._in_head = True  # what comes next is the next request's head
 
@@ -105,6 +127,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _refuse(self, status: int, why: str) -> None:
         """Answer ``status`` in plain HTTP (no app is involved yet) and close the connection."""
         self._disarm()
+        self._refused = True
         if self.transport.is_closing():
             return
         reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
