@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -267,6 +268,28 @@ class Alert:
         if self.resolved_at is not None:
             return "resolved"
         return "firing" if self.firing_since is not None else "pending"
+
+    def as_json(self, generator_url: str = "") -> dict[str, Any]:
+        """The alert as Alertmanager describes it (a webhook's, a trigger's and the route's)."""
+        return {
+            "status": "resolved" if self.resolved_at is not None else "firing",
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": _iso(self.firing_since),
+            "endsAt": _iso(self.resolved_at),
+            "generatorURL": generator_url,
+            "fingerprint": self.fingerprint,
+        }
+
+
+#: Alertmanager's "no end yet"
+NEVER = "0001-01-01T00:00:00Z"
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return NEVER
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass

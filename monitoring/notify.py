@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("modelgate.alerts")
 
-NEVER = "0001-01-01T00:00:00Z"
 #: an Alertmanager is re-sent each firing alert this often
 REPEAT_SECONDS = 60
 #: deliveries tried in one monitor pass, so a dead receiver cannot stall monitoring
@@ -44,28 +42,9 @@ DELIVERIES_A_PASS = 20
 RECENT_SECONDS = 86_400
 
 
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return NEVER
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def alert_json(alert: Alert, generator_url: str = "") -> dict[str, Any]:
-    """One alert as Alertmanager describes it."""
-    return {
-        "status": "resolved" if alert.resolved_at is not None else "firing",
-        "labels": alert.labels,
-        "annotations": alert.annotations,
-        "startsAt": _iso(alert.firing_since),
-        "endsAt": _iso(alert.resolved_at),
-        "generatorURL": generator_url,
-        "fingerprint": alert.fingerprint,
-    }
-
-
 def webhook_payload(alert: Alert, receiver: str = "modelgate", external_url: str = "") -> dict[str, Any]:
     """The Alertmanager webhook body (version 4) for one alert, grouped by all its labels."""
-    body = alert_json(alert, f"{external_url}/monitoring/alerts" if external_url else "")
+    body = alert.as_json(f"{external_url}/monitoring/alerts" if external_url else "")
     group = ", ".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()))
     return {
         "version": "4",
@@ -160,12 +139,12 @@ class Alerting:
             firing = [a for a in self.engine.active.values() if a.firing_since is not None]
             for alert in firing:
                 entries.append(
-                    (f"{alert.fingerprint}:firing:{bucket}", target, orjson.dumps([alert_json(alert)]))
+                    (f"{alert.fingerprint}:firing:{bucket}", target, orjson.dumps([alert.as_json()]))
                 )
             for alert in changed:
                 if alert.resolved_at is not None:
                     key = f"{alert.fingerprint}:resolved:{alert.firing_since}"
-                    entries.append((key, target, orjson.dumps([alert_json(alert)])))
+                    entries.append((key, target, orjson.dumps([alert.as_json()])))
         return entries
 
     def deliver(self, now: float) -> int:

@@ -50,7 +50,6 @@ import pandas as pd
 import structlog
 
 from monitoring.alerts import Action, Alert
-from monitoring.notify import alert_json
 from monitoring.store import Outbox
 from registry.aliases import Trigger
 from registry.store import Registry
@@ -81,7 +80,7 @@ def payload(
         "shape_version": SHAPE_VERSION,
         "model": model,
         "version": version,
-        "alert": alert_json(alert),
+        "alert": alert.as_json(),
         "triggered_at": pd.Timestamp(now, unit="s", tz="UTC").isoformat(),
         "audit_seq": audit_seq,
         "registry": str(registry),

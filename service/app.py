@@ -34,6 +34,7 @@ from registry.store import Registry
 from service import binary, control, protocols, reports, responses, status
 from service.admin import Admin, check_bearer
 from service.batching import Batcher, BatchPolicy
+from service.context import Exchange
 from service.errors import (
     MAX_FIELD_CHARS,
     QUOTED_CHARS,
@@ -59,7 +60,7 @@ from service.http import (
 )
 from service.observability import Observability
 from service.pool import ModelPool, ServedVersion
-from service.recording import Endpoint, Exchange, recorded
+from service.recording import Endpoint, recorded
 from service.routing import to_challenger
 from service.runtime import tune_garbage_collector
 from service.settings import Settings

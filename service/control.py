@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service.admin import promotion, reason, routing_policy
+from service.context import Context
 from service.http import JSONResponse, json_body
 
-if TYPE_CHECKING:
-    from service.app import Gateway
 
-
-async def set_routing(gateway: Gateway, request: Request) -> Response:
+async def set_routing(gateway: Context, request: Request) -> Response:
     actor = gateway.admin.actor(request)
     name = request.path_params["name"]
     body = await json_body(request, gateway.body_limits)
@@ -24,7 +20,7 @@ async def set_routing(gateway: Gateway, request: Request) -> Response:
     return JSONResponse(entry)
 
 
-async def promote(gateway: Gateway, request: Request) -> Response:
+async def promote(gateway: Context, request: Request) -> Response:
     """Point an alias at a version; by default the challenger becomes champion."""
     actor = gateway.admin.actor(request)
     name = request.path_params["name"]
@@ -38,7 +34,7 @@ async def promote(gateway: Gateway, request: Request) -> Response:
     return JSONResponse(entry)
 
 
-async def rollback(gateway: Gateway, request: Request) -> Response:
+async def rollback(gateway: Context, request: Request) -> Response:
     actor = gateway.admin.actor(request)
     name = request.path_params["name"]
     why = reason(await json_body(request, gateway.body_limits))

@@ -11,20 +11,18 @@ Routing, the prediction log and monitoring treat them like ``/predict``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import responses
+from service.context import Context, Exchange
 from service.errors import QUOTED_CHARS, MalformedRequest, UnsupportedMediaType, clipped, quoted
 from service.http import JSONResponse, json_body, request_id, routing_key
 from service.pool import ServedVersion
-from service.recording import Exchange, recorded
+from service.recording import recorded
 from service.validation import Batch, instances_to_batch, records_to_batch, rows_to_batch
-
-if TYPE_CHECKING:
-    from service.app import Gateway
 
 #: the input formats of MLflow's scoring protocol; a request carries exactly one
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -52,7 +50,7 @@ def _one_format(body: dict[str, Any], formats: tuple[str, ...], extra: tuple[str
 
 
 @recorded("v1")
-async def kserve_predict(gateway: Gateway, request: Request, exchange: Exchange) -> Response:
+async def kserve_predict(gateway: Context, request: Request, exchange: Exchange) -> Response:
     """KServe v1: ``{"instances": [...]}`` (rows as value lists or records), or columnar ``inputs``."""
     gateway.authorize(request)
     name = request.path_params["name"]
@@ -102,7 +100,7 @@ def _mlflow_parser(key: str, given: Any, limit: int) -> Callable[[ServedVersion]
 
 
 @recorded("mlflow")
-async def mlflow_invocations(gateway: Gateway, request: Request, exchange: Exchange) -> Response:
+async def mlflow_invocations(gateway: Context, request: Request, exchange: Exchange) -> Response:
     """MLflow's scoring server: one of ``dataframe_split``, ``dataframe_records``, ``instances``,
     ``inputs`` (``params`` is accepted and unused). ``?model=`` names the model when several are
     served."""
@@ -123,12 +121,12 @@ async def mlflow_invocations(gateway: Gateway, request: Request, exchange: Excha
     return _answer(request, exchange, responses.plain(prediction))
 
 
-async def kserve_model(gateway: Gateway, request: Request) -> Response:
+async def kserve_model(gateway: Context, request: Request) -> Response:
     """KServe v1 model status: ``{"name", "ready"}``; 404 for a model not served."""
     name = request.path_params["name"]
     ready = gateway.pool.slots(name).champion is not None
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-async def kserve_models(gateway: Gateway, request: Request) -> Response:
+async def kserve_models(gateway: Context, request: Request) -> Response:
     return JSONResponse({"models": gateway.pool.names})

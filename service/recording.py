@@ -1,4 +1,4 @@
-"""What a prediction handler learned about its request, and the decorator that records it."""
+"""The decorator that records each prediction request, answered, refused or failed."""
 
 from __future__ import annotations
 
@@ -6,55 +6,31 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.onnx_model import Prediction
+from service.context import Context, Exchange
 from service.errors import Overloaded, ServiceError
-from service.pool import ServedVersion
-from service.validation import Batch
-
-if TYPE_CHECKING:
-    from service.app import Gateway
-
-
-@dataclass
-class Exchange:
-    """What a handler learned about its request, for the request's record in the prediction log."""
-
-    served: ServedVersion | None = None
-    arm: str = "champion"
-    batch: Batch | None = None
-    prediction: Prediction | None = None
-    #: plausibility, when checked on the request path (a rule that refuses is configured)
-    flags: dict[str, int] | None = None
-
-    def resolved(self, served: ServedVersion, arm: str) -> ServedVersion:
-        self.served = served
-        self.arm = arm
-        return served
-
-    def headers(self, rid: str) -> dict[str, str]:
-        """The headers every prediction answer carries: its request id and the arm that answered."""
-        return {"x-request-id": rid, "x-modelgate-arm": self.arm}
-
 
 #: what a 503 for a backed-up log asks the client to wait, in seconds
 LOG_RETRY_AFTER_SECONDS = 1
 
-Handler = Callable[["Gateway", Request, Exchange], Awaitable[Response]]
+#: the gateway, or any other implementation of the routes' context
+C = TypeVar("C", bound=Context)
+#: a prediction handler, and the route function it becomes once recorded
+Handler = Callable[[C, Request, Exchange], Awaitable[Response]]
+Observed = Callable[[C, Request], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def recorded(route: str) -> Callable[[Handler], Callable[[Gateway, Request], Awaitable[Response]]]:
+def recorded(route: str) -> Callable[[Handler[C]], Observed[C]]:
     """Time the handler and queue one record of the request, answered, refused or failed."""
 
-    def decorate(handler: Handler) -> Callable[[Gateway, Request], Awaitable[Response]]:
+    def decorate(handler: Handler[C]) -> Observed[C]:
         @functools.wraps(handler)
-        async def observed(self: Gateway, request: Request) -> Response:
+        async def observed(self: C, request: Request) -> Response:
             observability = self.observability
             if observability is None:
                 return await handler(self, request, Exchange())

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitoring.notify import RECENT_SECONDS, alert_json
+from monitoring.notify import RECENT_SECONDS
+from service.context import Context
 from service.http import JSONResponse
 
-if TYPE_CHECKING:
-    from service.app import Gateway
 
-
-async def drift(gateway: Gateway, request: Request) -> Response:
+async def drift(gateway: Context, request: Request) -> Response:
     """The monitor's latest report on a model: drift per feature and output, plausibility rates."""
     name = request.query_params.get("model") or gateway.only_model()
     gateway.pool.slots(name)  # 404 for a model this gateway does not serve
@@ -27,7 +25,7 @@ async def drift(gateway: Gateway, request: Request) -> Response:
     return Response(saved[1], media_type="application/json")
 
 
-async def compare(gateway: Gateway, request: Request) -> Response:
+async def compare(gateway: Context, request: Request) -> Response:
     """Champion against challenger, from the monitor's latest report on the model."""
     name = request.query_params.get("model") or gateway.only_model()
     gateway.pool.slots(name)  # 404 for a model this gateway does not serve
@@ -38,10 +36,10 @@ async def compare(gateway: Gateway, request: Request) -> Response:
     return JSONResponse({"model": name, "status": "ok", "computed_at": saved[0], **comparison})
 
 
-async def alerts(gateway: Gateway, request: Request) -> Response:
+async def alerts(gateway: Context, request: Request) -> Response:
     """Alerts firing and pending now, and those resolved in the last day."""
     alerts = await anyio.to_thread.run_sync(gateway.observed.store.alerts.since, time.time() - RECENT_SECONDS)
     grouped: dict[str, list[dict[str, Any]]] = {"firing": [], "pending": [], "resolved": []}
     for alert in alerts:
-        grouped[alert.status].append({**alert_json(alert), "status": alert.status, "value": alert.value})
+        grouped[alert.status].append({**alert.as_json(), "status": alert.status, "value": alert.value})
     return JSONResponse(grouped)

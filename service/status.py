@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import socket
-from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -14,11 +13,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match, Route
 
 from service import openapi, responses
+from service.context import Context
 from service.errors import MethodNotAllowed, NotFound
 from service.http import JSONResponse, model_and_version
-
-if TYPE_CHECKING:
-    from service.app import Gateway
 
 #: the path of the route that claims every path no other route does
 CATCH_ALL = "/{path:path}"
@@ -33,18 +30,18 @@ DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-async def model_metadata(gateway: Gateway, request: Request) -> Response:
+async def model_metadata(gateway: Context, request: Request) -> Response:
     served = await gateway.version_served(*model_and_version(request))
     versions = gateway.pool.registry.versions(served.name)
     return JSONResponse(responses.model_metadata(served, versions))
 
 
-async def model_ready(gateway: Gateway, request: Request) -> Response:
+async def model_ready(gateway: Context, request: Request) -> Response:
     served = await gateway.version_served(*model_and_version(request))  # 404 / 503 when not servable
     return JSONResponse({"name": served.name, "version": str(served.version), "ready": True})
 
 
-async def index(gateway: Gateway, request: Request) -> Response:
+async def index(gateway: Context, request: Request) -> Response:
     return JSONResponse(
         {
             "name": "modelgate",
@@ -82,7 +79,7 @@ async def index(gateway: Gateway, request: Request) -> Response:
     )
 
 
-async def not_found(gateway: Gateway, request: Request) -> Response:
+async def not_found(gateway: Context, request: Request) -> Response:
     """The catch-all route: 405 when another route has this path, else 404."""
     allowed = {
         method
@@ -98,32 +95,32 @@ async def not_found(gateway: Gateway, request: Request) -> Response:
     raise NotFound(f"no route {request.method} {request.url.path}; GET / lists the routes")
 
 
-async def openapi_document(gateway: Gateway, request: Request) -> Response:
+async def openapi_document(gateway: Context, request: Request) -> Response:
     """The OpenAPI document, from the schemas of the champions served now."""
     champions = [slots.champion for slots in map(gateway.pool.slots, gateway.pool.names) if slots.champion]
     return JSONResponse(openapi.document(champions, VERSION, gateway.settings.max_batch_rows))
 
 
-async def docs(gateway: Gateway, request: Request) -> Response:
+async def docs(gateway: Context, request: Request) -> Response:
     return HTMLResponse(DOCS_PAGE)
 
 
-async def server_metadata(gateway: Gateway, request: Request) -> Response:
+async def server_metadata(gateway: Context, request: Request) -> Response:
     return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": ["binary_tensor_data"]})
 
 
-async def live(gateway: Gateway, request: Request) -> Response:
+async def live(gateway: Context, request: Request) -> Response:
     return JSONResponse({"live": True})
 
 
-async def metrics_text(gateway: Gateway, request: Request) -> Response:
+async def metrics_text(gateway: Context, request: Request) -> Response:
     """Prometheus text of every process of the deployment (workers, log writers, the monitor)
     when they share a multiprocess directory, as under ``modelgate serve``; else this process's."""
     body = await anyio.to_thread.run_sync(_exposition, gateway)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def _exposition(gateway: Gateway) -> bytes:
+def _exposition(gateway: Context) -> bytes:
     # imported here: prometheus-client picks its value class at import, from the environment
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
@@ -136,14 +133,14 @@ def _exposition(gateway: Gateway) -> bytes:
     return generate_latest(registry)
 
 
-async def ready(gateway: Gateway, request: Request) -> Response:
+async def ready(gateway: Context, request: Request) -> Response:
     """Ready while some model serves and the prediction log takes records; which model serves, and
     the log's state, in the body. Reads memory only: it never waits on the log or the registry."""
     readiness = gateway.readiness()
     return JSONResponse(readiness, status_code=200 if readiness["ready"] else 503)
 
 
-async def monitoring_status(gateway: Gateway, request: Request) -> Response:
+async def monitoring_status(gateway: Context, request: Request) -> Response:
     """Which replica's monitor holds the lease, and this process's log queue."""
     observed = gateway.observed
     holder = await anyio.to_thread.run_sync(observed.store.lease.holder)
@@ -158,7 +155,7 @@ async def monitoring_status(gateway: Gateway, request: Request) -> Response:
     )
 
 
-async def models(gateway: Gateway, request: Request) -> Response:
+async def models(gateway: Context, request: Request) -> Response:
     """What this process serves, per model and alias, with any load failure."""
     listing = {}
     for name in gateway.pool.names:
