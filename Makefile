@@ -33,6 +33,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict registry monitoring
 
 test: lint
 	$(BIN)/pytest

@@ -636,18 +636,7 @@ def run(args: argparse.Namespace) -> int:
                                      Path(args.peer_venvs), postgres))  # fmt: skip
             protocols = list(dict.fromkeys(target.load.protocol for target in targets))
             floor = InProcess(registry, formats, protocols, args.workers)
-            for target in targets:  # warm-up, not counted
-                wrk(target, script, args.warmup, args.connections, args.rate)
-            for round_ in range(args.rounds):
-                order = targets if round_ % 2 == 0 else targets[::-1]
-                for target in order:
-                    time.sleep(args.rest)
-                    target.rounds.append(wrk(target, script, args.duration, args.connections, args.rate))
-                    print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
-                          file=sys.stderr)  # fmt: skip
-                print(
-                    f"round {round_ + 1} in-process: {floor.measure(min(args.duration, 6))}", file=sys.stderr
-                )
+            measure_rounds(targets, floor, script, args)
             report = table(targets, args.rows)
             report.extend(["", *floor.lines(targets)])
             if args.soak:
@@ -655,43 +644,64 @@ def run(args: argparse.Namespace) -> int:
         finally:
             for target in targets:
                 target.stop()
-        failures = []
-        for target in targets:
-            bad = sum(m.non_2xx + m.socket_errors for m in target.rounds)
-            if bad:
-                failures.append(f"{target.name}: {bad} requests failed (see {target.output})")
-            if TARGETS[target.name].get("MODELGATE_MONITORING") == "true":
-                logged = logged_requests(target.log_location)
-                report.append("")
-                # wrk counts the answers inside its window; those in flight at its end are logged too
-                report.append(
-                    f"{target.name}: {logged} requests in the prediction log, "
-                    f"{target.sent} answered within wrk's windows"
-                )
-                if logged < target.sent:
-                    failures.append(f"{target.name}: {target.sent - logged} requests missing from the log")
+        failures = accounted(targets, report)
         for extra in (monitoring_lines(targets), shadow_lines(targets)):
             if extra:
                 report.extend(["", *extra])
-        wrk_cpu = max(m.wrk_cpu_s / m.seconds for t in targets for m in t.rounds)
-        header = [
-            f"# modelgate benchmark, {datetime.date.today().isoformat()}",
-            "",
-            f"Machine: {machine()}.",
-            f"Model: {DEMO_MODEL} (demo champion), {args.rows} row(s) a request, in each target's format "
-            f"({', '.join(f'{t.name}: {t.load.protocol} to {t.path}' for t in targets)}); "
-            f"{args.workers} worker(s) each; wrk -t1 -c{args.connections}"
-            f"{f' at about {args.rate:g} requests/s' if args.rate else ''}, {args.rounds} alternating "
-            f"rounds of {args.duration:g} s after {args.warmup:g} s of warm-up; medians over the rounds.",
-            f"Load generator: at most {100 * wrk_cpu:.0f}% of one core (wrk's own CPU time over a round).",
-            "",
-        ]
-        text = "\n".join(header + report + failures) + "\n"
+        text = "\n".join(header(targets, args) + report + failures) + "\n"
         print(text)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text)
         return 1 if failures else 0
+
+
+def measure_rounds(targets: list[Target], floor: InProcess, script: Path, args: argparse.Namespace) -> None:
+    """A warm-up of each target, then ``args.rounds`` alternating rounds, and the in-process floor."""
+    for target in targets:  # warm-up, not counted
+        wrk(target, script, args.warmup, args.connections, args.rate)
+    for round_ in range(args.rounds):
+        order = targets if round_ % 2 == 0 else targets[::-1]
+        for target in order:
+            time.sleep(args.rest)
+            target.rounds.append(wrk(target, script, args.duration, args.connections, args.rate))
+            print(f"round {round_ + 1} {target.name}: {target.rounds[-1].rate:.0f} requests/s",
+                  file=sys.stderr)  # fmt: skip
+        print(f"round {round_ + 1} in-process: {floor.measure(min(args.duration, 6))}", file=sys.stderr)
+
+
+def accounted(targets: list[Target], report: list[str]) -> list[str]:
+    """The failures: requests that failed, and a monitored gateway's requests missing from its log
+    (its count goes into ``report``)."""
+    failures = []
+    for target in targets:
+        bad = sum(m.non_2xx + m.socket_errors for m in target.rounds)
+        if bad:
+            failures.append(f"{target.name}: {bad} requests failed (see {target.output})")
+        if TARGETS[target.name].get("MODELGATE_MONITORING") == "true":
+            logged = logged_requests(target.log_location)
+            # wrk counts the answers inside its window; those in flight at its end are logged too
+            report.extend(["", f"{target.name}: {logged} requests in the prediction log, "
+                               f"{target.sent} answered within wrk's windows"])  # fmt: skip
+            if logged < target.sent:
+                failures.append(f"{target.name}: {target.sent - logged} requests missing from the log")
+    return failures
+
+
+def header(targets: list[Target], args: argparse.Namespace) -> list[str]:
+    wrk_cpu = max(m.wrk_cpu_s / m.seconds for t in targets for m in t.rounds)
+    return [
+        f"# modelgate benchmark, {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine()}.",
+        f"Model: {DEMO_MODEL} (demo champion), {args.rows} row(s) a request, in each target's format "
+        f"({', '.join(f'{t.name}: {t.load.protocol} to {t.path}' for t in targets)}); "
+        f"{args.workers} worker(s) each; wrk -t1 -c{args.connections}"
+        f"{f' at about {args.rate:g} requests/s' if args.rate else ''}, {args.rounds} alternating "
+        f"rounds of {args.duration:g} s after {args.warmup:g} s of warm-up; medians over the rounds.",
+        f"Load generator: at most {100 * wrk_cpu:.0f}% of one core (wrk's own CPU time over a round).",
+        "",
+    ]
 
 
 def main() -> int:

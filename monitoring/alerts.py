@@ -12,6 +12,7 @@ problem is one alert however often it is seen.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,59 +197,96 @@ def fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: one way a rule holds on a report: the value, the words, and labels besides the rule's
+Held = tuple[float, str, dict[str, str]]
+
+
 def conditions(rules: tuple[AlertRule, ...], report: Report) -> list[Condition]:
     """Every rule that holds on one model's report (see ``monitoring.monitor``)."""
     found: list[Condition] = []
     model = report["model"]
-
-    def hold(source: AlertRule, value: float, detail: str, **extra: str) -> None:
-        labels = {"alertname": source.name, "model": model, "severity": source.severity, **extra}
-        summary = source.summary or f"{source.name} on {model}"
-        found.append(Condition(labels, {"summary": summary, "description": detail}, value))
-
-    traffic, canary = report["traffic"], report.get("canary")
     for rule in rules:
-        if rule.kind == "drift":  # at the level whose false alerts the budget bounds (monitor.alert_alpha)
-            level = report["thresholds"].get("alert_alpha", report["thresholds"]["alpha"])
-            drifted = [f["name"] for f in report["features"] if f["drifted"] and f["p_adjusted"] < level]
-            if len(drifted) >= rule.threshold:
-                hold(rule, len(drifted), f"drifted in v{report['version']}: {', '.join(drifted)}")
-        elif rule.kind == "plausibility":
-            for entry in report["plausibility"]:
-                if entry["rate"] > rule.threshold or entry.get("breached"):
-                    where = f"{entry['rule']}" + (f" on {entry['feature']}" if entry["feature"] else "")
-                    hold(rule, entry["rate"], f"{entry['rate']:.1%} of rows break {where}",
-                         rule=entry["rule"], feature=entry["feature"] or "")  # fmt: skip
-        elif rule.kind == "error_rate" and traffic["requests"] >= max(rule.min_samples, 1):
-            if traffic["error_rate"] > rule.threshold:
-                hold(rule, traffic["error_rate"], f"{traffic['error_rate']:.1%} of requests not answered 200")
-        elif rule.kind == "latency_p99" and (p99 := traffic["latency_p99_ms"]) is not None:
-            if p99 > rule.threshold:
-                hold(rule, p99, f"p99 latency {p99:.0f} ms")
-        elif rule.kind == "canary" and canary and canary["stepped_down"]:
-            hold(rule, canary["weight"], canary["reason"])
-        elif rule.kind == "quality":
-            assert rule.metric is not None
-            for measured in report["quality"]:
-                version = measured["version"]
-                parts: list[tuple[Measured, str, dict[str, str]]]
-                if rule.segment is None:
-                    parts = [(measured, f"v{version}", {})]
-                else:
-                    parts = [
-                        (part, f"v{version}, {rule.segment} {part['segment']}",
-                         {"feature": rule.segment, "segment": part["segment"]})
-                        for part in measured["segments"] if part["feature"] == rule.segment
-                    ]  # fmt: skip
-                for part, where, extra in parts:
-                    value = metric_value(part, rule.metric)
-                    if value is None or part["samples"] < rule.min_samples:
-                        continue
-                    lower = rule.metric in LOWER_IS_BETTER
-                    if value > rule.threshold if lower else value < rule.threshold:
-                        detail = f"{rule.metric} {value:.3f} over {part['samples']} labelled rows ({where})"
-                        hold(rule, value, detail, **extra)
+        for value, detail, extra in CHECKS[rule.kind](rule, report):
+            labels = {"alertname": rule.name, "model": model, "severity": rule.severity, **extra}
+            summary = rule.summary or f"{rule.name} on {model}"
+            found.append(Condition(labels, {"summary": summary, "description": detail}, value))
     return found
+
+
+def _drift(rule: AlertRule, report: Report) -> list[Held]:
+    # at the level whose false alerts the budget bounds (monitor.alert_alpha)
+    level = report["thresholds"].get("alert_alpha", report["thresholds"]["alpha"])
+    drifted = [f["name"] for f in report["features"] if f["drifted"] and f["p_adjusted"] < level]
+    if len(drifted) < rule.threshold:
+        return []
+    return [(len(drifted), f"drifted in v{report['version']}: {', '.join(drifted)}", {})]
+
+
+def _plausibility(rule: AlertRule, report: Report) -> list[Held]:
+    held: list[Held] = []
+    for entry in report["plausibility"]:
+        if entry["rate"] > rule.threshold or entry.get("breached"):
+            where = f"{entry['rule']}" + (f" on {entry['feature']}" if entry["feature"] else "")
+            held.append((entry["rate"], f"{entry['rate']:.1%} of rows break {where}",
+                         {"rule": entry["rule"], "feature": entry["feature"] or ""}))  # fmt: skip
+    return held
+
+
+def _error_rate(rule: AlertRule, report: Report) -> list[Held]:
+    traffic = report["traffic"]
+    if traffic["requests"] < max(rule.min_samples, 1) or traffic["error_rate"] <= rule.threshold:
+        return []
+    return [(traffic["error_rate"], f"{traffic['error_rate']:.1%} of requests not answered 200", {})]
+
+
+def _latency_p99(rule: AlertRule, report: Report) -> list[Held]:
+    p99 = report["traffic"]["latency_p99_ms"]
+    if p99 is None or p99 <= rule.threshold:
+        return []
+    return [(p99, f"p99 latency {p99:.0f} ms", {})]
+
+
+def _canary(rule: AlertRule, report: Report) -> list[Held]:
+    canary = report.get("canary")
+    if not canary or not canary["stepped_down"]:
+        return []
+    return [(canary["weight"], canary["reason"], {})]
+
+
+def _quality(rule: AlertRule, report: Report) -> list[Held]:
+    assert rule.metric is not None
+    held: list[Held] = []
+    lower = rule.metric in LOWER_IS_BETTER
+    for measured in report["quality"]:
+        version = measured["version"]
+        parts: list[tuple[Measured, str, dict[str, str]]]
+        if rule.segment is None:
+            parts = [(measured, f"v{version}", {})]
+        else:
+            parts = [
+                (part, f"v{version}, {rule.segment} {part['segment']}",
+                 {"feature": rule.segment, "segment": part["segment"]})
+                for part in measured["segments"] if part["feature"] == rule.segment
+            ]  # fmt: skip
+        for part, where, extra in parts:
+            value = metric_value(part, rule.metric)
+            if value is None or part["samples"] < rule.min_samples:
+                continue
+            if value > rule.threshold if lower else value < rule.threshold:
+                detail = f"{rule.metric} {value:.3f} over {part['samples']} labelled rows ({where})"
+                held.append((value, detail, extra))
+    return held
+
+
+#: how each kind of rule reads a report
+CHECKS: dict[Kind, Callable[[AlertRule, Report], list[Held]]] = {
+    "drift": _drift,
+    "plausibility": _plausibility,
+    "error_rate": _error_rate,
+    "latency_p99": _latency_p99,
+    "quality": _quality,
+    "canary": _canary,
+}
 
 
 @dataclass

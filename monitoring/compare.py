@@ -126,7 +126,8 @@ def _text(labels: Any) -> np.ndarray:
 def correct(outputs: dict[str, Any], truth: Sequence[Any]) -> np.ndarray:
     """Per row: right (classifiers, as booleans) or the absolute error (regressors)."""
     if "label" in outputs:
-        return _text(outputs["label"]) == _text(truth)
+        right: np.ndarray = _text(outputs["label"]) == _text(truth)
+        return right
     values = np.asarray(outputs["value"], dtype=np.float64).ravel()
     return np.abs(values - np.asarray(truth, dtype=np.float64))
 

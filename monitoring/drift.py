@@ -391,7 +391,7 @@ def _codes(ref: Reference, present: np.ndarray) -> np.ndarray:
         index = np.minimum(np.searchsorted(values, present), values.size - 1)
         return np.where(values[index] == present, index, values.size)
     labels = ref.categories.labels
-    codes = pd.Index(labels).get_indexer(present).astype(np.int64)
+    codes: np.ndarray = pd.Index(labels).get_indexer(present).astype(np.int64)
     codes[codes < 0] = len(labels)
     return codes
 

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from monitoring.plausibility import rule_parts
 from monitoring.records import EncodedRecord
-from monitoring.report import QUALITY_METRICS, Measured, Report, metric_value
+from monitoring.report import QUALITY_METRICS, Comparison, Measured, Report, metric_value
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: the model and version labels of a request naming no model the gateway serves
@@ -286,24 +286,8 @@ class GatewayMetrics:
             self.violation_rate.labels(model, version, entry["rule"], entry["feature"] or "").set(
                 entry["rate"]
             )
-        comparison = report["comparison"]
-        if comparison:
-            shadow = comparison["shadow"]
-            if shadow and shadow["agreement"] is not None:
-                self.agreement.labels(model).set(shadow["agreement"])
-            if shadow and shadow["mean_abs_diff"] is not None:
-                self.mean_abs_diff.labels(model).set(shadow["mean_abs_diff"])
-            evidence = comparison["evidence"]
-            if evidence:
-                for arm in ("champion", "challenger"):
-                    self.compare_e_value.labels(model, arm).set(evidence["e_value"][arm])
-            tested = comparison["quality"]
-            if tested and tested["p_value"] is not None:
-                self.compare_p_value.labels(model, tested["metric"]).set(tested["p_value"])
-                arms = {"champion": tested["champion"], "challenger": tested["challenger"]}
-                for arm, measured_arm in arms.items():
-                    if measured_arm is not None:
-                        self.arm_quality.labels(model, arm, tested["metric"]).set(measured_arm)
+        if report["comparison"]:
+            self._observe_comparison(model, report["comparison"])
         for measured in report["quality"]:
             quality_version = str(measured["version"])
             self.quality_samples.labels(model, quality_version).set(measured["samples"])
@@ -312,6 +296,25 @@ class GatewayMetrics:
                 where = (model, quality_version, part["feature"], part["segment"])
                 self.segment_samples.labels(*where).set(part["samples"])
                 self._quality(self.segment_quality, part, *where)
+
+    def _observe_comparison(self, model: str, comparison: Comparison) -> None:
+        """The champion-against-challenger gauges of one model's report."""
+        shadow = comparison["shadow"]
+        if shadow and shadow["agreement"] is not None:
+            self.agreement.labels(model).set(shadow["agreement"])
+        if shadow and shadow["mean_abs_diff"] is not None:
+            self.mean_abs_diff.labels(model).set(shadow["mean_abs_diff"])
+        evidence = comparison["evidence"]
+        if evidence:
+            for arm in ("champion", "challenger"):
+                self.compare_e_value.labels(model, arm).set(evidence["e_value"][arm])
+        tested = comparison["quality"]
+        if tested and tested["p_value"] is not None:
+            self.compare_p_value.labels(model, tested["metric"]).set(tested["p_value"])
+            arms = {"champion": tested["champion"], "challenger": tested["challenger"]}
+            for arm, measured_arm in arms.items():
+                if measured_arm is not None:
+                    self.arm_quality.labels(model, arm, tested["metric"]).set(measured_arm)
 
     @staticmethod
     def _quality(gauge: Gauge, measured: Measured, *labels: str) -> None:

@@ -696,21 +696,17 @@ class Monitor:
         latest = {model: (version, window) for model, (_, version, window) in ranked.items()}
         for _, window in latest.values():  # inputs are decoded once a record is reported on
             window.requests = deque(r.decoded() for r in window.requests)
+        # a version's report grown into the model's (the canary's state, optional, comes later)
         reports: dict[str, Report] = {
-            model: {
-                **report(
-                    self.manifests(model, version),
-                    window,
-                    self.settings,
-                    now,
-                    self._references(model, version),
-                ),
+            model: cast(Report, {
+                **report(self.manifests(model, version), window, self.settings, now,
+                         self._references(model, version)),
                 "traffic": traffic_summary(self.traffic[model], now),
                 "comparison": self.comparison(model, now),
                 "quality": [],
-            }
+            })
             for model, (version, window) in latest.items()
-        }
+        }  # fmt: skip
         for (model, version), labelled in sorted(self.labelled.items()):
             labelled.trim(now)
             if labelled.requests and model in reports:

@@ -33,7 +33,8 @@ def to_onnx(estimator: Any, sample: pd.DataFrame) -> bytes:
         options=options,
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    return proto.SerializeToString()
+    serialized: bytes = proto.SerializeToString()
+    return serialized
 
 
 def snake_case(name: str) -> str:

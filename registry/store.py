@@ -262,7 +262,10 @@ def infer_schema(model: Any, frame: pd.DataFrame) -> InputSchema:
 
 def string_column(series: pd.Series) -> np.ndarray:
     """A string feature as its model receives it: a null is :data:`MISSING_STRING`, as at serving time."""
-    return series.astype(object).where(series.notna(), MISSING_STRING).astype(str).to_numpy(dtype=object)
+    column: np.ndarray = (
+        series.astype(object).where(series.notna(), MISSING_STRING).astype(str).to_numpy(dtype=object)
+    )
+    return column
 
 
 def reference_feeds(model: OnnxModel, frame: pd.DataFrame) -> dict[str, Any]:
