@@ -42,14 +42,15 @@ import drift_data as data
 from bench import machine
 
 from monitoring.alerts import AlertConfig, AlertEngine, conditions
-from monitoring.monitor import Monitor, WindowSettings
+from monitoring.monitor import Monitor
 from monitoring.records import RequestRecord
 from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
+from monitoring.windows import WindowSettings
 from registry.manifest import Manifest
 from registry.onnx_model import OnnxModel, load_session
 from registry.store import Registry
-from service.validation import records_to_batch
+from service.serving.validation import records_to_batch
 
 #: rows a request carries in the false-alarm windows and streams (the day sends single rows)
 REQUEST_ROWS = 10

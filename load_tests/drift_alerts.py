@@ -3,7 +3,7 @@
 Seeded simulations through the monitor's drift code (``monitoring.drift.drift_of`` and ``decide``, on
 a window of the last 1,000 rows tested at every 2-s pass, as ``monitoring.monitor`` does), for a model
 of 30 Gaussian features, at the window's level (``MODELGATE_DRIFT_ALPHA``, 0.1%: what a window is
-called drifted at, and what alerts used) and at the alert level (``monitoring.monitor.alert_alpha``:
+called drifted at, and what alerts used) and at the alert level (``monitoring.windows.alert_alpha``:
 7.7e-7 for a false alert at most once in 30 days at 2-s passes). Alert rules with ``for: 0s``: the
 worst case (a longer ``for`` only removes alerts).
 
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monitoring.drift import ALPHA, Reference, decide, drift_of, reference
-from monitoring.monitor import alert_alpha
+from monitoring.baseline import Reference, reference
+from monitoring.drift import ALPHA, decide, drift_of
+from monitoring.windows import alert_alpha
 from registry.profile import numeric_profile, sample_index
 
 FEATURES = 30

@@ -27,15 +27,16 @@ from bench import machine
 from prometheus_client import CollectorRegistry
 
 from monitoring.metrics import GatewayMetrics
-from monitoring.monitor import Monitor, WindowSettings
+from monitoring.monitor import Monitor
 from monitoring.records import RequestRecord
 from monitoring.sink import encode
 from monitoring.store import RequestLog
 from monitoring.store.sqlite import open_sqlite
+from monitoring.windows import WindowSettings
 from registry.demo import DEMO_MODEL, breast_cancer, build_demo
 from registry.store import Registry
-from service.pool import load_version
-from service.validation import Batch
+from service.serving.pool import load_version
+from service.serving.validation import Batch
 
 #: records encoded and written a batch, as the log writer commits them
 WRITE_BATCH = 1000

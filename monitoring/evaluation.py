@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from monitoring.compare import quality_test
-from registry.evaluation import Comparison, Estimate, Evaluation
+from registry.evaluation import Estimate, Evaluation, SegmentComparison
 
 CONFIDENCE = 0.95
 
@@ -44,11 +44,13 @@ def estimate(outcomes: np.ndarray) -> Estimate:
     return Estimate(value=mean, low=mean - half, high=mean + half)
 
 
-def compare(segment: str | None, champion: np.ndarray, candidate: np.ndarray, alpha: float) -> Comparison:
+def compare(
+    segment: str | None, champion: np.ndarray, candidate: np.ndarray, alpha: float
+) -> SegmentComparison:
     """Both models on the same rows: each metric with its interval, and the paired test."""
     tested = quality_test(champion, candidate, paired=True, alpha=alpha)
     assert tested["test"] is not None and tested["p_value"] is not None  # every segment has rows
-    return Comparison(
+    return SegmentComparison(
         segment=segment,
         rows=int(champion.size),
         metric=tested["metric"],
@@ -86,7 +88,7 @@ def evaluate(
     values per segment feature, one a row. The verdict refuses the candidate when it is significantly
     worse overall, or in any segment of at least ``min_rows`` rows after Holm's adjustment."""
     overall = compare(None, champion, candidate, alpha)
-    by_segment: list[Comparison] = []
+    by_segment: list[SegmentComparison] = []
     for column, values in segments.items():
         labels = np.asarray(values).astype(str)
         for value in sorted(set(labels.tolist())):
@@ -113,7 +115,7 @@ def evaluate(
     )
 
 
-def _worse(comparison: Comparison) -> str:
+def _worse(comparison: SegmentComparison) -> str:
     where = f"segment {comparison.segment}" if comparison.segment else "overall"
     p = comparison.p_adjusted if comparison.p_adjusted is not None else comparison.p_value
     return (

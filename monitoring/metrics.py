@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from monitoring.plausibility import rule_parts
+from monitoring.plausibility import Flag
 from monitoring.records import EncodedRecord
 from monitoring.report import QUALITY_METRICS, Comparison, Measured, Report, metric_value
 
@@ -248,7 +248,7 @@ class GatewayMetrics:
                 for label, count in _counted(prediction.labels).items():
                     classes[model, version, r.arm, label if label in known else "other"] += count
             for key, count in item.violations.items():
-                violations[(model, version, r.arm, *rule_parts(key))] += count
+                violations[(model, version, r.arm, *Flag.parse(key))] += count
         for (model, version, arm, route, status), measured in latencies.items():
             self._child(self.requests, model, version, arm, route, str(status)).inc(len(measured))
             observe_many(self._child(self.latency, model, version, arm, route), np.array(measured) / 1000)
@@ -265,7 +265,7 @@ class GatewayMetrics:
         return child
 
     def observe_report(self, report: Report) -> None:
-        """Set the monitor's gauges from one model's report (see ``monitoring.monitor.report``)."""
+        """Set the monitor's gauges from one model's report (see ``monitoring.assessment.report``)."""
         model, version = report["model"], str(report["version"])
         self.window_rows.labels(model, version).set(report["window"]["rows"])
         self.drifted.labels(model, version).set(report["drifted_features"])

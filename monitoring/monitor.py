@@ -1,6 +1,6 @@
 """The monitor: rolling windows over the prediction log, and a drift and plausibility report per model.
 
-One monitor per deployment, in a process of its own (``service.monitor_process``)
+One monitor per deployment, in a process of its own (``service.processes.monitor``)
 that holds the log's monitor lease. It tails the log by ``seq``, so windows
 cover every worker's traffic, and after a restart it rebuilds them from the
 log (from the first record inside the time window). Reports go back into the
@@ -9,17 +9,17 @@ log store, where every process reads them for ``GET /monitoring/drift``.
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import pandas as pd
 import structlog
 
+from monitoring.assessment import quality, references, report
+from monitoring.baseline import Reference
 from monitoring.compare import (
     CanaryContest,
     Metric,
@@ -33,38 +33,20 @@ from monitoring.compare import (
     pairs_summary,
     quality_test,
 )
-from monitoring.drift import (
-    ALPHA,
-    MIN_EFFECT,
-    MIN_ROWS,
-    DriftStatistic,
-    Reference,
-    decide,
-    drift_of,
-    reference,
-)
-from monitoring.estimate import expected_accuracy
 from monitoring.export import prediction_table
-from monitoring.mmd import embedding_drift
-from monitoring.plausibility import rule_parts
-from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import Feedback, LoggedRequest
 from monitoring.report import (
     CanaryEvidence,
     Comparison,
-    DriftEntry,
-    EstimatedQuality,
-    PlausibilityEntry,
-    Quality,
     QualityEvidence,
     Report,
-    SegmentQuality,
     TrafficSummary,
-    VersionReport,
 )
 from monitoring.sequential import Matcher
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
-from registry.manifest import EmbeddingProfile, HourDistribution, Manifest
+from monitoring.windows import Labelled, Traffic, Window, WindowSettings, traffic_summary
+from registry.aliases import Arm
+from registry.manifest import Manifest
 
 log = structlog.get_logger("modelgate.monitor")
 
@@ -78,311 +60,6 @@ UNPAIRED_MAX_ROWS = 20_000
 ROWS_A_READ = 20_000
 #: version pairs whose quality contest a model keeps (the newest by its last contest)
 CONTESTS_KEPT = 4
-
-
-@dataclass(frozen=True)
-class WindowSettings:
-    """How much traffic a window holds and when drift is tested."""
-
-    max_rows: int = 1000
-    max_age_seconds: float = 3600.0
-    #: fewer rows than this: no drift test (too little data to say anything)
-    min_rows: int = MIN_ROWS
-    #: the chance a clean window is called drifted, at most (see monitoring.drift) ...
-    alpha: float = ALPHA
-    #: ... and the stricter level a drifted quantity alerts at (see ``alert_alpha``)
-    alert_alpha: float = ALPHA
-    #: the smallest change called drift
-    min_effect: float = MIN_EFFECT
-    #: significance of champion against challenger quality
-    compare_alpha: float = 0.05
-    #: input features whose values live quality is also measured per (see monitoring.quality)
-    quality_segments: tuple[str, ...] = ()
-
-
-def alert_alpha(alpha: float, pass_seconds: float, false_alert_days: float) -> float:
-    """The level each pass's drift test alerts at, so that on clean traffic alerts are expected at most
-    once in ``false_alert_days``, whatever the traffic.
-
-    Every pass tests the window again; by the union bound the expected number of passes with a false
-    alarm over a period is at most the sum of their levels, whatever the dependence between the
-    overlapping windows. Spending ``pass_seconds / (false_alert_days * 86400)`` a pass keeps that sum
-    at one over the period (7.7e-7 at the 2 s default and 30 days). Busy models lose nothing (at
-    1,000 requests/s a shift of 0.5 sd gives p-values far below it); ``alpha`` stays the level a window
-    is *called* drifted at, in the report.
-    """
-    return min(alpha, pass_seconds / (false_alert_days * 86_400.0))
-
-
-class Timed(Protocol):
-    @property
-    def ts(self) -> float: ...
-
-    @property
-    def rows(self) -> int: ...
-
-
-T = TypeVar("T", bound=Timed)
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """An answered request with the ground truth given for it (at ``ts``, when the truth came)."""
-
-    ts: float
-    rows: int
-    request: LoggedRequest
-    truth: list[Any]
-
-
-class Window(Generic[T]):
-    """Recent entries of one model version, at most ``max_rows`` rows and ``max_age`` old."""
-
-    def __init__(self, settings: WindowSettings) -> None:
-        self.settings = settings
-        self.requests: deque[T] = deque()
-        self.rows = 0
-
-    def add(self, entry: T) -> None:
-        """Add ``entry``, dropping the oldest past ``max_rows`` at once: a pass that catches up on a
-        backlog (the log grows faster than one pass reads it) held every record it read until the
-        report trimmed them, 3.4 GB of 256-row records in one minute of binary requests."""
-        self.requests.append(entry)
-        self.rows += entry.rows
-        while self.rows > self.settings.max_rows and self.requests:
-            self.rows -= self.requests.popleft().rows
-
-    def trim(self, now: float) -> None:
-        oldest = now - self.settings.max_age_seconds
-        while self.requests and (self.rows > self.settings.max_rows or self.requests[0].ts < oldest):
-            self.rows -= self.requests.popleft().rows
-
-    @property
-    def last_seen(self) -> float:
-        return self.requests[-1].ts if self.requests else 0.0
-
-
-def column(requests: Iterable[LoggedRequest], name: str, numeric: bool) -> np.ndarray:
-    """One input feature over the requests, in one conversion (a null is NaN for a number)."""
-    values = list(itertools.chain.from_iterable(r.inputs[name] for r in requests if r.inputs))
-    return np.array(values, dtype=np.float64 if numeric else object)
-
-
-def outputs(requests: Iterable[LoggedRequest], key: str) -> np.ndarray:
-    parts = [np.asarray(r.outputs[key]) for r in requests if r.outputs and key in r.outputs]
-    return np.concatenate(parts) if parts else np.empty(0)
-
-
-def flag_totals(requests: Iterable[LoggedRequest]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for request in requests:
-        for key, count in request.flags.items():
-            totals[key] = totals.get(key, 0) + count
-    return totals
-
-
-@dataclass(frozen=True, slots=True)
-class Traffic:
-    """A request as the traffic window keeps it: a window of requests, not rows."""
-
-    ts: float
-    status: int
-    latency_ms: float
-    rows: int = 1
-    #: rows it predicted, and the plausibility violations found in them
-    predicted: int = 0
-    violations: int = 0
-
-
-def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> TrafficSummary:
-    """Requests (at or after ``since``), the share not answered 200, the median and 99th percentile
-    latency, and plausibility violations per predicted row."""
-    window.trim(now)
-    entries = [r for r in window.requests if r.ts >= since] if since else window.requests
-    statuses = np.array([r.status for r in entries])
-    latencies = np.array([r.latency_ms for r in entries])
-    predicted = sum(r.predicted for r in entries)
-    return {
-        "requests": int(statuses.size),
-        "violation_rate": sum(r.violations for r in entries) / predicted if predicted else 0.0,
-        "error_rate": float(np.mean(statuses != 200)) if statuses.size else 0.0,
-        "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies.size else None,
-        "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies.size else None,
-    }
-
-
-def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, ...] = ()) -> Quality:
-    """Live quality of one version over the labelled window: overall, and per segment of each of
-    ``segments`` (input features) the version has."""
-    requests = [entry.request for entry in window.requests]
-    truth = np.concatenate([np.asarray(entry.truth, dtype=object) for entry in window.requests])
-    classification = manifest.output.kind == "classification"
-    if classification:
-        labels, probabilities = outputs(requests, "label"), outputs(requests, "probabilities")
-        classes = manifest.output.classes
-        measured = classification_quality(truth, labels, probabilities, classes)
-    else:
-        values = outputs(requests, "value")
-        measured = regression_quality(truth, values)
-    by_segment: list[SegmentQuality] = []
-    for feature in segments:
-        if feature not in manifest.reference.features:
-            continue
-        names = segment_of(manifest.reference.features[feature], column(requests, feature, numeric=False))
-        for name in dict.fromkeys(names):  # in order of first appearance
-            rows = names == name
-            part = (
-                classification_quality(truth[rows], labels[rows], probabilities[rows], classes)
-                if classification
-                else regression_quality(truth[rows], values[rows])
-            )
-            by_segment.append({"feature": feature, "segment": str(name), **part})
-    return {**measured, "segments": sorted(by_segment, key=lambda s: (s["feature"], s["segment"]))}
-
-
-def estimated_quality(manifest: Manifest, window: Window[LoggedRequest]) -> EstimatedQuality | None:
-    """A classifier's accuracy on the window as its calibrated probabilities predict it, before any
-    ground truth (see ``monitoring.estimate``); None for a regressor or an empty window."""
-    if manifest.output.kind != "classification":
-        return None
-    probabilities = outputs(window.requests, "probabilities")
-    if not probabilities.size:
-        return None
-    labels = outputs(window.requests, "label").astype(str)
-    measured = expected_accuracy(labels, probabilities, manifest.output.classes, manifest.calibration)
-    return {"version": manifest.version, "method": "cbpe", **measured}
-
-
-def references(manifest: Manifest) -> dict[str, Reference]:
-    """What each input feature (at the dtype its model receives) and prediction output is tested
-    against, with its hours of the day where the reference had a time column; built once per version."""
-    by_hour = manifest.reference.by_hour
-
-    def hours(name: str) -> dict[str, HourDistribution]:
-        return {hour: slices[name] for hour, slices in by_hour.items() if name in slices}
-
-    found = {
-        spec.name: reference(manifest.reference.features[spec.name], spec.dtype, hours(spec.name))
-        for spec in manifest.inputs.features
-    }
-    return found | {
-        name: reference(profile, by_hour=hours(name))
-        for name, profile in manifest.reference.predictions.items()
-        if not isinstance(profile, EmbeddingProfile)  # tested as a whole, see monitoring.mmd
-    }
-
-
-def row_times(requests: list[LoggedRequest]) -> np.ndarray:
-    """When each row of the requests was sent."""
-    return np.repeat(np.array([r.ts for r in requests], dtype=np.float64), [r.rows for r in requests])
-
-
-def drift_statistics(
-    manifest: Manifest,
-    window: Window[LoggedRequest],
-    settings: WindowSettings,
-    refs: dict[str, Reference],
-) -> list[DriftStatistic]:
-    """Every input feature and prediction output of the window against the version's reference
-    (``refs``: its :func:`references`)."""
-    statistics: list[DriftStatistic] = []
-    seasonal = bool(manifest.reference.by_hour)  # each row's time, to compare it with the same hours
-    with_inputs = [r for r in window.requests if r.inputs]
-    times = row_times(with_inputs) if seasonal else None
-    for spec in manifest.inputs.features:
-        values = column(window.requests, spec.name, numeric=spec.dtype != "string")
-        statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows, times)
-    if manifest.output.kind == "classification":
-        labels = outputs(window.requests, "label").astype(str).astype(object)
-        statistics += drift_of("label", "prediction", refs["label"], labels, settings.min_rows)
-        probabilities = outputs(window.requests, "probabilities")
-        if probabilities.size:
-            answered = [r for r in window.requests if r.outputs and "probabilities" in r.outputs]
-            times = row_times(answered) if seasonal else None
-            for index, cls in enumerate(manifest.output.classes):
-                name = f"probability:{cls}"
-                values = probabilities[:, index]
-                statistics += drift_of(name, "prediction", refs[name], values, settings.min_rows, times)
-    elif manifest.output.kind == "embedding":
-        vectors = outputs(window.requests, "embedding").astype(np.float64)
-        profile = manifest.reference.predictions["embedding"]
-        assert isinstance(profile, EmbeddingProfile)
-        if vectors.size:
-            found = embedding_drift(
-                "embedding", "prediction", np.array(profile.sample), vectors, settings.min_rows
-            )
-            statistics += [found] if found is not None else []
-            norms = np.linalg.norm(vectors, axis=1)
-            statistics += drift_of(
-                "embedding_norm", "prediction", refs["embedding_norm"], norms, settings.min_rows
-            )
-    else:
-        values = outputs(window.requests, "value")
-        answered = [r for r in window.requests if r.outputs and "value" in r.outputs]
-        times = row_times(answered) if seasonal else None
-        statistics += drift_of("value", "prediction", refs["value"], values, settings.min_rows, times)
-    return decide(statistics, settings.alpha, settings.min_effect)
-
-
-def too_few(window: Window[LoggedRequest], settings: WindowSettings) -> str:
-    """Why a window is not tested, and what to do about it."""
-    return (
-        f"{window.rows} rows in the window (the last {settings.max_age_seconds:g} s, at most "
-        f"{settings.max_rows} rows); drift is tested from {settings.min_rows} rows. With little traffic, "
-        "a longer MODELGATE_WINDOW_SECONDS gathers enough rows"
-    )
-
-
-def report(
-    manifest: Manifest,
-    window: Window[LoggedRequest],
-    settings: WindowSettings,
-    now: float,
-    refs: dict[str, Reference],
-) -> VersionReport:
-    """The JSON-ready report on one model version's window."""
-    enough = window.rows >= settings.min_rows
-    statistics = drift_statistics(manifest, window, settings, refs) if enough else []
-    plausibility: list[PlausibilityEntry] = []
-    for key, violations in sorted(flag_totals(window.requests).items()):
-        rule, feature = rule_parts(key)
-        entry: PlausibilityEntry = {
-            "rule": rule,
-            "feature": feature or None,
-            "violations": violations,
-            "rate": violations / max(window.rows, 1),
-        }
-        if rule == "input_missing":
-            limit = manifest.plausibility.inputs[feature].max_missing_rate
-            entry.update({"limit": limit, "breached": entry["rate"] > limit})
-        plausibility.append(entry)
-    return {
-        "model": manifest.name,
-        "version": manifest.version,
-        "computed_at": now,
-        "status": "ok" if enough else "insufficient_data",
-        "reason": None if enough else too_few(window, settings),
-        "window": {
-            "rows": window.rows,
-            "requests": len(window.requests),
-            "max_rows": settings.max_rows,
-            "max_age_seconds": settings.max_age_seconds,
-            "oldest": window.requests[0].ts if window.requests else None,
-            "newest": window.last_seen or None,
-        },
-        "alerting_features": sum(s.drifted and s.p_adjusted < settings.alert_alpha for s in statistics),
-        "thresholds": {
-            "alpha": settings.alpha,
-            "alert_alpha": settings.alert_alpha,
-            "min_effect": settings.min_effect,
-            "min_rows": settings.min_rows,
-            "correction": "benjamini-hochberg",
-        },
-        "estimated_quality": estimated_quality(manifest, window),
-        "drifted_features": sum(s.drifted for s in statistics),
-        "features": [cast(DriftEntry, asdict(s)) for s in statistics],  # DriftEntry mirrors its fields
-        "plausibility": plausibility,
-    }
 
 
 Contests = dict[str, dict[tuple[int, int], QualityContest]]
@@ -424,16 +101,16 @@ class Monitor:
         #: the version the champion arm answered with last, per model: the one reported on
         self.champions: dict[str, int] = {}
         #: champion against challenger, per model: each arm's traffic (answered or mirrored) ...
-        self.arm_traffic: dict[tuple[str, str], Window[Traffic]] = {}
+        self.arm_traffic: dict[tuple[str, Arm], Window[Traffic]] = {}
         #: ... shadow mode: one arm's prediction waiting for the other's, by request id ...
-        self.unpaired: dict[str, OrderedDict[str, Predicted]] = {
+        self.unpaired: dict[Arm, OrderedDict[str, Predicted]] = {
             "champion": OrderedDict(),
             "shadow": OrderedDict(),
         }
-        self.unpaired_rows = {"champion": 0, "shadow": 0}
+        self.unpaired_rows: dict[Arm, int] = {"champion": 0, "shadow": 0}
         self.pairs: dict[str, Window[Pair]] = {}
         #: ... and with ground truth: outcomes per (model, answering arm), and paired ones (shadow)
-        self.outcomes: dict[tuple[str, str], Window[Outcome]] = {}
+        self.outcomes: dict[tuple[str, Arm], Window[Outcome]] = {}
         self.paired_outcomes: dict[str, Window[PairedOutcome]] = {}
         #: ... and the evidence the decisions take, never forgotten as windows forget (see
         #: monitoring.sequential): quality contests per model and (champion, challenger) versions, with
@@ -551,7 +228,7 @@ class Monitor:
         predicted = Predicted.of(record)
         if predicted is None:
             return
-        other_arm = "champion" if record.arm == "shadow" else "shadow"
+        other_arm: Arm = "champion" if record.arm == "shadow" else "shadow"
         other = self.unpaired[other_arm].pop(record.request_id, None)
         if other is None:
             waiting = self.unpaired[record.arm]
@@ -632,7 +309,7 @@ class Monitor:
             contest = _contest(contests, request.model, *versions, False, ts, metric)
             contest.add(matched[:, 0], matched[:, 1], ts)
 
-    def arm_summary(self, model: str, arm: str, since: float, now: float) -> TrafficSummary | None:
+    def arm_summary(self, model: str, arm: Arm, since: float, now: float) -> TrafficSummary | None:
         """One arm's traffic since a time (the canary judges a weight on what came after it was set)."""
         window = self.arm_traffic.get((model, arm))
         return traffic_summary(window, now, since) if window is not None else None

@@ -14,6 +14,8 @@ rules also carry the feature, so label cardinality stays bounded by the schema):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from registry.manifest import MISSING_STRING, InputSchema, PlausibilityRules
@@ -24,11 +26,22 @@ OUTPUT_RULES = ("probability_finite", "probability_range", "probability_sum", "l
 INPUT_RULES = ("input_range", "input_domain", "input_missing")
 
 
-def rule_parts(key: str) -> tuple[str, str]:
-    """A flag key as (rule, feature): ``input_range:mean_area`` -> (``input_range``, ``mean_area``);
-    an output rule has no feature: ``label_known`` -> (``label_known``, "")."""
-    rule, _, feature = key.partition(":")
-    return rule, feature
+class Flag(NamedTuple):
+    """A broken rule and the feature it concerns ("" for an output rule). In a record's flags and in
+    the log it is keyed as ``rule:feature`` (``input_range:mean_area``), or the rule alone
+    (``label_known``): ``Flag.parse`` and ``key`` are the only places that spelling is known."""
+
+    rule: str
+    feature: str = ""
+
+    @classmethod
+    def parse(cls, key: str) -> Flag:
+        rule, _, feature = key.partition(":")
+        return cls(rule, feature)
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}:{self.feature}" if self.feature else self.rule
 
 
 class PlausibilityChecker:
@@ -115,15 +128,15 @@ class PlausibilityChecker:
             assert columns is not None
             missing = columns[name] == MISSING_STRING
             if missing.any():
-                broken[f"input_missing:{name}"] = missing
+                broken[Flag("input_missing", name).key] = missing
             unseen = ~np.isin(columns[name], domain) & ~missing
             if unseen.any():
-                broken[f"input_domain:{name}"] = unseen
+                broken[Flag("input_domain", name).key] = unseen
         return broken
 
     def _per_feature(self, broken: dict[str, np.ndarray], rule: str, rows: np.ndarray) -> None:
         for i in np.flatnonzero(rows.any(axis=0)):
-            broken[f"{rule}:{self.numeric[i]}"] = rows[:, i]
+            broken[Flag(rule, self.numeric[i]).key] = rows[:, i]
 
     def _outputs(self, prediction: Prediction) -> dict[str, np.ndarray]:
         rule = self.rules.output

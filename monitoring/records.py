@@ -9,11 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from registry.aliases import Arm
 from registry.onnx_model import Prediction
-
-#: Who made a prediction: the answering champion, the challenger answering its share of a split,
-#: a version the request pinned, or the challenger mirroring the champion's traffic (not answering).
-ARMS = ("champion", "challenger", "pinned", "shadow")
 
 
 class Checker(Protocol):
@@ -38,7 +35,7 @@ class RequestRecord:
     latency_ms: float
     model: str | None = None
     version: int | None = None
-    arm: str = "champion"
+    arm: Arm = "champion"
     rows: int = 0
     features: tuple[str, ...] = ()
     matrix: np.ndarray | None = None
@@ -64,15 +61,10 @@ class RequestRecord:
         prediction = self.prediction
         if prediction is None:
             return None
-        if prediction.values is not None:
-            return _dumps({"value": prediction.values})
-        if prediction.embeddings is not None:
-            return _dumps({"embedding": np.ascontiguousarray(prediction.embeddings)})
-        assert prediction.labels is not None and prediction.probabilities is not None
         return _dumps(
             {
-                "label": _jsonable(prediction.labels),
-                "probabilities": np.ascontiguousarray(prediction.probabilities),
+                name: _jsonable(array) if name == "label" else np.ascontiguousarray(array)
+                for name, array in prediction.outputs.items()
             }
         )
 
@@ -143,7 +135,7 @@ class LoggedRequest:
 
     seq: int
     request_id: str
-    arm: str
+    arm: Arm
     ts: float
     route: str
     model: str | None

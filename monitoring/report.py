@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 from monitoring.drift import Kind, Test
+from registry.aliases import Arm
 
 
 class TrafficSummary(TypedDict):
-    """Requests over a window (``monitoring.monitor.traffic_summary``)."""
+    """Requests over a window (``monitoring.windows.traffic_summary``)."""
 
     requests: int
     #: plausibility violations a predicted row
@@ -98,7 +99,7 @@ class Comparison(TypedDict):
     """Champion against challenger (or shadow): traffic per arm, answers side by side, quality over the
     window (a description: its test is one look), and the sequential evidence the decisions use."""
 
-    arms: dict[str, TrafficSummary]
+    arms: dict[Arm, TrafficSummary]
     shadow: PairsSummary | None
     quality: QualityTest | None
     evidence: QualityEvidence | None
@@ -203,7 +204,7 @@ class WindowInfo(TypedDict):
 
 class Thresholds(TypedDict):
     alpha: float
-    #: the level a drifted quantity alerts at (``monitoring.monitor.alert_alpha``)
+    #: the level a drifted quantity alerts at (``monitoring.windows.alert_alpha``)
     alert_alpha: NotRequired[float]
     min_effect: float
     min_rows: int
@@ -260,7 +261,7 @@ class CanaryState(TypedDict):
 
 
 class VersionReport(TypedDict):
-    """Drift and plausibility of one version's window (``monitoring.monitor.report``)."""
+    """Drift and plausibility of one version's window (``monitoring.assessment.report``)."""
 
     model: str
     version: int

@@ -10,7 +10,7 @@ requests a second those hand-offs were most of the cost.
 ``LogWriter`` does the writing: it encodes a batch once, checks plausibility,
 counts the request metrics, commits the batch in one transaction and writes
 one structlog JSON line per request to stdout. In a gateway it runs in a
-process of its own beside each worker (``service.log_process``): the worker
+process of its own beside each worker (``service.processes.log_writer``): the worker
 only pickles the batch into a pipe, and the writing takes the other core's
 time instead of the event loop's GIL.
 

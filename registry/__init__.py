@@ -3,6 +3,7 @@
 from registry.aliases import Alias, Aliases, AuditEntry
 from registry.errors import (
     AliasError,
+    EvaluationRefused,
     IntegrityError,
     InvalidModel,
     InvalidModelName,
@@ -21,6 +22,7 @@ __all__ = [
     "AliasError",
     "Aliases",
     "AuditEntry",
+    "EvaluationRefused",
     "InputSchema",
     "IntegrityError",
     "InvalidModel",

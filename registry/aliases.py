@@ -11,6 +11,9 @@ from registry.evaluation import Evaluation
 
 Alias = Literal["champion", "challenger"]
 ALIASES: tuple[Alias, ...] = ("champion", "challenger")
+#: Who made a prediction: the answering champion, the challenger answering its share of a split,
+#: a version the request pinned, or the challenger mirroring the champion's traffic (not answering).
+Arm = Literal["champion", "challenger", "pinned", "shadow"]
 RoutingMode = Literal["off", "shadow", "ab", "canary"]
 ROUTING_MODES: tuple[RoutingMode, ...] = ("off", "shadow", "ab", "canary")
 

@@ -42,3 +42,8 @@ class IntegrityError(RegistryError):
 
 class AliasError(RegistryError):
     """An alias operation cannot be done: unknown alias, or nothing to roll back to."""
+
+
+class EvaluationRefused(RegistryError):
+    """A version cannot be evaluated against the champion: no champion, a version pair no labelled
+    data fits, or labelled data that lacks what the versions need."""

@@ -17,7 +17,7 @@ class Estimate(BaseModel):
     high: float
 
 
-class Comparison(BaseModel):
+class SegmentComparison(BaseModel):
     """Champion and candidate on the same rows: overall (``segment`` None) or one segment's."""
 
     model_config = ConfigDict(frozen=True)
@@ -47,8 +47,8 @@ class Evaluation(BaseModel):
     data: str
     alpha: float
     min_segment_rows: int
-    overall: Comparison
-    segments: list[Comparison]
+    overall: SegmentComparison
+    segments: list[SegmentComparison]
     #: refuse: significantly worse overall or in a segment of at least min_segment_rows rows
     verdict: Literal["pass", "refuse"]
     #: why it was refused, one line a comparison it lost

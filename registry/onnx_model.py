@@ -50,6 +50,23 @@ class Prediction:
         first = next(a for a in (self.values, self.probabilities, self.embeddings) if a is not None)
         return int(first.shape[0])
 
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The outputs set, by the names the log, the v2 answer and the reference profile give them:
+        ``label`` and ``probabilities``, ``value``, or ``embedding``."""
+        if self.values is not None:
+            return {"value": self.values}
+        if self.embeddings is not None:
+            return {"embedding": self.embeddings}
+        assert self.labels is not None and self.probabilities is not None
+        return {"label": self.labels, "probabilities": self.probabilities}
+
+    @property
+    def answer(self) -> tuple[str, np.ndarray]:
+        """One answer a row, by its output's name: the label, the value or the embedding."""
+        name, array = next(iter(self.outputs.items()))
+        return name, array
+
 
 def threads_per_worker(workers: int) -> int:
     """The machine's cores shared out among ``workers`` processes, at least one each."""

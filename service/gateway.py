@@ -28,4 +28,4 @@ class Gateway:
     """All routes live in ``service.app``; BentoML adds /livez, /readyz and /metrics."""
 
     def __is_ready__(self) -> bool:
-        return bool(app.state.gateway.readiness()["ready"])
+        return bool(app.state.context.readiness()["ready"])

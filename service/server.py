@@ -45,7 +45,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     liked. Here the head must be complete within ``header_timeout`` seconds of
     its first byte (or of the connection) and within ``max_header_bytes``:
     else 408 or 431, and the connection is closed. The body's own deadline is
-    the app's (``service.http.read_body``), so it holds under BentoML too.
+    the app's (``service.api.http.read_body``), so it holds under BentoML too.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:

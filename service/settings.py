@@ -15,7 +15,6 @@ from monitoring.plausibility import INPUT_RULES, OUTPUT_RULES
 from monitoring.store import is_postgres, redacted
 from registry.onnx_model import check_providers
 from registry.store import DEFAULT_ROOT, ENV_VAR
-from service.batching import BatchPolicy, parse_policies
 
 
 def _boolean(raw: object) -> bool:
@@ -27,6 +26,40 @@ def _boolean(raw: object) -> bool:
     if word in ("0", "false", "no", "off"):
         return False
     raise ValueError(raw)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How far one model's requests may be merged: rows in one run, and the longest wait."""
+
+    max_rows: int
+    max_wait_s: float
+
+
+def parse_policies(text: str) -> dict[str, BatchPolicy]:
+    """``NAME:MAX_ROWS:MAX_WAIT_MS`` entries, comma-separated; ``ValueError`` saying what is wrong."""
+    policies = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, rest = entry.partition(":")
+        rows, _, wait = rest.partition(":")
+        try:
+            policy = BatchPolicy(int(rows), float(wait) / 1000)
+        except ValueError:
+            raise ValueError(
+                f"setting batching: {entry!r} is not NAME:MAX_ROWS:MAX_WAIT_MS (e.g. breast-cancer:64:2)"
+            ) from None
+        if not name or policy.max_rows < 2 or not 0 < policy.max_wait_s <= 1:
+            raise ValueError(
+                f"setting batching: {entry!r}: a model name, at least 2 rows, and a wait above 0 and at "
+                f"most 1000 ms"
+            )
+        policies[name] = policy
+    return policies
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated setting's entries."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 @dataclass(frozen=True)
@@ -137,11 +170,21 @@ class Settings:
     #: when set, the bearer token /predict, v2 infer and /feedback require
     predict_token: str = dataclasses.field(default="", repr=False)
 
-    @property
-    def rejected_rules(self) -> frozenset[str]:
-        return frozenset(rule.strip() for rule in self.reject_rules.split(",") if rule.strip())
+    #: the comma-separated settings above, parsed once (in ``__post_init__``, which checks them)
+    rejected_rules: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    segment_features: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    batch_policies: dict[str, BatchPolicy] = dataclasses.field(init=False, repr=False, compare=False)
+    execution_providers: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        parsed = {
+            "rejected_rules": frozenset(_names(self.reject_rules)),
+            "segment_features": _names(self.quality_segments),
+            "batch_policies": parse_policies(self.batching),
+            "execution_providers": _names(self.providers),
+        }
+        for name, value in parsed.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
         if self.log_url and not is_postgres(self.log_url):
             raise ValueError(
                 f"setting log_url: {redacted(self.log_url)!r} is not a postgresql:// URL "
@@ -155,25 +198,12 @@ class Settings:
         if self.log_overflow not in ("block", "drop"):
             raise ValueError(f"setting log_overflow: {self.log_overflow!r} is not 'block' or 'drop'")
         check_providers(self.execution_providers)
-        parse_policies(self.batching)
         unknown = self.rejected_rules - set(OUTPUT_RULES) - set(INPUT_RULES)
         if unknown:
             raise ValueError(
                 f"setting reject_rules: unknown rules {sorted(unknown)}; "
                 f"known: {', '.join(OUTPUT_RULES + INPUT_RULES)}"
             )
-
-    @property
-    def segment_features(self) -> tuple[str, ...]:
-        return tuple(name.strip() for name in self.quality_segments.split(",") if name.strip())
-
-    @property
-    def batch_policies(self) -> dict[str, BatchPolicy]:
-        return parse_policies(self.batching)
-
-    @property
-    def execution_providers(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
     @property
     def prediction_log(self) -> Path:
@@ -188,6 +218,8 @@ class Settings:
         """These settings as the environment ``from_env`` reads back (for a child process)."""
         env = {}
         for field in fields(self):
+            if not field.init:
+                continue
             value = getattr(self, field.name)
             key = ENV_VAR if field.name == "registry" else f"MODELGATE_{field.name.upper()}"
             env[key] = str(value).lower() if isinstance(value, bool) else str(value)
@@ -203,10 +235,12 @@ class Settings:
                 raise ValueError(f"{config}: expected a mapping of settings")
             values.update(loaded)
         for field in fields(cls):
+            if not field.init:
+                continue
             key = ENV_VAR if field.name == "registry" else f"MODELGATE_{field.name.upper()}"
             if key in environ:
                 values[field.name] = environ[key]
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.init}
         unknown = set(values) - set(known)
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(known)}")

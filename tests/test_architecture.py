@@ -1,5 +1,6 @@
-"""The shape of the code: the layers import downwards only (service -> monitoring -> registry), and no
-module imports itself back through others.
+"""The shape of the code: the layers import downwards only (service -> monitoring -> registry, and
+inside service, cli -> the app -> protocols -> api -> serving -> processes -> settings and errors), and
+no module imports itself back through others.
 
 Imports are read from the source, at module level, ``TYPE_CHECKING`` blocks included (a reader
 follows those too); an import inside a function (a factory choosing its backend, a heavy
@@ -39,8 +40,10 @@ def _imports(path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+            names.update(submodules)
+            if not submodules <= set(known):  # `from package import module` is an arrow to the module
+                names.add(node.module)
     return {name for name in names if name in known}
 
 
@@ -84,6 +87,38 @@ def test_no_module_imports_itself_back_through_others():
 
 def test_the_cycle_finder_finds_one():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: service's own layers, top first; a module may import only its own layer and those below it
+SERVICE_LAYERS = (
+    ("service.cli", "service.__main__"),
+    ("service.app", "service.routes", "service.server", "service.gateway"),
+    ("service.protocols",),
+    ("service.api",),
+    ("service.serving",),
+    ("service.processes",),
+    ("service.settings", "service.errors", "service"),
+)
+
+
+def _service_layer(module: str) -> int:
+    for depth, prefixes in enumerate(SERVICE_LAYERS):
+        if any(module == p or module.startswith(f"{p}.") for p in prefixes if p != "service"):
+            return depth
+    assert module == "service", f"{module}: place it in one of service's layers (SERVICE_LAYERS)"
+    return len(SERVICE_LAYERS) - 1
+
+
+def test_service_layers_import_downwards_only():
+    graph = _graph()
+    upward = [
+        f"{module} imports {other}"
+        for module, imports in graph.items()
+        if module.startswith("service")
+        for other in imports
+        if other.startswith("service") and _service_layer(other) < _service_layer(module)
+    ]
+    assert upward == []
 
 
 def test_layers_import_downwards_only():

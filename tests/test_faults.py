@@ -220,7 +220,7 @@ def writers_of(log_path: Path) -> list[int]:
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if b"service.log_process" in (proc / "cmdline").read_bytes() and (
+            if b"service.processes.log_writer" in (proc / "cmdline").read_bytes() and (
                 f"MODELGATE_LOG_PATH={log_path}".encode() in (proc / "environ").read_bytes()
             ):
                 pids.append(int(proc.name))

@@ -58,7 +58,7 @@ def test_the_loop_drift_alert_retraining_evaluation_promotion(gateway_factory, c
     rules = tmp_path / "alerts.yml"
     rules.write_text(
         "rules:\n  - {name: ModelInputDrift, kind: drift, threshold: 1, for: 5s, severity: warning,"
-        " action: {command: [python, -m, service.retrain_demo], min_interval: 10m, timeout: 2m}}\n"
+        " action: {command: [python, -m, service.cli.retrain_demo], min_interval: 10m, timeout: 2m}}\n"
     )
     gateway = gateway_factory(
         cancer_registry, MODELGATE_ALERT_RULES=str(rules), MODELGATE_MONITOR_INTERVAL="0.2"
@@ -72,7 +72,7 @@ def test_the_loop_drift_alert_retraining_evaluation_promotion(gateway_factory, c
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     assert "alert firing: ModelInputDrift" in out and "the retraining loop, from the audit trail:" in out
-    assert "ModelInputDrift on version 1 started command python -m service.retrain_demo" in out
+    assert "ModelInputDrift on version 1 started command python -m service.cli.retrain_demo" in out
     assert "version 3 pushed (retrained after ModelInputDrift on " in out
     assert "version 3 against champion 1: pass" in out
     assert "champion 1 -> 3 (retrained after ModelInputDrift; evaluation passed)" in out

@@ -36,7 +36,7 @@ def test_a_drift_alert_needs_the_alert_level_a_drifted_window_is_not_enough():
 
 
 def test_the_alert_level_spends_the_budget_over_the_passes():
-    from monitoring.monitor import alert_alpha
+    from monitoring.windows import alert_alpha
 
     assert alert_alpha(0.001, 2.0, 30.0) == 2.0 / (30 * 86_400)  # 7.7e-7: one expected in 30 days
     assert alert_alpha(0.001, 3600.0, 1.0) == 0.001  # never looser than a window's alpha

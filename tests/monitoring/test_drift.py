@@ -10,14 +10,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from monitoring.drift import (
-    bin_counts,
-    decide,
-    drift_of,
-    js_distance,
-    psi,
-    reference,
-)
+from monitoring.baseline import reference
+from monitoring.drift import bin_counts, decide, drift_of, js_distance, psi
 from registry.demo import breast_cancer
 from registry.profile import categorical_profile, narrowed, numeric_profile, sample_index
 

@@ -9,11 +9,12 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor, Traffic, Window, WindowSettings
+from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor
 from monitoring.records import LoggedRequest, RequestRecord
 from monitoring.sink import encode
 from monitoring.store.sql import SqlRequestLog
 from monitoring.store.sqlite import SQLiteDatabase, open_sqlite
+from monitoring.windows import Traffic, Window, WindowSettings
 from registry.demo import breast_cancer
 from registry.onnx_model import Prediction
 from service.app import create_app

@@ -11,11 +11,13 @@ import orjson
 import pandas as pd
 import pytest
 
-from monitoring.drift import decide, drift_of, reference
-from monitoring.monitor import Monitor, WindowSettings
+from monitoring.baseline import reference
+from monitoring.drift import decide, drift_of
+from monitoring.monitor import Monitor
 from monitoring.records import RequestRecord
 from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
+from monitoring.windows import WindowSettings
 from registry.errors import InvalidReferenceData
 from registry.onnx_model import Prediction
 from registry.profile import clock_of, hourly, numeric_profile, sample_index

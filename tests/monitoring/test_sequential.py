@@ -8,11 +8,12 @@ import time
 import numpy as np
 import orjson
 
-from monitoring.monitor import Monitor, WindowSettings
+from monitoring.monitor import Monitor
 from monitoring.records import Feedback, RequestRecord
 from monitoring.sequential import Matcher, contests, log_e_value
 from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
+from monitoring.windows import WindowSettings
 from registry.onnx_model import Prediction
 
 

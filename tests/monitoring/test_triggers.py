@@ -97,7 +97,7 @@ def test_the_loop_closes_through_a_webhook(cancer_registry, tmp_path, receivers)
                "MODELGATE_REGISTRY": trigger["registry"], "MODELGATE_ALERTNAME": "QualityDrop"}  # fmt: skip
         work = tmp_path / "work"
         work.mkdir()
-        retrain = subprocess.run([sys.executable, "-m", "service.retrain_demo"], env=env, cwd=work,
+        retrain = subprocess.run([sys.executable, "-m", "service.cli.retrain_demo"], env=env, cwd=work,
                                  capture_output=True, text=True, timeout=120)  # fmt: skip
         assert retrain.returncode == 0, retrain.stdout + retrain.stderr
         assert "cancer:3 against champion 1: pass" in retrain.stdout

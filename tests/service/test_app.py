@@ -179,7 +179,7 @@ def test_every_bad_request_gets_a_clear_4xx(client, records):
 
 
 def test_promotion_is_swapped_in_by_refresh(client, cancer_registry, records):
-    gateway = client.app.state.gateway
+    gateway = client.app.state.context
     cancer_registry.promote("cancer", 2, "champion", reason="test")
     gateway.pool.refresh()
     assert client.post("/predict", json={"inputs": records[:1]}).json()["version"] == 2
@@ -194,7 +194,7 @@ def test_a_corrupted_version_is_not_swapped_in(client, cancer_registry, records,
     model_file.chmod(0o644)
     model_file.write_bytes(model_file.read_bytes()[:-10])
     cancer_registry.promote("cancer", 3, "champion")
-    gateway = client.app.state.gateway
+    gateway = client.app.state.context
     gateway.pool.refresh()
 
     assert client.post("/predict", json={"inputs": records[:1]}).json()["version"] == 1
@@ -220,7 +220,7 @@ def test_a_version_that_does_not_load_is_not_swapped_in(
     manifest.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
     (version_dir / "manifest.json").write_text(json.dumps(manifest))
     cancer_registry.promote("cancer", 3, "champion")
-    client.app.state.gateway.pool.refresh()
+    client.app.state.context.pool.refresh()
 
     assert client.post("/predict", json={"inputs": records[:1]}).json()["version"] == 1
     assert "not swapped in" in client.get("/models").json()["models"]["cancer"]["errors"]["champion"]

@@ -23,7 +23,7 @@ def stalled(cancer_registry):
     settings = Settings(registry=cancer_registry.root, poll_interval=3600, log_queue_size=20,
                         log_block_seconds=0.2)  # fmt: skip
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        writer = client.app.state.gateway.observability.shipper.child
+        writer = client.app.state.context.observability.shipper.child
         writer.send_signal(signal.SIGSTOP)
         try:
             yield client
@@ -55,7 +55,7 @@ def test_a_backed_up_log_sheds_new_requests_and_recovers(stalled, cancer_model):
     depth = next(line for line in metrics.splitlines() if line.startswith("modelgate_log_queue_depth"))
     assert float(depth.split()[-1]) >= 20  # the gauge follows the queue though its writer is stuck
     # the disk takes records again: the queue drains and requests are served, no restart
-    stalled.app.state.gateway.observability.shipper.child.send_signal(signal.SIGCONT)
+    stalled.app.state.context.observability.shipper.child.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + 10
     while stalled.get("/readyz").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -75,7 +75,7 @@ def test_with_durable_acknowledgement_an_answer_means_its_record_is_committed(ca
             assert log.execute(
                 "SELECT count(*) FROM requests WHERE request_id = ?", (f"d{i}",)
             ).fetchone() == (1,)
-        writer = client.app.state.gateway.observability.shipper.child
+        writer = client.app.state.context.observability.shipper.child
         writer.send_signal(signal.SIGSTOP)  # a writer that commits nothing: no answer is acknowledged
         try:
             started = time.monotonic()

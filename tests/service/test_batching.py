@@ -8,8 +8,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.batching import BatchPolicy, parse_policies
-from service.settings import Settings
+from service.settings import BatchPolicy, Settings, parse_policies
 
 
 def test_policies_are_parsed_or_refused_with_the_form_to_use():
@@ -44,7 +43,7 @@ def test_concurrent_requests_share_one_run_and_get_their_own_rows(cancer_registr
             assert [p["label"] for p in mine] == [p["label"] for p in theirs]
             for a, b in zip(mine, theirs, strict=True):
                 assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
-        registry = client.app.state.gateway.metrics.registry
+        registry = client.app.state.context.metrics.registry
         runs = registry.get_sample_value("modelgate_batch_rows_count", {"model": "cancer"})
         rows = registry.get_sample_value("modelgate_batch_rows_sum", {"model": "cancer"})
         assert rows == 1 + 9 and runs < 1 + 6  # the first request alone, then the six merged
@@ -56,6 +55,6 @@ def test_a_request_above_the_limit_runs_alone(cancer_registry, cancer_model):
         body = {"inputs": cancer_model.frame.iloc[:10].to_dict(orient="records")}
         answer = client.post("/predict", json=body)
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 10
-        assert client.app.state.gateway.metrics.registry.get_sample_value(
+        assert client.app.state.context.metrics.registry.get_sample_value(
             "modelgate_batch_rows_count", {"model": "cancer"}
         ) in (None, 0.0)

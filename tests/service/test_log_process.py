@@ -11,8 +11,8 @@ import pytest
 from monitoring.records import RequestRecord
 from monitoring.sink import LogWriter
 from monitoring.store.sqlite import open_sqlite
-from service.log_process import LogShipper
-from service.pool import load_version, warmup_batch
+from service.processes.log_writer import LogShipper
+from service.serving.pool import load_version, warmup_batch
 from service.settings import Settings
 
 
@@ -114,7 +114,7 @@ def test_a_shipment_gives_back_every_record_whatever_its_arrays(records, cancer_
 
     from monitoring.records import RequestRecord
     from registry.onnx_model import Prediction
-    from service.log_process import Checkers, ship, unship
+    from service.processes.log_writer import Checkers, ship, unship
 
     other = RequestRecord(request_id="wide", ts=3000.0, route="v1", status=200, latency_ms=1.0, model="x",
                           version=1, rows=2, features=("a", "b"), matrix=np.ones((2, 2), np.float64),

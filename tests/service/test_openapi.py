@@ -34,7 +34,7 @@ def test_features_are_typed_from_the_champion_schema(registry, columns_model, ca
         # a new model is in the document once the gateway serves it
         registry.push(cancer_model.onnx, "cancer", cancer_model.reference)
         registry.promote("cancer", 1, "champion")
-        client.app.state.gateway.pool.refresh()
+        client.app.state.context.pool.refresh()
         document = client.get("/openapi.json").json()
         request = document["components"]["schemas"]["cancer.PredictRequest"]
         assert request["required"] == ["inputs", "model"]  # two models served: model is required

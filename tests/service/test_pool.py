@@ -5,7 +5,7 @@ from __future__ import annotations
 from structlog.testing import capture_logs
 
 from registry.store import Registry
-from service.pool import ModelPool
+from service.serving.pool import ModelPool
 
 
 def pool_for(registry: Registry) -> ModelPool:

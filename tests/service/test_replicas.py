@@ -50,7 +50,7 @@ def monitor_pid(gateway) -> int | None:
         index += 1
     for pid in pids:
         with contextlib.suppress(OSError):
-            if b"service.monitor_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"service.processes.monitor" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
     return None
 

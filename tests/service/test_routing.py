@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from registry.aliases import RoutingPolicy
 from service.app import create_app
-from service.routing import key_point, to_challenger
+from service.serving.routing import key_point, to_challenger
 from service.settings import Settings
 
 
@@ -86,7 +86,7 @@ def test_a_new_policy_takes_effect_without_a_restart(cancer_registry, rows):
     with client_for(cancer_registry) as client:
         assert set(arms(client, rows, 20)) == {"champion"}
         cancer_registry.set_routing("cancer", RoutingPolicy(mode="ab", challenger_weight=1.0))
-        client.app.state.gateway.pool.refresh()  # what the poller does every poll_interval
+        client.app.state.context.pool.refresh()  # what the poller does every poll_interval
         assert set(arms(client, rows, 20)) == {"challenger"}
 
 

@@ -19,10 +19,10 @@ from registry.aliases import RoutingPolicy
 from registry.errors import RegistryError
 from service.app import create_app
 from service.errors import InvalidInput
-from service.pool import ModelPool, ServedVersion, load_version, warmup_batch
+from service.serving.pool import ModelPool, ServedVersion, load_version, warmup_batch
+from service.serving.shadow import ShadowJob, ShadowRunner
+from service.serving.validation import Batch
 from service.settings import Settings
-from service.shadow import ShadowJob, ShadowRunner
-from service.validation import Batch
 
 
 def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cancer_registry, cancer_model):
@@ -33,7 +33,7 @@ def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cance
     )
     with TestClient(create_app(settings)) as client:
         answers = [client.post("/predict", json={"inputs": rows}).json() for _ in range(10)]
-        shadow = client.app.state.gateway.observability.shadow
+        shadow = client.app.state.context.observability.shadow
         for _ in range(100):  # a stop drops what is still queued: let the thread take it all first
             if shadow.pending == 0:
                 break

@@ -41,8 +41,8 @@ import structlog
 from monitoring.records import Checker, RequestRecord
 from monitoring.sink import SHUTDOWN_ATTEMPTS, OnCommit
 from registry.onnx_model import Prediction
-from service.children import spawn, wait_or_kill
-from service.runtime import tune_garbage_collector
+from service.processes.children import spawn, wait_or_kill
+from service.processes.runtime import tune_garbage_collector
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -171,7 +171,9 @@ class LogShipper:
         if self._ack_pipe is not None:
             env[ACK_FD] = str(self._ack_pipe[1])
             fds.append(self._ack_pipe[1])
-        return spawn("service.log_process", self.settings, env, stdin=subprocess.PIPE, pass_fds=tuple(fds))
+        return spawn(
+            "service.processes.log_writer", self.settings, env, stdin=subprocess.PIPE, pass_fds=tuple(fds)
+        )
 
     def _read_acks(self) -> None:
         assert self._ack_pipe is not None

@@ -21,37 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from registry.onnx_model import Prediction
-from service.pool import ServedVersion
-from service.validation import Batch
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    """How far one model's requests may be merged: rows in one run, and the longest wait."""
-
-    max_rows: int
-    max_wait_s: float
-
-
-def parse_policies(text: str) -> dict[str, BatchPolicy]:
-    """``NAME:MAX_ROWS:MAX_WAIT_MS`` entries, comma-separated; ``ValueError`` saying what is wrong."""
-    policies = {}
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        name, _, rest = entry.partition(":")
-        rows, _, wait = rest.partition(":")
-        try:
-            policy = BatchPolicy(int(rows), float(wait) / 1000)
-        except ValueError:
-            raise ValueError(
-                f"setting batching: {entry!r} is not NAME:MAX_ROWS:MAX_WAIT_MS (e.g. breast-cancer:64:2)"
-            ) from None
-        if not name or policy.max_rows < 2 or not 0 < policy.max_wait_s <= 1:
-            raise ValueError(
-                f"setting batching: {entry!r}: a model name, at least 2 rows, and a wait above 0 and at "
-                f"most 1000 ms"
-            )
-        policies[name] = policy
-    return policies
+from service.serving.pool import ServedVersion
+from service.serving.validation import Batch
+from service.settings import BatchPolicy
 
 
 def merged(batches: list[Batch]) -> Batch:

@@ -16,11 +16,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema, TensorDType, TensorSpec
+from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema
 from registry.onnx_model import NUMPY_DTYPE
-from registry.tensors import all_summaries
-from service.binary import Strings
-from service.errors import QUOTED_CHARS, FieldError, InvalidInput, PayloadTooLarge, clipped, quoted
+from service.errors import QUOTED_CHARS, FieldError, InvalidInput, PayloadTooLarge, clipped
+from service.serving import datatypes
 
 #: details listed in one error answer; the rest are counted
 MAX_DETAILS = 20
@@ -45,37 +44,6 @@ _JSON_TYPE: dict[type, str] = {
     list: "array",
     dict: "object",
     type(None): "null",
-}
-#: v2 datatypes accepted for each feature dtype (values are cast to the model's dtype)
-V2_DATATYPES: dict[FeatureDType, frozenset[str]] = {
-    "float32": frozenset(
-        {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-    ),
-    "float64": frozenset(
-        {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-    ),
-    "int64": frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}),
-    "string": frozenset({"BYTES"}),
-}
-_NUMERIC = frozenset(
-    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-)
-_INTEGERS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
-#: a tensor input's v2 datatype, and the datatypes accepted for it (cast without changing a value)
-V2_TENSOR_DATATYPE: dict[TensorDType, str] = {
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
-    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL",
-}  # fmt: skip
-TENSOR_DATATYPES: dict[TensorDType, frozenset[str]] = {
-    **{dtype: _NUMERIC for dtype in ("float16", "float32", "float64")},
-    **{dtype: _INTEGERS for dtype in ("int8", "int16", "int32", "int64", "uint8")},
-    "bool": frozenset({"BOOL"}),
-}
-V2_DATATYPE_OF: dict[FeatureDType, str] = {
-    "float32": "FP32",
-    "float64": "FP64",
-    "int64": "INT64",
-    "string": "BYTES",
 }
 
 
@@ -126,12 +94,12 @@ def separators_allowed(values_a_row: int, max_rows: int) -> int:
     return max_rows * values_a_row * SEPARATORS_PER_VALUE + SEPARATORS_SPARE
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     text = repr(value)
     return f"{_JSON_TYPE.get(type(value), type(value).__name__)} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-def _feature_list(schema: InputSchema) -> str:
+def feature_list(schema: InputSchema) -> str:
     names = schema.names
     return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
 
@@ -150,7 +118,7 @@ def _raise(errors: list[FieldError]) -> NoReturn:
 def _tabular(schema: InputSchema, field: str) -> None:
     """Refuse rows of features for a tensor model, saying what it takes and where to send it."""
     if schema.layout == "tensor":
-        takes = ", ".join(f"{t.name} {V2_TENSOR_DATATYPE[t.dtype]} {t.shown()}" for t in schema.tensors)
+        takes = ", ".join(f"{t.name} {datatypes.OF_TENSOR[t.dtype]} {t.shown()}" for t in schema.tensors)
         raise InvalidInput(
             f"{field}: this model takes tensors ({takes}), not rows of features: send them as Open "
             "Inference Protocol input tensors to /v2/models/{name}/infer (JSON or binary)",
@@ -158,7 +126,7 @@ def _tabular(schema: InputSchema, field: str) -> None:
         )
 
 
-def _check_rows(rows: int, max_rows: int, field: str) -> None:
+def check_rows(rows: int, max_rows: int, field: str) -> None:
     if rows == 0:
         raise InvalidInput(f"{field}: the batch is empty; send at least one row", field=field)
     if rows > max_rows:
@@ -175,7 +143,7 @@ def _value_error(spec: FeatureSpec, value: Any) -> str | None:
         return "null is not accepted: this feature had no missing values in the reference data"
     kind = type(value)
     if kind not in _ACCEPTED[spec.dtype]:
-        return f"expected {_EXPECTED[spec.dtype]}, got {_describe(value)}"
+        return f"expected {_EXPECTED[spec.dtype]}, got {describe(value)}"
     if kind is float and not math.isfinite(value):
         return f"{value} is not a finite number"
     if kind is int and spec.dtype == "int64" and not -(2**63) <= value < 2**63:
@@ -190,11 +158,11 @@ def _diagnose(records: list[Any], schema: InputSchema, field: str) -> list[Field
     for index, record in enumerate(records):
         where = f"{field}[{index}]"
         if not isinstance(record, dict):
-            errors.append(FieldError(where, f"expected an object of feature: value, got {_describe(record)}"))
+            errors.append(FieldError(where, f"expected an object of feature: value, got {describe(record)}"))
         else:
             # lazily, up to the bound: a record of millions of keys is not walked whole
             unknown = itertools.islice((key for key in record if key not in known), MAX_DETAILS + 1)
-            expected = f"unknown feature; expected: {_feature_list(schema)}"
+            expected = f"unknown feature; expected: {feature_list(schema)}"
             errors += [FieldError(f"{where}.{clipped(key, QUOTED_CHARS)}", expected) for key in unknown]
             if len(errors) > MAX_DETAILS:
                 break
@@ -217,7 +185,7 @@ def _cast(values: list[Any], dtype: FeatureDType) -> np.ndarray:
     return np.array(values, dtype=np.float64 if dtype != "int64" else np.int64)
 
 
-def _narrow(array: np.ndarray, dtype: FeatureDType) -> np.ndarray:
+def narrow(array: np.ndarray, dtype: FeatureDType) -> np.ndarray:
     """``array`` in the model's dtype; values too big become inf, which every caller checks for."""
     with np.errstate(over="ignore"):
         return array.astype(NUMPY_DTYPE[dtype], copy=False)
@@ -274,7 +242,7 @@ def _typed(
         return np.ascontiguousarray(array)
     if (type(None) in types and (np.isnan(array) & ~allowed).any()) or np.isinf(array).any():
         _raise(diagnose())
-    narrowed = np.ascontiguousarray(_narrow(array, dtype))
+    narrowed = np.ascontiguousarray(narrow(array, dtype))
     if np.isinf(narrowed).any():
         _raise(_overflow_errors(array, narrowed, where, specs))
     return narrowed
@@ -285,11 +253,11 @@ def records_to_batch(records: Any, schema: InputSchema, max_rows: int, field: st
     _tabular(schema, field)
     if not isinstance(records, list):
         raise InvalidInput(
-            f"{field}: expected a list of records (objects of feature: value), got {_describe(records)}",
+            f"{field}: expected a list of records (objects of feature: value), got {describe(records)}",
             field=field,
         )
     rows = len(records)
-    _check_rows(rows, max_rows, field)
+    check_rows(rows, max_rows, field)
     names = schema.names
     width = len(names)
 
@@ -333,15 +301,15 @@ def columns_to_batch(columns: Any, schema: InputSchema, max_rows: int, field: st
     _tabular(schema, field)
     if not isinstance(columns, dict):
         raise InvalidInput(
-            f"{field}: expected an object of feature: list of values, got {_describe(columns)}", field=field
+            f"{field}: expected an object of feature: list of values, got {describe(columns)}", field=field
         )
     names = schema.names
     known = set(names)
     unknown = itertools.islice((key for key in columns if key not in known), MAX_DETAILS + 1)
-    expected = f"unknown feature; expected: {_feature_list(schema)}"
+    expected = f"unknown feature; expected: {feature_list(schema)}"
     problems = [FieldError(f"{field}.{clipped(key, QUOTED_CHARS)}", expected) for key in unknown]
     problems += [FieldError(f"{field}.{name}", "missing") for name in names if name not in columns]
-    problems += [FieldError(f"{field}.{name}", f"expected a list of values, got {_describe(columns[name])}")
+    problems += [FieldError(f"{field}.{name}", f"expected a list of values, got {describe(columns[name])}")
                  for name in names if name in columns and not isinstance(columns[name], list)]  # fmt: skip
     if problems:
         _raise(problems)
@@ -353,7 +321,7 @@ def columns_to_batch(columns: Any, schema: InputSchema, max_rows: int, field: st
             f"{field}.{uneven}: {len(columns[uneven])} values, but the other features have {rows}",
             field=f"{field}.{uneven}",
         )
-    _check_rows(rows, max_rows, field)
+    check_rows(rows, max_rows, field)
 
     def diagnose() -> list[FieldError]:
         return _diagnose_columns(columns, schema, field)
@@ -383,12 +351,12 @@ def rows_to_batch(
         if not isinstance(row, list) or len(row) != len(names):
             raise InvalidInput(
                 f"{field}[{index}]: expected a list of {len(names)} values (one per feature: "
-                f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}), got {_describe(row)}",
+                f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}), got {describe(row)}",
                 field=f"{field}[{index}]",
             )
     if len(set(names)) != len(names):
         raise InvalidInput(f"{field}: column names repeat: {list(names)}", field=field)
-    _check_rows(len(rows), max_rows, field)
+    check_rows(len(rows), max_rows, field)
 
     def columns() -> dict[str, list[Any]]:
         return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
@@ -415,199 +383,6 @@ def instances_to_batch(instances: Any, schema: InputSchema, max_rows: int, field
         return records_to_batch(instances, schema, max_rows, field)
     raise InvalidInput(
         f"{field}: expected a list of records, a list of value lists, or an object of feature: "
-        f"list of values; got {_describe(instances)}",
+        f"list of values; got {describe(instances)}",
         field=field,
     )
-
-
-def _v2_tensor(tensor: Any, index: int) -> tuple[str, list[int], str, Any]:
-    where = f"inputs[{index}]"
-    if not isinstance(tensor, dict):
-        raise InvalidInput(f"{where}: expected a tensor object (name, shape, datatype, data)", field=where)
-    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
-    if missing:
-        raise InvalidInput(f"{where}: missing {', '.join(missing)}", field=f"{where}.{missing[0]}")
-    name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
-    if not isinstance(name, str):
-        raise InvalidInput(f"{where}.name: expected a string, got {_describe(name)}", field=f"{where}.name")
-    if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
-        raise InvalidInput(
-            f"{where}.shape: expected a list of non-negative integers, got {_describe(shape)}",
-            field=f"{where}.shape",
-        )
-    if not isinstance(datatype, str):
-        raise InvalidInput(
-            f"{where}.datatype: expected a string, got {_describe(datatype)}", field=f"{where}.datatype"
-        )
-    return name, shape, datatype, tensor["data"]
-
-
-def _v2_array(data: Any, shape: list[int], dtype: FeatureDType, datatype: str, where: str) -> np.ndarray:
-    """The tensor's data as an array of ``shape``, checked for type, size and finiteness."""
-    if datatype not in V2_DATATYPES[dtype]:
-        raise InvalidInput(
-            f"{where}.datatype: {datatype} does not fit this input ({V2_DATATYPE_OF[dtype]} expected)",
-            field=f"{where}.datatype",
-        )
-    array = _array(data, shape, where)
-    expected_kinds = "U" if dtype == "string" else ("iu" if dtype == "int64" else "iuf")
-    if array.dtype.kind not in expected_kinds:
-        raise InvalidInput(
-            f"{where}.data: expected {'strings' if dtype == 'string' else 'numbers'} only "
-            f"for datatype {datatype}",
-            field=f"{where}.data",
-        )
-    _check_fills(array, shape, where)
-    cast = _narrow(array.reshape(shape), dtype)
-    if dtype in ("float32", "float64") and not np.isfinite(cast).all():
-        raise InvalidInput(f"{where}.data: values overflow {dtype}", field=f"{where}.data")
-    return cast
-
-
-def _array(data: Any, shape: list[int], where: str) -> np.ndarray:
-    """A tensor's data as an array (binary data is one already, or decoded now: BYTES)."""
-    if isinstance(data, Strings):
-        return data.decode(math.prod(shape))
-    try:
-        return data if isinstance(data, np.ndarray) else np.asarray(data)
-    except ValueError:
-        raise InvalidInput(f"{where}.data: nested lists are ragged", field=f"{where}.data") from None
-
-
-def _batch_rows(rows: int | None, shape: list[int], max_rows: int, where: str) -> int:
-    """The batch's rows: the first tensor's (within the limit), which every other tensor must have."""
-    if rows is None:
-        _check_rows(shape[0], max_rows, f"{where}.shape")
-    elif shape[0] != rows:
-        raise InvalidInput(
-            f"{where}.shape: {shape[0]} rows, but inputs[0] has {rows}", field=f"{where}.shape"
-        )
-    return shape[0]
-
-
-def _check_fills(array: np.ndarray, shape: list[int], where: str) -> None:
-    size = math.prod(shape)
-    if array.size != size:
-        raise InvalidInput(
-            f"{where}.data: {array.size} values do not fill shape {shape} ({size} values)",
-            field=f"{where}.data",
-        )
-
-
-def _model_tensor(data: Any, shape: list[int], spec: TensorSpec, datatype: str, where: str) -> np.ndarray:
-    """One input tensor of a tensor model: its datatype accepted for the input, its data filling its
-    shape, cast to the input's dtype without changing a value (non-finite floats are kept: the
-    plausibility rules count them)."""
-    accepted, own = TENSOR_DATATYPES[spec.dtype], V2_TENSOR_DATATYPE[spec.dtype]
-    if datatype not in accepted:
-        others = ", ".join(sorted(accepted - {own})) or "none"
-        raise InvalidInput(
-            f"{where}.datatype: {datatype} does not fit input {spec.name!r} ({own} expected; also accepted: "
-            f"{others})",
-            field=f"{where}.datatype",
-        )
-    if not spec.fits(shape):
-        raise InvalidInput(
-            f"{where}.shape: input {spec.name!r} takes shape {spec.shown()}, got {shape}",
-            field=f"{where}.shape",
-        )
-    array = _array(data, shape, where)
-    elements, kinds = _ELEMENTS.get(spec.dtype[:3], ("integers", "iu"))
-    if array.dtype.kind not in kinds:
-        raise InvalidInput(
-            f"{where}.data: expected {elements} for input {spec.name!r}", field=f"{where}.data"
-        )
-    _check_fills(array, shape, where)
-    with np.errstate(over="ignore", invalid="ignore"):
-        cast = array.reshape(shape).astype(spec.dtype, copy=False)
-    if not spec.dtype.startswith("float") and cast.dtype != array.dtype and not np.array_equal(cast, array):
-        raise InvalidInput(f"{where}.data: values outside the {spec.dtype} range", field=f"{where}.data")
-    return cast
-
-
-#: what a tensor input's data must hold, by the start of its dtype (integers otherwise), and the numpy
-#: kinds that are that
-_ELEMENTS = {"boo": ("booleans", "b"), "flo": ("numbers", "iuf")}
-
-
-def _tensor_batch(
-    tensors: list[tuple[str, list[int], str, Any]], schema: InputSchema, max_rows: int
-) -> Batch:
-    """A tensor model's inputs, one tensor each, named like the graph's inputs."""
-    specs = {t.name: t for t in schema.tensors}
-    names = [t[0] for t in tensors]
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise InvalidInput(
-            f"inputs: unknown input {quoted(unknown[0])}; this model takes {', '.join(specs)}",
-            field=f"inputs[{names.index(unknown[0])}].name",
-        )
-    missing = [n for n in specs if n not in names]
-    if missing:
-        raise InvalidInput(f"inputs: missing input tensors: {', '.join(missing)}", field="inputs")
-    arrays: dict[str, np.ndarray] = {}
-    rows: int | None = None
-    for index, (name, shape, datatype, data) in enumerate(tensors):
-        where = f"inputs[{index}]"
-        arrays[name] = _model_tensor(data, shape, specs[name], datatype, where)
-        rows = _batch_rows(rows, shape, max_rows, where)
-    assert rows is not None
-    ordered = {spec.name: arrays[spec.name] for spec in schema.tensors}
-    return Batch(rows=rows, tensors=ordered, columns=all_summaries(schema, ordered))
-
-
-def tensors_to_batch(inputs: Any, schema: InputSchema, max_rows: int) -> Batch:
-    """Open Inference Protocol input tensors into a batch.
-
-    Accepted: the graph's own tensor ([N, F] for a matrix-layout model), or one
-    tensor per feature ([N] or [N, 1]), named like the features; for a tensor
-    model, one tensor per graph input, of its rank.
-    """
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInput("inputs: expected a non-empty list of input tensors", field="inputs")
-    tensors = [_v2_tensor(tensor, index) for index, tensor in enumerate(inputs)]
-    names = [t[0] for t in tensors]
-    if len(set(names)) != len(names):
-        raise InvalidInput(f"inputs: tensor names repeat: {names}", field="inputs")
-    if schema.layout == "tensor":
-        return _tensor_batch(tensors, schema, max_rows)
-
-    if schema.layout == "matrix" and names == [schema.tensor_name]:
-        assert schema.tensor_dtype is not None
-        _, shape, datatype, data = tensors[0]
-        width = len(schema.features)
-        if len(shape) != 2 or shape[1] != width:
-            raise InvalidInput(
-                f"inputs[0].shape: expected [N, {width}], got {shape}", field="inputs[0].shape"
-            )
-        _check_rows(shape[0], max_rows, "inputs[0].shape")
-        return Batch(rows=shape[0], matrix=_v2_array(data, shape, schema.tensor_dtype, datatype, "inputs[0]"))
-
-    expected = set(schema.names)
-    unknown = [n for n in names if n not in expected]
-    if unknown:
-        accepted = [schema.tensor_name] if schema.layout == "matrix" else []
-        raise InvalidInput(
-            f"inputs: unknown input {quoted(unknown[0])}; send "
-            + (f"the tensor {accepted[0]!r} or " if accepted else "")
-            + f"one tensor per feature ({_feature_list(schema)})",
-            field=f"inputs[{names.index(unknown[0])}].name",
-        )
-    missing = [n for n in schema.names if n not in names]
-    if missing:
-        raise InvalidInput(f"inputs: missing feature tensors: {', '.join(missing[:10])}", field="inputs")
-    specs = {f.name: f for f in schema.features}
-    columns: dict[str, np.ndarray] = {}
-    rows: int | None = None
-    for index, (name, shape, datatype, data) in enumerate(tensors):
-        where = f"inputs[{index}]"
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise InvalidInput(f"{where}.shape: expected [N] or [N, 1], got {shape}", field=f"{where}.shape")
-        rows = _batch_rows(rows, shape, max_rows, where)
-        columns[name] = _v2_array(data, shape, specs[name].dtype, datatype, where).reshape(-1)
-    assert rows is not None
-    if schema.layout == "matrix":
-        assert schema.tensor_dtype is not None
-        matrix = np.column_stack([columns[n] for n in schema.names]).astype(NUMPY_DTYPE[schema.tensor_dtype])
-        return Batch(rows=rows, matrix=matrix)
-    return Batch(rows=rows, columns={n: columns[n] for n in schema.names})

@@ -10,7 +10,7 @@ passes. Exit codes: 0 promoted, 3 refused by the evaluation, 2 too little
 labelled data to retrain on.
 
 Run by hand: ``MODELGATE_WINDOW=window.parquet MODELGATE_MODEL=breast-cancer
-MODELGATE_REGISTRY=.modelgate/demo python -m service.retrain_demo``.
+MODELGATE_REGISTRY=.modelgate/demo python -m service.cli.retrain_demo``.
 """
 
 from __future__ import annotations

@@ -6,34 +6,32 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.context import Context, Exchange
+from service.api.context import Context
+from service.api.http import request_id
 from service.errors import Overloaded, ServiceError
+from service.serving.pipeline import Exchange
 
 #: what a 503 for a backed-up log asks the client to wait, in seconds
 LOG_RETRY_AFTER_SECONDS = 1
 
-#: the gateway, or any other implementation of the routes' context
-C = TypeVar("C", bound=Context)
-#: a prediction handler, and the route function it becomes once recorded
-Handler = Callable[[C, Request, Exchange], Awaitable[Response]]
-Observed = Callable[[C, Request], Awaitable[Response]]
-Endpoint = Callable[[Request], Awaitable[Response]]
+#: a prediction handler, and the route handler it becomes once recorded
+Predicting = Callable[[Context, Request, Exchange], Awaitable[Response]]
+Handler = Callable[[Context, Request], Awaitable[Response]]
 
 
-def recorded(route: str) -> Callable[[Handler[C]], Observed[C]]:
+def recorded(route: str) -> Callable[[Predicting], Handler]:
     """Time the handler and queue one record of the request, answered, refused or failed."""
 
-    def decorate(handler: Handler[C]) -> Observed[C]:
+    def decorate(handler: Predicting) -> Handler:
         @functools.wraps(handler)
-        async def observed(self: C, request: Request) -> Response:
-            observability = self.observability
+        async def observed(ctx: Context, request: Request) -> Response:
+            observability = ctx.observability
             if observability is None:
-                return await handler(self, request, Exchange())
+                return await handler(ctx, request, Exchange())
             if not await observability.sink.admit():  # the log is backed up: refuse before any work
                 raise Overloaded(
                     f"the prediction log is backed up ({observability.sink.depth:,} records queued); "
@@ -42,19 +40,21 @@ def recorded(route: str) -> Callable[[Handler[C]], Observed[C]]:
                 )
             ts, started = time.time(), time.perf_counter()
             exchange = Exchange()
+            record, rid = ctx.pipeline.record, request_id(request)
             try:
-                response = await handler(self, request, exchange)
+                response = await handler(ctx, request, exchange)
             except ServiceError as exc:
-                self.record(request, route, exchange, ts, started, exc.status, exc.message)
+                record(rid, route, exchange, ts, started, exc.status, exc.message)
                 raise
             except Exception as exc:
-                self.record(request, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
+                record(rid, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")
                 raise
-            committed = self.record(request, route, exchange, ts, started, 200, None)
-            if committed is not None and not await _committed(committed, self.settings.log_ack_timeout):
+            committed = record(rid, route, exchange, ts, started, 200, None)
+            timeout = ctx.settings.log_ack_timeout
+            if committed is not None and not await _committed(committed, timeout):
                 raise Overloaded(
                     "this prediction's record was not committed to the prediction log within "
-                    f"{self.settings.log_ack_timeout:g} s, so it is not acknowledged (MODELGATE_LOG_ACK="
+                    f"{timeout:g} s, so it is not acknowledged (MODELGATE_LOG_ACK="
                     "committed); retry it: the log may still show it answered",
                     retry_after=LOG_RETRY_AFTER_SECONDS,
                 )

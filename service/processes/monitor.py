@@ -2,7 +2,7 @@
 
 Every gateway worker runs a ``MonitorSupervisor`` thread. While no process
 holds the log's monitor lease, a supervisor starts ``python -m
-service.monitor_process``; the child takes the lease (or, beaten to it by
+service.processes.monitor``; the child takes the lease (or, beaten to it by
 another worker's child, exits with ``STANDBY``) and then tails the log every
 ``monitor_interval`` seconds until told to stop. So there is one monitor per
 deployment (per log), whatever the worker count, and another takes over
@@ -25,13 +25,18 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 
-from monitoring.store import MonitorLease
-from service.children import spawn, wait_or_kill
-from service.runtime import tune_garbage_collector
+from monitoring.store import MonitorLease, Store
+from service.processes.children import spawn, wait_or_kill
+from service.processes.runtime import tune_garbage_collector
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from monitoring.metrics import GatewayMetrics
+    from monitoring.monitor import Monitor
 
 #: the child's exit code when another process already holds the lease
 STANDBY = 3
@@ -73,7 +78,7 @@ class MonitorSupervisor:
                 _forget_gauges(child.pid)
                 self.child = child = None
             if child is None and not self._lease_held():
-                self.child = spawn("service.monitor_process", self.settings)
+                self.child = spawn("service.processes.monitor", self.settings)
             self._stop.wait(self.interval)
 
     def _lease_held(self) -> bool:
@@ -108,49 +113,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    import functools
-
-    from prometheus_client import CollectorRegistry
-
-    from monitoring.alerts import AlertConfig
-    from monitoring.controller import RoutingController
-    from monitoring.logs import configure_logging
-    from monitoring.metrics import GatewayMetrics
-    from monitoring.monitor import Monitor, WindowSettings, alert_alpha
-    from monitoring.notify import Alerting
-    from monitoring.triggers import Triggers
-    from registry.store import Registry
-
-    configure_logging()
-    registry = Registry(settings.registry)
-    monitor = Monitor(
-        store.requests,
-        store.feedback,
-        store.reports,
-        functools.lru_cache(maxsize=64)(registry.manifest),
-        WindowSettings(
-            max_rows=settings.window_rows,
-            max_age_seconds=settings.window_seconds,
-            min_rows=settings.drift_min_rows,
-            alpha=settings.drift_alpha,
-            alert_alpha=alert_alpha(
-                settings.drift_alpha, settings.monitor_interval, settings.drift_false_alert_days
-            ),
-            min_effect=settings.drift_min_effect,
-            compare_alpha=settings.compare_alpha,
-            quality_segments=settings.segment_features,
-        ),
-    )
-    metrics = GatewayMetrics(CollectorRegistry())
-    alerting = Alerting(
-        store.alerts, store.outbox, AlertConfig.load(settings.alert_rules or None), settings.external_url
-    )
-    alerting.metrics = metrics
-    alerting.triggers = Triggers(registry, store.outbox, monitor.export_window)
-    alerting.triggers.metrics = metrics
-    monitor.on_report = metrics.observe_report
-    monitor.controller = RoutingController(registry, monitor, alerting).step
-    monitor.on_reports = alerting.step
+    monitor, metrics = _wired(settings, store)
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     log.info("monitor.leading", pid=os.getpid(), log=store.location)
     metrics.monitor_leading.labels(socket.gethostname()).set(1)
@@ -167,6 +130,50 @@ def main() -> int:
     store.close()
     log.info("monitor.stopped", pid=os.getpid())
     return 0
+
+
+def _wired(settings: Settings, store: Store) -> tuple[Monitor, GatewayMetrics]:
+    """The monitor over the store, with its metrics, alerting, retraining triggers and routing
+    controller (imported here, in the process that leads: the standby never needs them)."""
+    import functools
+
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.alerts import AlertConfig
+    from monitoring.controller import RoutingController
+    from monitoring.logs import configure_logging
+    from monitoring.metrics import GatewayMetrics
+    from monitoring.monitor import Monitor
+    from monitoring.notify import Alerting
+    from monitoring.triggers import Triggers
+    from monitoring.windows import WindowSettings, alert_alpha
+    from registry.store import Registry
+
+    configure_logging()
+    registry = Registry(settings.registry)
+    days = settings.drift_false_alert_days
+    window = WindowSettings(
+        max_rows=settings.window_rows,
+        max_age_seconds=settings.window_seconds,
+        min_rows=settings.drift_min_rows,
+        alpha=settings.drift_alpha,
+        alert_alpha=alert_alpha(settings.drift_alpha, settings.monitor_interval, days),
+        min_effect=settings.drift_min_effect,
+        compare_alpha=settings.compare_alpha,
+        quality_segments=settings.segment_features,
+    )
+    manifests = functools.lru_cache(maxsize=64)(registry.manifest)
+    monitor = Monitor(store.requests, store.feedback, store.reports, manifests, window)
+    metrics = GatewayMetrics(CollectorRegistry())
+    rules = AlertConfig.load(settings.alert_rules or None)
+    alerting = Alerting(store.alerts, store.outbox, rules, settings.external_url)
+    alerting.metrics = metrics
+    alerting.triggers = Triggers(registry, store.outbox, monitor.export_window)
+    alerting.triggers.metrics = metrics
+    monitor.on_report = metrics.observe_report
+    monitor.controller = RoutingController(registry, monitor, alerting).step
+    monitor.on_reports = alerting.step
+    return monitor, metrics
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ import structlog
 
 from monitoring.records import RequestRecord
 from service.errors import ServiceError
-from service.pool import ServedVersion
-from service.validation import Batch
+from service.serving.pool import ServedVersion
+from service.serving.validation import Batch
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics

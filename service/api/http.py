@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from service import binary
+from service.api import binary
 from service.errors import (
     ClientGone,
     MalformedRequest,

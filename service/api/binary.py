@@ -19,18 +19,11 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInput, MalformedRequest, decimal, quoted
+from service.serving.datatypes import FIXED
+from service.serving.tensors import Strings
 
 HEADER = "inference-header-content-length"
 
-#: fixed-size v2 datatypes as little-endian numpy dtypes
-DTYPES: dict[str, np.dtype[Any]] = {
-    name: np.dtype(code)
-    for name, code in {
-        "BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-        "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-        "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
-    }.items()
-}  # fmt: skip
 _LENGTH = struct.Struct("<I")
 
 
@@ -44,45 +37,6 @@ def header_length(raw: str, body_size: int) -> int:
             field="Inference-Header-Content-Length",
         )
     return length
-
-
-class Strings:
-    """A binary ``BYTES`` tensor's data, decoded only when asked, after the input's datatype and
-    shape were accepted: millions of empty elements sent for a number input are refused for their
-    datatype without being walked, and never more elements than the shape holds are decoded."""
-
-    def __init__(self, data: memoryview, where: str) -> None:
-        self.data = data
-        self.where = where
-        self._decoded: np.ndarray | None = None
-
-    def decode(self, elements: int) -> np.ndarray:
-        if self._decoded is None:
-            self._decoded = np.array(_strings(self.data, self.where, elements), dtype=str)
-        return self._decoded
-
-
-def _strings(data: memoryview, where: str, elements: int) -> list[str]:
-    """``BYTES`` elements, each a 4-byte little-endian length then that many UTF-8 bytes; an error
-    past ``elements`` of them (what the tensor's shape holds)."""
-    at = f"{where}.data"
-    values: list[str] = []
-    offset = 0
-    while offset < len(data):
-        if len(values) == elements:
-            raise InvalidInput(f"{at}: more BYTES elements than its shape holds ({elements})", field=at)
-        if offset + 4 > len(data):
-            raise InvalidInput(f"{at}: a BYTES element's 4-byte length is cut short", field=at)
-        (size,) = _LENGTH.unpack_from(data, offset)
-        offset += 4
-        if offset + size > len(data):
-            raise InvalidInput(f"{at}: a BYTES element runs past its binary_data_size", field=at)
-        try:
-            values.append(bytes(data[offset : offset + size]).decode())
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{at}: a BYTES element is not UTF-8 text", field=at) from None
-        offset += size
-    return values
 
 
 def _binary_size(tensor: Any, index: int) -> int | None:
@@ -122,15 +76,15 @@ def attach_inputs(body: dict[str, Any], data: bytes, offset: int) -> None:
         datatype = tensor.get("datatype")
         if datatype == "BYTES":
             tensor["data"] = Strings(chunk, where)
-        elif isinstance(datatype, str) and datatype in DTYPES:
-            itemsize = DTYPES[datatype].itemsize
+        elif isinstance(datatype, str) and datatype in FIXED:
+            itemsize = FIXED[datatype].itemsize
             if size % itemsize:
                 raise InvalidInput(
                     f"{where}.parameters.binary_data_size: {size} bytes is not a whole number of "
                     f"{datatype} values ({itemsize} bytes each)",
                     field=f"{where}.parameters.binary_data_size",
                 )
-            tensor["data"] = np.frombuffer(chunk, dtype=DTYPES[datatype])
+            tensor["data"] = np.frombuffer(chunk, dtype=FIXED[datatype])
         else:
             raise InvalidInput(
                 f"{where}.datatype: {quoted(datatype)} is not an Open Inference Protocol datatype",
@@ -148,7 +102,7 @@ def tensor_bytes(datatype: str, data: Any) -> bytes:
     if datatype == "BYTES":
         encoded = [str(value).encode() for value in data]
         return b"".join(_LENGTH.pack(len(value)) + value for value in encoded)
-    return np.ascontiguousarray(data, dtype=DTYPES[datatype]).tobytes()
+    return np.ascontiguousarray(data, dtype=FIXED[datatype]).tobytes()
 
 
 def encode(answer: dict[str, Any], binary: set[str]) -> tuple[bytes, int]:

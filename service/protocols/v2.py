@@ -1,42 +1,86 @@
-"""Answer bodies: the friendly ``/predict`` records and the Open Inference Protocol (v2) tensors."""
+"""The Open Inference Protocol (v2, as KServe and Triton speak it): inference in JSON or binary
+tensors, and the model and server metadata routes."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
 
 from registry.onnx_model import Prediction
-from service.errors import InvalidInput, quoted
-from service.pool import ServedVersion
-from service.validation import V2_DATATYPE_OF, V2_TENSOR_DATATYPE
+from service.api import binary
+from service.api.context import Context
+from service.api.http import JSONResponse, infer_body, model_and_version, request_id, routing_key
+from service.api.recording import recorded
+from service.errors import InvalidInput, MalformedRequest, quoted
+from service.serving import datatypes
+from service.serving.pipeline import Exchange
+from service.serving.pool import ServedVersion
+from service.serving.tensors import tensors_to_batch
 
 PLATFORM = "onnxruntime_onnx"
+VERSION = importlib.metadata.version("modelgate")
 
 
-def predictions(served: ServedVersion, prediction: Prediction) -> list[dict[str, Any]]:
-    """One object a row: ``label`` and ``probabilities`` by class, or ``value``."""
-    if prediction.values is not None:
-        return [{"value": value} for value in prediction.values.tolist()]
-    if prediction.embeddings is not None:
-        return [{"embedding": vector} for vector in prediction.embeddings.tolist()]
-    assert prediction.labels is not None and prediction.probabilities is not None
-    classes = served.manifest.output.classes
-    return [
-        {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
-        for label, row in zip(prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True)
-    ]
+@recorded("v2")
+async def infer(ctx: Context, request: Request, exchange: Exchange) -> Response:
+    ctx.authorize(request)
+    name, version = model_and_version(request)
+    # an unknown model or version: 404 before the body is read
+    separators = ctx.separators(name, await ctx.pipeline.version_served(name, version))
+    body = await infer_body(request, ctx.body_limits, separators)
+    echoed = _echoed_id(body.get("id"))
+    parameters = body.get("parameters")
+    given_key = parameters.get("routing_key") if isinstance(parameters, dict) else None
+    served = await ctx.pipeline.resolve(exchange, name, version, routing_key(request, given_key))
+    if "inputs" not in body:
+        raise MalformedRequest("inputs: required, a list of input tensors", field="inputs")
+    outputs, in_binary = requested_outputs(body, served)
+    tensors, limit, rid = body["inputs"], ctx.settings.max_batch_rows, request_id(request)
+    prediction = await ctx.pipeline.predict(
+        rid, exchange, "v2", lambda version: tensors_to_batch(tensors, version.manifest.inputs, limit)
+    )
+    answer = {
+        "model_name": served.name,
+        "model_version": str(served.version),
+        "id": echoed or rid,
+        "outputs": infer_outputs(served, prediction, outputs),
+        "parameters": {"arm": exchange.arm},
+    }
+    headers = exchange.headers(rid)
+    if not in_binary:
+        return JSONResponse(answer, headers=headers)
+    content, length = binary.encode(answer, in_binary)
+    headers[binary.HEADER] = str(length)
+    return Response(content, media_type="application/octet-stream", headers=headers)
 
 
-def plain(prediction: Prediction) -> list[Any]:
-    """The label a row for classifiers, the value for regressors: what KServe's and MLflow's
-    servers answer for a scikit-learn model."""
-    if prediction.values is not None:
-        return list(prediction.values.tolist())
-    if prediction.embeddings is not None:
-        return list(prediction.embeddings.tolist())
-    assert prediction.labels is not None
-    return list(prediction.labels.tolist())
+def _echoed_id(given: Any) -> str | None:
+    """A v2 request's ``id``, echoed in its answer: a string or a number, at most 256 characters."""
+    if given is None or given == "":
+        return None
+    if not isinstance(given, str | int | float) or isinstance(given, bool) or len(str(given)) > 256:
+        raise MalformedRequest(f"id: expected a string of at most 256 characters, got {quoted(str(given))}",
+                               field="id")  # fmt: skip
+    return str(given)
+
+
+async def model_metadata(ctx: Context, request: Request) -> Response:
+    served = await ctx.pipeline.version_served(*model_and_version(request))
+    versions = ctx.pool.registry.versions(served.name)
+    return JSONResponse(_metadata(served, versions))
+
+
+async def model_ready(ctx: Context, request: Request) -> Response:
+    served = await ctx.pipeline.version_served(*model_and_version(request))  # 404 / 503 when not servable
+    return JSONResponse({"name": served.name, "version": str(served.version), "ready": True})
+
+
+async def server_metadata(ctx: Context, request: Request) -> Response:
+    return JSONResponse({"name": "modelgate", "version": VERSION, "extensions": ["binary_tensor_data"]})
 
 
 def output_tensors(served: ServedVersion) -> list[dict[str, Any]]:
@@ -58,7 +102,7 @@ def input_tensors(served: ServedVersion) -> list[dict[str, Any]]:
         return [
             {
                 "name": t.name,
-                "datatype": V2_TENSOR_DATATYPE[t.dtype],
+                "datatype": datatypes.OF_TENSOR[t.dtype],
                 "shape": [-1, *(d or -1 for d in t.shape[1:])],
             }
             for t in schema.tensors
@@ -68,14 +112,16 @@ def input_tensors(served: ServedVersion) -> list[dict[str, Any]]:
         return [
             {
                 "name": schema.tensor_name,
-                "datatype": V2_DATATYPE_OF[schema.tensor_dtype],
+                "datatype": datatypes.OF_FEATURE[schema.tensor_dtype],
                 "shape": [-1, len(schema.features)],
             }
         ]
-    return [{"name": f.name, "datatype": V2_DATATYPE_OF[f.dtype], "shape": [-1, 1]} for f in schema.features]
+    return [
+        {"name": f.name, "datatype": datatypes.OF_FEATURE[f.dtype], "shape": [-1, 1]} for f in schema.features
+    ]
 
 
-def model_metadata(served: ServedVersion, versions: list[int]) -> dict[str, Any]:
+def _metadata(served: ServedVersion, versions: list[int]) -> dict[str, Any]:
     manifest = served.manifest
     return {
         "name": manifest.name,

@@ -9,16 +9,16 @@ error shape they share.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol, get_args
 
-from registry.aliases import RoutingPolicy
+from registry.aliases import Alias, Arm, RoutingPolicy
 from registry.manifest import FeatureSpec, InputSchema
-from service.pool import ServedVersion
+from service.serving import datatypes
+from service.serving.pool import ServedVersion
 
 FLOAT32_MAX = 3.4028234663852886e38
 JSON = "application/json"
-V2_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES"]  # fmt: skip
 
 #: what each error status means, on every route that answers it
 ERRORS = {
@@ -197,11 +197,21 @@ MODEL_QUERY = {"name": "model", "in": "query", "required": False, "schema": {"ty
 PREDICTING = ("400", "404", "413", "422", "503")
 
 
-def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[str, Any]:
-    """The whole document for the champions in ``served``."""
-    names = [s.name for s in served]
-    several = len(served) > 1
-    obj: dict[str, Any] = {"type": "object"}
+class Described(Protocol):
+    """A route as the route table declares it."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def summary(self) -> str: ...
+
+
+def _shared_schemas(names: list[str]) -> dict[str, Any]:
+    """The schemas every document has: the error, v2 tensors, the plain predictions, routing."""
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -224,7 +234,7 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
             "properties": {
                 "name": {"type": "string"},
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
-                "datatype": {"type": "string", "enum": V2_DATATYPES},
+                "datatype": {"type": "string", "enum": list(datatypes.WIRE)},
                 "data": {"type": "array", "items": {}},
                 "parameters": {"type": "object"},
             },
@@ -274,8 +284,13 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
         "RoutingRequest": {**_oas30(RoutingPolicy.model_json_schema()), "title": "RoutingRequest"},
     }
     schemas["RoutingRequest"]["properties"]["reason"] = {"type": "string"}
-    for model in served:
-        schemas.update(_model_schemas(model, several, max_rows))
+    return schemas
+
+
+def _described(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each route's parameters, body and answers, by path and method (its summary is the table's)."""
+    several = len(names) > 1
+    obj: dict[str, Any] = {"type": "object"}
     requests = [_ref(f"{n}.PredictRequest") for n in names]
     predict_request: dict[str, Any] = {"oneOf": requests} if several else requests[0] if names else obj
     # anyOf: two models' answers may look alike
@@ -286,23 +301,19 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
             "request_id": {"type": "string"},
             "model": {"type": "string"},
             "version": {"type": "integer"},
-            "arm": {"type": "string", "enum": ["champion", "challenger", "pinned"]},
+            "arm": {"type": "string", "enum": [arm for arm in get_args(Arm) if arm != "shadow"]},
             "predictions": {"type": "array", "items": prediction},
         },
         "required": ["request_id", "model", "version", "arm", "predictions"],
     }
     name = _name_parameter(names)
     mlflow_inputs = {"oneOf": [_ref(f"{n}.Inputs") for n in names]} if names else {}
-    paths: dict[str, Any] = {
+    return {
         "/predict": {"post": {
-            "summary": "Predict from records, columns or rows; the champion answers unless a version "
-                       "is pinned",
             "requestBody": _body(predict_request),
             "responses": _responses(predict_response, *PREDICTING),
         }},
         "/feedback": {"post": {
-            "summary": "Ground truth and/or a business reward by request id: one item, or "
-                       "{feedback: [items]}",
             "requestBody": _body({"oneOf": [
                 {"type": "object", "properties": {"request_id": {"type": "string"}, "ground_truth": {},
                                                   "reward": {"type": "number"}},
@@ -315,74 +326,62 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
                           "207": {"description": "Some items refused; each has its own status",
                                   "content": {JSON: {"schema": obj}}}},
         }},
-        "/models": {"get": {"summary": "What this process serves, per model and alias",
-                            "responses": _responses(obj)}},
-        "/monitoring/drift": {"get": {"summary": "The monitor's latest drift and plausibility report",
-                                      "parameters": [MODEL_QUERY],
+        "/models": {"get": {"responses": _responses(obj)}},
+        "/monitoring/drift": {"get": {"parameters": [MODEL_QUERY],
                                       "responses": _responses(obj, "400", "404")}},
-        "/monitoring/compare": {"get": {"summary": "Champion against challenger",
-                                        "parameters": [MODEL_QUERY],
+        "/monitoring/compare": {"get": {"parameters": [MODEL_QUERY],
                                         "responses": _responses(obj, "400", "404")}},
-        "/monitoring/alerts": {"get": {"summary": "Alerts firing, pending and recently resolved",
-                                       "responses": _responses(obj, "404")}},
-        "/monitoring/status": {"get": {"summary": "Which replica's monitor leads; this process's log queue",
-                                       "responses": _responses(obj, "404")}},
+        "/monitoring/alerts": {"get": {"responses": _responses(obj, "404")}},
+        "/monitoring/status": {"get": {"responses": _responses(obj, "404")}},
         "/admin/models/{name}/routing": {"put": {
-            "summary": "Set the routing policy", "security": [{"bearer": []}], "parameters": [name],
+            "security": [{"bearer": []}], "parameters": [name],
             "requestBody": _body(_ref("RoutingRequest")),
             "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
         }},
         "/admin/models/{name}/promote": {"post": {
-            "summary": "Point an alias at a version (by default the challenger becomes champion)",
             "security": [{"bearer": []}], "parameters": [name],
             "requestBody": _body({"type": "object", "properties": {
                 "version": {"oneOf": [{"type": "integer"},
                                       {"type": "string", "enum": ["challenger", "latest"]}]},
-                "to": {"type": "string", "enum": ["champion", "challenger"]}, "reason": {"type": "string"}}}),
+                "to": {"type": "string", "enum": list(get_args(Alias))}, "reason": {"type": "string"}}}),
             "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
         }},
         "/admin/models/{name}/rollback": {"post": {
-            "summary": "The champion back to the previous one", "security": [{"bearer": []}],
+            "security": [{"bearer": []}],
             "parameters": [name],
             "requestBody": _body({"type": "object", "properties": {"reason": {"type": "string"}}}),
             "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
         }},
-        "/v2": {"get": {"summary": "Server metadata", "responses": _responses(obj)}},
-        "/v2/health/live": {"get": {"summary": "Liveness", "responses": _responses(obj)}},
-        "/v2/health/ready": {"get": {"summary": "Readiness: some model serves and the log takes records",
-                                     "responses": _responses(obj, "503")}},
-        "/v2/models/{name}": {"get": {"summary": "Model metadata", "parameters": [name],
+        "/v2": {"get": {"responses": _responses(obj)}},
+        "/v2/health/live": {"get": {"responses": _responses(obj)}},
+        "/v2/health/ready": {"get": {"responses": _responses(obj, "503")}},
+        "/v2/models/{name}": {"get": {"parameters": [name],
                                       "responses": _responses(obj, "404", "503")}},
-        "/v2/models/{name}/ready": {"get": {"summary": "Model readiness", "parameters": [name],
+        "/v2/models/{name}/ready": {"get": {"parameters": [name],
                                             "responses": _responses(obj, "404", "503")}},
         "/v2/models/{name}/versions/{version}": {"get": {
-            "summary": "A version's metadata", "parameters": [name, VERSION_PARAMETER],
+            "parameters": [name, VERSION_PARAMETER],
             "responses": _responses(obj, "404", "503")}},
         "/v2/models/{name}/versions/{version}/ready": {"get": {
-            "summary": "A version's readiness", "parameters": [name, VERSION_PARAMETER],
+            "parameters": [name, VERSION_PARAMETER],
             "responses": _responses(obj, "404", "503")}},
         "/v2/models/{name}/infer": {"post": {
-            "summary": "Open Inference Protocol inference; the champion answers",
             "parameters": [name], "requestBody": _body(_ref("InferenceRequest")),
             "responses": _responses(_ref("InferenceResponse"), *PREDICTING),
         }},
         "/v2/models/{name}/versions/{version}/infer": {"post": {
-            "summary": "Open Inference Protocol inference by a pinned version",
             "parameters": [name, VERSION_PARAMETER], "requestBody": _body(_ref("InferenceRequest")),
             "responses": _responses(_ref("InferenceResponse"), *PREDICTING),
         }},
-        "/v1/models": {"get": {"summary": "KServe v1: the models", "responses": _responses(obj)}},
-        "/v1/models/{name}": {"get": {"summary": "KServe v1: model status", "parameters": [name],
+        "/v1/models": {"get": {"responses": _responses(obj)}},
+        "/v1/models/{name}": {"get": {"parameters": [name],
                                       "responses": _responses(obj, "404", "503")}},
         "/v1/models/{name}:predict": {"post": {
-            "summary": "KServe v1 prediction: instances (rows or records) or columnar inputs",
             "parameters": [name],
             "requestBody": _body(_exactly_one({"instances": mlflow_inputs, "inputs": mlflow_inputs})),
             "responses": _responses(_ref("Predictions"), *PREDICTING),
         }},
         "/invocations": {"post": {
-            "summary": "MLflow's scoring protocol: exactly one of dataframe_split, dataframe_records, "
-                       "instances, inputs",
             "parameters": [MODEL_QUERY],
             "requestBody": _body(_exactly_one({
                 "dataframe_split": {"type": "object", "properties": {
@@ -393,18 +392,34 @@ def document(served: list[ServedVersion], version: str, max_rows: int) -> dict[s
                 "instances": mlflow_inputs, "inputs": mlflow_inputs}, params={})),
             "responses": _responses(_ref("Predictions"), *PREDICTING, "415"),
         }},
-        "/ping": {"get": {"summary": "MLflow's health check", "responses": _responses(obj, "503")}},
-        "/health": {"get": {"summary": "MLflow's health check", "responses": _responses(obj, "503")}},
-        "/livez": {"get": {"summary": "Liveness", "responses": _responses(obj)}},
-        "/readyz": {"get": {"summary": "Readiness", "responses": _responses(obj, "503")}},
-        "/metrics": {"get": {"summary": "Prometheus metrics of every process", "responses": {
+        "/ping": {"get": {"responses": _responses(obj, "503")}},
+        "/health": {"get": {"responses": _responses(obj, "503")}},
+        "/livez": {"get": {"responses": _responses(obj)}},
+        "/readyz": {"get": {"responses": _responses(obj, "503")}},
+        "/metrics": {"get": {"responses": {
             "200": {"description": "Prometheus text format",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/": {"get": {"summary": "The routes", "responses": _responses(obj)}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": _responses(obj)}},
-        "/docs": {"get": {"summary": "This document as a page", "responses": {
+        "/": {"get": {"responses": _responses(obj)}},
+        "/openapi.json": {"get": {"responses": _responses(obj)}},
+        "/docs": {"get": {"responses": {
             "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }  # fmt: skip
+
+
+def document(
+    served: list[ServedVersion], version: str, max_rows: int, routes: Iterable[Described]
+) -> dict[str, Any]:
+    """The whole document for the champions in ``served``: each of ``routes`` (the route table),
+    with its summary from the table and its parameters, bodies and answers from here."""
+    names = [s.name for s in served]
+    schemas = _shared_schemas(names)
+    for model in served:
+        schemas.update(_model_schemas(model, len(served) > 1, max_rows))
+    described = _described(names)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        method = route.method.lower()
+        paths.setdefault(route.path, {})[method] = {"summary": route.summary, **described[route.path][method]}
     return {
         "openapi": "3.0.3",
         "info": {

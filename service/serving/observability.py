@@ -3,8 +3,8 @@
 One object, so that ``MODELGATE_MONITORING=false`` leaves all of it out (no
 log file, no threads, no per-request record, no plausibility check) and the
 routes that need it say so instead of failing. The log writing runs in a
-process beside each worker (``service.log_process``), the monitor and alerts
-in one process per deployment (``service.monitor_process``).
+process beside each worker (``service.processes.log_writer``), the monitor and alerts
+in one process per deployment (``service.processes.monitor``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from monitoring.alerts import AlertConfig
 from monitoring.sink import EventSink
 from monitoring.store import open_store
-from service.feedback import FeedbackDesk
-from service.log_process import LogShipper
-from service.monitor_process import MonitorSupervisor
-from service.pool import ModelPool
+from service.processes.log_writer import LogShipper
+from service.processes.monitor import MonitorSupervisor
+from service.serving.feedback import FeedbackDesk
+from service.serving.pool import ModelPool
+from service.serving.shadow import ShadowRunner
 from service.settings import Settings
-from service.shadow import ShadowRunner
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics

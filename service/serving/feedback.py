@@ -28,7 +28,7 @@ from monitoring.records import Feedback, FeedbackTarget
 from monitoring.store import FeedbackLog, FeedbackOutcome, RequestLog
 from registry.manifest import OutputSpec
 from service.errors import MalformedRequest, Overloaded, PayloadTooLarge, ServiceError, clipped, quoted
-from service.pool import ModelPool
+from service.serving.pool import ModelPool
 
 #: How long to wait for log writers before calling an id unknown: feedback can
 #: race the request's own record, which is committed a few milliseconds later.

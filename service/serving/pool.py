@@ -28,7 +28,7 @@ from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, Prediction, load_se
 from registry.store import Registry
 from registry.tensors import all_summaries
 from service.errors import NotFound, Unavailable, from_registry, quoted
-from service.validation import Batch, values_per_row
+from service.serving.validation import Batch, values_per_row
 
 log = structlog.get_logger("modelgate.pool")
 
