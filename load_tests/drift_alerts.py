@@ -51,8 +51,8 @@ def smallest_p(refs: list[Reference], window: np.ndarray) -> tuple[float, float]
     for i, ref in enumerate(refs):
         statistics += drift_of(f"x{i}", "feature", ref, window[:, i])
     decided = decide(statistics, alpha=1.0)  # every adjusted p-value, with the effect gate
-    sized = [s.p_adjusted for s in decided if s.effect >= 0.02]
-    return min(sized, default=1.0), next((s.p_adjusted for s in decided if s.name == "x0"), 1.0)
+    sized = [s["p_adjusted"] for s in decided if s["effect"] >= 0.02]
+    return min(sized, default=1.0), next((s["p_adjusted"] for s in decided if s["name"] == "x0"), 1.0)
 
 
 def independent(args: tuple[int, int]) -> list[float]:

@@ -3,9 +3,6 @@ reference, plausibility, live quality once labelled, and the label-free quality 
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import cast
-
 import numpy as np
 
 from monitoring.baseline import Reference, reference
@@ -16,7 +13,6 @@ from monitoring.plausibility import Flag
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import LoggedRequest
 from monitoring.report import (
-    DriftEntry,
     EstimatedQuality,
     PlausibilityEntry,
     Quality,
@@ -186,7 +182,7 @@ def report(
             "oldest": window.requests[0].ts if window.requests else None,
             "newest": window.last_seen or None,
         },
-        "alerting_features": sum(s.drifted and s.p_adjusted < settings.alert_alpha for s in statistics),
+        "alerting_features": sum(s["drifted"] and s["p_adjusted"] < settings.alert_alpha for s in statistics),
         "thresholds": {
             "alpha": settings.alpha,
             "alert_alpha": settings.alert_alpha,
@@ -195,7 +191,7 @@ def report(
             "correction": "benjamini-hochberg",
         },
         "estimated_quality": estimated_quality(manifest, window),
-        "drifted_features": sum(s.drifted for s in statistics),
-        "features": [cast(DriftEntry, asdict(s)) for s in statistics],  # DriftEntry mirrors its fields
+        "drifted_features": sum(s["drifted"] for s in statistics),
+        "features": statistics,
         "plausibility": plausibility,
     }

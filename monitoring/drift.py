@@ -43,8 +43,8 @@ are reported beside the test, as descriptions of the change, not as its judge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -72,14 +72,14 @@ Test = Literal["mann-whitney", "ks", "categories", "atom", "missing", "mmd"]
 MIN_OFF_ATOM = 10
 
 
-@dataclass(frozen=True)
-class DriftStatistic:
-    """The drift of one feature (or prediction output) over one window.
+class DriftStatistic(TypedDict):
+    """The drift of one feature (or prediction output) over one window, as the report carries it.
 
     ``test`` is the test that found the smallest p-value, over ``rows`` (the
     window's most recent rows it looked at; ``window`` is all the window's
     values it had), ``effect`` the size of the change it measured and
-    ``p_value`` that smallest p-value, adjusted for the tests and parts tried.
+    ``p_value`` that smallest p-value, adjusted for the tests and parts tried;
+    ``p_adjusted`` and ``drifted`` are set by :func:`decide`, across a model's statistics.
     """
 
     name: str
@@ -88,11 +88,12 @@ class DriftStatistic:
     window: int
     rows: int
     effect: float
+    #: NaN for a multivariate test (an embedding's MMD), null in JSON
     psi: float
     js_distance: float
     p_value: float
-    p_adjusted: float = 1.0
-    drifted: bool = False
+    p_adjusted: float
+    drifted: bool
 
 
 def bin_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> np.ndarray:
@@ -210,7 +211,8 @@ def _statistic(name: str, kind: Kind, window: int, found: list[Found], ref_bins:
     best, p = _decisive(found)
     return DriftStatistic(
         name=name, kind=kind, test=best.test, window=window, rows=best.rows, effect=best.effect,
-        psi=psi(ref_bins, bins), js_distance=js_distance(ref_bins, bins), p_value=p,
+        psi=psi(ref_bins, bins), js_distance=js_distance(ref_bins, bins), p_value=p, p_adjusted=1.0,
+        drifted=False,
     )  # fmt: skip
 
 
@@ -312,8 +314,8 @@ def decide(statistics: list[DriftStatistic], alpha: float = ALPHA,
     """Benjamini-Hochberg over one model's statistics, then drifted = significant and large enough."""
     if not statistics:
         return []
-    adjusted = stats.false_discovery_control([s.p_value for s in statistics], method="bh")
+    adjusted = stats.false_discovery_control([s["p_value"] for s in statistics], method="bh")
     return [
-        replace(s, p_adjusted=float(p), drifted=bool(p < alpha and s.effect >= min_effect))
+        {**s, "p_adjusted": float(p), "drifted": bool(p < alpha and s["effect"] >= min_effect)}
         for s, p in zip(statistics, adjusted, strict=True)
     ]

@@ -76,5 +76,5 @@ def embedding_drift(
     effect, p_value = mmd_test(reference[:m], finite[-m:])
     return DriftStatistic(
         name=name, kind=kind, test="mmd", window=len(window), rows=m, effect=effect,
-        psi=float("nan"), js_distance=float("nan"), p_value=p_value,
+        psi=float("nan"), js_distance=float("nan"), p_value=p_value, p_adjusted=1.0, drifted=False,
     )  # fmt: skip

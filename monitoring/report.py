@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
-from monitoring.drift import Kind, Test
+from monitoring.drift import DriftStatistic
 from registry.aliases import Arm
 
 
@@ -163,23 +163,6 @@ class EstimatedQuality(ExpectedAccuracy):
     method: Literal["cbpe"]
 
 
-class DriftEntry(TypedDict):
-    """One feature's or output's drift (``monitoring.drift.DriftStatistic``, as a dict)."""
-
-    name: str
-    kind: Kind
-    test: Test
-    window: int
-    rows: int
-    effect: float
-    #: NaN for a multivariate test (an embedding's MMD), null in JSON
-    psi: float
-    js_distance: float
-    p_value: float
-    p_adjusted: float
-    drifted: bool
-
-
 class PlausibilityEntry(TypedDict):
     """Rows of the window breaking one plausibility rule (on one feature, for input rules)."""
 
@@ -274,7 +257,7 @@ class VersionReport(TypedDict):
     drifted_features: int
     #: drifted ones that also pass ``thresholds.alert_alpha``: what the drift alert rules count
     alerting_features: NotRequired[int]
-    features: list[DriftEntry]
+    features: list[DriftStatistic]
     plausibility: list[PlausibilityEntry]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitoring.plausibility import PlausibilityChecker, rule_parts
+from monitoring.plausibility import Flag, PlausibilityChecker
 from registry.manifest import FeatureSpec, InputRule, InputSchema, OutputRule, PlausibilityRules
 from registry.onnx_model import Prediction
 
@@ -44,10 +44,11 @@ def test_inputs_outside_the_widened_range_and_nulls_are_counted_per_feature():
     inputs = np.array([[11.5, 0.0], [np.nan, 1.5], [-0.5, -2.0]], dtype=np.float32)
     flags = CHECKER.check(inputs, None, classify([[0.5, 0.5]] * 3, labels=("no",) * 3))
     assert flags == {"input_range:a": 1, "input_range:b": 2, "input_missing:a": 1}
-    assert rule_parts("input_range:a") == ("input_range", "a") and rule_parts("label_known") == (
+    assert Flag.parse("input_range:a") == ("input_range", "a") and Flag.parse("label_known") == (
         "label_known",
         "",
     )
+    assert Flag("input_range", "a").key == "input_range:a" and Flag("label_known").key == "label_known"
 
 
 def test_unseen_categories_are_counted_for_per_feature_models():

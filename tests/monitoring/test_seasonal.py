@@ -50,7 +50,7 @@ def reference_of(ts: np.ndarray, x: np.ndarray):
 
 def flagged(ref, ts, values, seasonal=True):
     times = ts if seasonal else None
-    return any(s.drifted for s in decide(drift_of("x", "feature", ref, values, times=times)))
+    return any(s["drifted"] for s in decide(drift_of("x", "feature", ref, values, times=times)))
 
 
 def test_clean_three_hour_windows_at_any_time_of_day_are_quiet_against_the_same_hours(seasonal_reference):

@@ -9,7 +9,8 @@ import pytest
 
 from registry.manifest import MISSING_STRING, FeatureSpec, InputSchema
 from service.errors import InvalidInput, PayloadTooLarge
-from service.serving.validation import records_to_batch, tensors_to_batch
+from service.serving.tensors import tensors_to_batch
+from service.serving.validation import records_to_batch
 
 MATRIX = InputSchema(
     layout="matrix",
