@@ -9,7 +9,7 @@ drifted features and the alerts, waiting up to ``--wait`` seconds for one to
 fire.
 With ``--loop`` it then follows the model's audit trail while an alert's action
 retrains, evaluates and promotes (the demo's rules start
-``service/retrain_demo.py`` on drift), and prints that loop.
+``service/cli/retrain_demo.py`` on drift), and prints that loop.
 """
 
 from __future__ import annotations
