@@ -105,8 +105,6 @@ class Gateway:
             lambda name, version: manifest,
             settings,
         )
-        self.reports: list[dict] = []
-        self.monitor.on_report = self.reports.append
 
     def send(self, frame: pd.DataFrame, ts: float, rows: int = REQUEST_ROWS, spacing: float = 0.001) -> float:
         """The frame's rows as requests of ``rows`` rows from ``ts``; the time after the last one."""
@@ -130,10 +128,9 @@ class Gateway:
         return ts
 
     def judge(self, now: float) -> dict:
-        self.reports.clear()
-        self.monitor.step(now)
-        (report,) = self.reports
-        return report
+        self.monitor.tail(now)
+        (report,) = self.monitor.reports(now).values()
+        return dict(report)
 
 
 def drifted(report: dict) -> set[str]:

@@ -93,9 +93,14 @@ def main() -> int:
         store = open_sqlite(Path(tmp) / "predictions.sqlite3")
         filled = fill(registry, store.requests, args.records)
         monitor = Monitor(store.requests, store.feedback, store.reports, registry.manifest, WindowSettings())
-        monitor.on_report = GatewayMetrics(CollectorRegistry()).observe_report
+        metrics = GatewayMetrics(CollectorRegistry())
         started = time.perf_counter()
-        read = monitor.step(time.time())
+        now = time.time()
+        read = monitor.tail(now)
+        reports = monitor.reports(now)
+        monitor.save(reports, now)
+        for body in reports.values():
+            metrics.observe_report(body)
         took = time.perf_counter() - started
         store.close()
     rate = read / took

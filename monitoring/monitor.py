@@ -130,13 +130,6 @@ class Monitor:
         self.feedback_seq: int | None = None
         #: records a read, adapted to their size (see ROWS_A_READ); small until the first read
         self.read_limit = 16
-        #: called with each model's report after every pass (the metrics' gauges)
-        self.on_report: Callable[[Report], None] | None = None
-        #: called with every pass's reports before they are saved, to act on them and add to them
-        #: (the canary controller)
-        self.controller: Callable[[dict[str, Report], float], None] | None = None
-        #: called with every pass's reports (the alert stage)
-        self.on_reports: Callable[[dict[str, Report], float], object] | None = None
 
     def ingest(self, records: list[LoggedRequest]) -> None:
         """Every answering request of a served model into its traffic window; its answered ones into
@@ -403,9 +396,10 @@ class Monitor:
         }
         return prediction_table(records, truth, lambda m, v: self.manifests(m, v).output.classes)
 
-    def step(self, now: float, batch: int = 5000) -> int:
-        """Tail the log, refresh the windows, save a report per model; how many records were read.
-        ``batch``: records a read at most (fewer when they are large, see ``ROWS_A_READ``)."""
+    def tail(self, now: float, batch: int = 5000) -> int:
+        """Read what the log gained since the last pass into the windows (records, then feedback);
+        how many records were read. ``batch``: records a read at most (fewer when they are large, see
+        ``ROWS_A_READ``)."""
         if self.seq is None:
             self.seq = self.requests.seq_before(now - self.settings.max_age_seconds)
         read = 0
@@ -428,13 +422,17 @@ class Monitor:
             self.feedback_seq = feedback[-1][0]
             if len(feedback) < batch:
                 break
-        reports = self.reports(now)
-        if self.controller is not None:
-            self.controller(reports, now)
+        return read
+
+    def save(self, reports: dict[str, Report], now: float) -> None:
+        """Keep each model's report where every replica reads it (``GET /monitoring/drift``)."""
         for model, body in reports.items():
             self.saved_reports.save(model, now, orjson.dumps(body))
-            if self.on_report is not None:
-                self.on_report(body)
-        if self.on_reports is not None:
-            self.on_reports(reports, now)
+
+    def step(self, now: float, batch: int = 5000) -> int:
+        """One pass with nothing acting on its reports: tail the log, report, save; how many records
+        were read. The leading monitor process runs these stages with the routing controller, the
+        metrics and the alerts between them (``service.processes.monitor.Leading``)."""
+        read = self.tail(now, batch)
+        self.save(self.reports(now), now)
         return read

@@ -64,7 +64,14 @@ class Alerting:
     """The alert stage of the leading monitor: evaluate, remember, queue, deliver."""
 
     def __init__(
-        self, alerts: AlertStore, outbox: Outbox, config: AlertConfig, external_url: str = ""
+        self,
+        alerts: AlertStore,
+        outbox: Outbox,
+        config: AlertConfig,
+        external_url: str = "",
+        *,
+        metrics: GatewayMetrics | None = None,
+        triggers: Triggers | None = None,
     ) -> None:
         self.alerts = alerts
         self.outbox = outbox
@@ -73,10 +80,10 @@ class Alerting:
         self.engine = AlertEngine(config.rules)
         self._loaded = False
         self.client = httpx.Client(timeout=config.timeout_seconds)
-        #: set to export alert states (see monitoring.metrics)
-        self.metrics: GatewayMetrics | None = None
-        #: set to start the actions rules name when their alerts fire (see monitoring.triggers)
-        self.triggers: Triggers | None = None
+        #: to export alert states (see monitoring.metrics)
+        self.metrics = metrics
+        #: to start the actions rules name when their alerts fire (see monitoring.triggers)
+        self.triggers = triggers
 
     def step(self, reports: dict[str, Report], now: float) -> list[Alert]:
         """One pass over this pass's reports; returns the alerts that fired or resolved."""

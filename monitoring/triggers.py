@@ -126,14 +126,16 @@ class Triggers:
         outbox: Outbox,
         window: Callable[[str, int], pd.DataFrame],
         work_root: Path = WORK_ROOT,
+        *,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.registry = registry
         self.outbox = outbox
         self.window = window
         self.work_root = work_root
         self.running: dict[tuple[str, str], Running] = {}
-        #: set to count triggers (see monitoring.metrics)
-        self.metrics: GatewayMetrics | None = None
+        #: to count triggers (see monitoring.metrics)
+        self.metrics = metrics
 
     def fire(self, alert: Alert, action: Action, version: int, now: float) -> bool:
         """Start ``action`` for ``alert`` (firing on ``version``) unless rate-limited; whether it did."""

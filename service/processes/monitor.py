@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -35,8 +36,10 @@ from service.processes.runtime import tune_garbage_collector
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from monitoring.controller import RoutingController
     from monitoring.metrics import GatewayMetrics
     from monitoring.monitor import Monitor
+    from monitoring.notify import Alerting
 
 #: the child's exit code when another process already holds the lease
 STANDBY = 3
@@ -113,17 +116,17 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    monitor, metrics = _wired(settings, store)
+    leading = _wired(settings, store)
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     log.info("monitor.leading", pid=os.getpid(), log=store.location)
-    metrics.monitor_leading.labels(socket.gethostname()).set(1)
+    leading.metrics.monitor_leading.labels(socket.gethostname()).set(1)
     tune_garbage_collector()
     while not stop.is_set() and os.getppid() == parent:
         if not store.lease.acquire():  # its connection lost (PostgreSQL): another may lead now
             log.error("monitor.lease_lost", pid=os.getpid())
             break
         try:
-            monitor.step(time.time())
+            leading.step(time.time())
         except Exception as exc:  # a bad record or a locked database must not stop monitoring
             log.error("monitor.step_failed", error=str(exc))
         stop.wait(settings.monitor_interval)
@@ -132,7 +135,28 @@ def main() -> int:
     return 0
 
 
-def _wired(settings: Settings, store: Store) -> tuple[Monitor, GatewayMetrics]:
+@dataclass(frozen=True)
+class Leading:
+    """The leading monitor's pass: the monitor tails the log and reports; the routing controller acts
+    on the reports (and adds the canary's state) before they are saved; then the metrics and the
+    alerts (with the retraining triggers) read them."""
+
+    monitor: Monitor
+    controller: RoutingController
+    metrics: GatewayMetrics
+    alerting: Alerting
+
+    def step(self, now: float) -> None:
+        self.monitor.tail(now)
+        reports = self.monitor.reports(now)
+        self.controller.step(reports, now)
+        self.monitor.save(reports, now)
+        for body in reports.values():
+            self.metrics.observe_report(body)
+        self.alerting.step(reports, now)
+
+
+def _wired(settings: Settings, store: Store) -> Leading:
     """The monitor over the store, with its metrics, alerting, retraining triggers and routing
     controller (imported here, in the process that leads: the standby never needs them)."""
     import functools
@@ -165,15 +189,12 @@ def _wired(settings: Settings, store: Store) -> tuple[Monitor, GatewayMetrics]:
     manifests = functools.lru_cache(maxsize=64)(registry.manifest)
     monitor = Monitor(store.requests, store.feedback, store.reports, manifests, window)
     metrics = GatewayMetrics(CollectorRegistry())
+    triggers = Triggers(registry, store.outbox, monitor.export_window, metrics=metrics)
     rules = AlertConfig.load(settings.alert_rules or None)
-    alerting = Alerting(store.alerts, store.outbox, rules, settings.external_url)
-    alerting.metrics = metrics
-    alerting.triggers = Triggers(registry, store.outbox, monitor.export_window)
-    alerting.triggers.metrics = metrics
-    monitor.on_report = metrics.observe_report
-    monitor.controller = RoutingController(registry, monitor, alerting).step
-    monitor.on_reports = alerting.step
-    return monitor, metrics
+    alerting = Alerting(
+        store.alerts, store.outbox, rules, settings.external_url, metrics=metrics, triggers=triggers
+    )
+    return Leading(monitor, RoutingController(registry, monitor, alerting), metrics, alerting)
 
 
 if __name__ == "__main__":
