@@ -1,6 +1,7 @@
 """How fast the log writer commits into each store, against the gateway's peak request rate.
 
     python load_tests/log_writer.py --records 50000 --peak 4300 [--postgres-url URL] --out FILE.md
+    python load_tests/log_writer.py --sweep 1,2,4,8,16,32,64 [--postgres-url URL] --out FILE.md
 
 Each writer process does what a gateway's log writer does with a batch
 (``LogWriter.write``: plausibility checks, the request metrics, one JSON
@@ -12,6 +13,15 @@ default durability: fsync on), with one writer and with ``--writers``
 concurrent ones (a deployment's workers across replicas, all committing to one
 log), single-row and 256-row requests. Prints records/s and rows/s, and the
 ratio of single-row records/s to ``--peak``.
+
+``--sweep`` measures PostgreSQL's append path alone, as the fleet grows: for
+each count of concurrent writers (each a process with its own connection, as
+each worker of each replica has), every writer appends
+``--records-per-writer`` single-row requests in batches of 200, encoded before
+the clock starts, so what is timed is the store's transaction (lock, insert,
+commit), not the writer's checks and JSON; the table gives commits/s (one
+transaction a batch), records/s, and records/s over the first count's. It is
+the ceiling of one log shared by the fleet.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from monitor_ingest import DemoTraffic
 from postgres_server import local_postgres
 
 from monitoring.logs import configure_logging
-from monitoring.sink import LogWriter
+from monitoring.sink import LogWriter, encode
 from monitoring.store import open_store
 from registry.demo import build_demo
 from registry.store import Registry
@@ -43,10 +53,18 @@ BATCH = {1: 200, 256: 50}
 
 
 def writer(
-    location: str, registry: str, first: int, count: int, rows: int, start: object, times: object
+    location: str,
+    registry: str,
+    first: int,
+    count: int,
+    rows: int,
+    start: object,
+    times: object,
+    append_only: bool = False,
 ) -> None:
     """One writer process: ``count`` requests of ``rows`` rows, ids from ``first``, in batches; puts
-    (when it started writing, when it had committed the last batch) on ``times``."""
+    (when it started writing, when it had committed the last batch) on ``times``. ``append_only``:
+    the batches are encoded before the clock starts, and only the store's append is timed."""
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the request lines, as a gateway's go to its stdout
     configure_logging()
     traffic = DemoTraffic(Registry(registry))
@@ -55,22 +73,31 @@ def writer(
                for i in range(first, first + count, per_batch)]  # fmt: skip
     store = open_store(location, pool_size=1)
     log_writer = LogWriter(store.requests)
+    encoded = [encode(batch) for batch in batches] if append_only else []
     start.wait()  # type: ignore[attr-defined]
     began = time.time()
-    for batch in batches:
-        log_writer.write(batch, final=False)
+    if append_only:
+        for records in encoded:
+            store.requests.write(records)
+    else:
+        for batch in batches:
+            log_writer.write(batch, final=False)
     times.put((began, time.time()))  # type: ignore[attr-defined]
     store.close()
 
 
-def measure(location: str, registry: str, records: int, rows: int, writers: int) -> float:
+def measure(
+    location: str, registry: str, records: int, rows: int, writers: int, append_only: bool = False
+) -> float:
     """Seconds from the first writer's start to the last one's last commit, ``writers`` processes
     committing ``records`` requests between them (each builds its batches before the start)."""
     context = multiprocessing.get_context("spawn")
     start, times = context.Event(), context.Queue()
     share = records // writers
     processes = [
-        context.Process(target=writer, args=(location, registry, w * share, share, rows, start, times))
+        context.Process(
+            target=writer, args=(location, registry, w * share, share, rows, start, times, append_only)
+        )
         for w in range(writers)
     ]
     for process in processes:
@@ -102,8 +129,14 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers in the second run")
     parser.add_argument("--peak", type=float, help="the gateway's peak requests/s, for the ratio")
     parser.add_argument("--postgres-url", help="an empty database to write into (else a throwaway server)")
+    parser.add_argument("--sweep", help="writer counts, comma-separated: PostgreSQL only, as the fleet grows")
+    parser.add_argument("--records-per-writer", type=int, default=2_000, help="with --sweep")
     parser.add_argument("--out", help="also write the result (markdown) here")
     args = parser.parse_args()
+    if args.sweep:
+        return sweep(
+            [int(n) for n in args.sweep.split(",")], args.records_per_writer, args.postgres_url, args.out
+        )
     lines = [f"# Log writer throughput, {datetime.date.today().isoformat()}", "",
              f"Machine: {machine()}.", "",
              f"Batches of {BATCH[1]} single-row or {BATCH[256]} 256-row demo-champion requests through "
@@ -132,6 +165,35 @@ def main() -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+    return 0
+
+
+def sweep(counts: list[int], per_writer: int, url: str | None, out: str | None) -> int:
+    """Commits/s and records/s into one PostgreSQL log for each count of concurrent writers."""
+    lines = [f"# Writers into one PostgreSQL log, {datetime.date.today().isoformat()}", "",
+             f"Machine: {machine()}.", "",
+             f"Each writer: a process with its own connection appending {per_writer:,} single-row "
+             f"demo-champion requests, {BATCH[1]} a transaction, encoded before the clock starts: "
+             "the store's append alone (`RequestLog.write`), as the fleet's writers contend for it.", "",
+             f"| writers | commits/s | records/s | records/s vs {counts[0]} writer(s) |",
+             "|---:|---:|---:|---:|"]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="modelgate-writers-") as tmp, postgres(url) as location:
+        registry = Path(tmp) / "registry"
+        build_demo(Registry(registry))
+        first = None
+        for writers in counts:
+            _truncate(location)
+            records = per_writer * writers
+            took = measure(location, str(registry), records, 1, writers, append_only=True)
+            commits = writers * -(-per_writer // BATCH[1])
+            rate = records / took
+            first = first or rate
+            lines.append(f"| {writers} | {commits / took:,.0f} | {rate:,.0f} | {rate / first:.2f}x |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
     return 0
 
 

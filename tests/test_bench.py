@@ -121,3 +121,13 @@ def test_the_log_writer_benchmark_writes_into_both_stores(postgres, tmp_path):
         for store in ("sqlite", "postgres")
         for writers, request_rows in (("1", "1"), ("2", "1"), ("1", "256"))
     ]
+
+
+@pytest.mark.slow
+def test_the_writers_sweep_counts_commits_and_records_for_each_fleet_size(postgres, tmp_path):
+    table = report(BENCH.with_name("log_writer.py"), tmp_path / "sweep.md", "--sweep", "1,3",
+                   "--records-per-writer", "400", "--postgres-url", postgres.url())  # fmt: skip
+    rows = [[cell.strip() for cell in line.split("|")[1:5]] for line in table.splitlines()
+            if re.match(r"\| \d+ \|", line)]  # fmt: skip
+    assert [row[0] for row in rows] == ["1", "3"] and rows[0][3] == "1.00x"
+    assert all(float(row[1].replace(",", "")) > 0 and float(row[2].replace(",", "")) > 0 for row in rows)
