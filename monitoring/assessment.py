@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from monitoring.baseline import Reference, reference
-from monitoring.drift import DriftStatistic, decide, drift_of
+from monitoring.drift import decide, drift_of
 from monitoring.estimate import expected_accuracy
 from monitoring.mmd import embedding_drift
 from monitoring.plausibility import Flag
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import LoggedRequest
 from monitoring.report import (
+    DriftStatistic,
     EstimatedQuality,
     PlausibilityEntry,
     Quality,

@@ -44,7 +44,6 @@ are reported beside the test, as descriptions of the change, not as its judge.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -52,6 +51,7 @@ from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 from monitoring.baseline import Distribution, Reference, seasonal
+from monitoring.report import DriftStatistic, Kind, Test
 from registry.manifest import NumericProfile
 from registry.profile import is_missing, narrowed
 
@@ -66,34 +66,8 @@ MIN_ROWS = 100
 #: The window is tested whole, and its most recent 1/2 and 1/4.
 PARTS = (1, 2, 4)
 
-Kind = Literal["feature", "prediction"]
-Test = Literal["mann-whitney", "ks", "categories", "atom", "missing", "mmd"]
 #: The other values' distribution is tested on a part of the window with at least this many of them.
 MIN_OFF_ATOM = 10
-
-
-class DriftStatistic(TypedDict):
-    """The drift of one feature (or prediction output) over one window, as the report carries it.
-
-    ``test`` is the test that found the smallest p-value, over ``rows`` (the
-    window's most recent rows it looked at; ``window`` is all the window's
-    values it had), ``effect`` the size of the change it measured and
-    ``p_value`` that smallest p-value, adjusted for the tests and parts tried;
-    ``p_adjusted`` and ``drifted`` are set by :func:`decide`, across a model's statistics.
-    """
-
-    name: str
-    kind: Kind
-    test: Test
-    window: int
-    rows: int
-    effect: float
-    #: NaN for a multivariate test (an embedding's MMD), null in JSON
-    psi: float
-    js_distance: float
-    p_value: float
-    p_adjusted: float
-    drifted: bool
 
 
 def bin_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from monitoring.drift import DriftStatistic, Kind
+from monitoring.report import DriftStatistic, Kind
 
 #: vectors of each side the test compares at most: the window's most recent, the reference sample's first
 MMD_ROWS = 200

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from registry.manifest import MISSING_STRING, InputSchema, PlausibilityRules
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 OUTPUT_RULES = ("probability_finite", "probability_range", "probability_sum", "label_known", "value_finite",
                 "value_range", "embedding_finite")  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
 
 from monitoring.report import Measured
 from registry.manifest import CategoricalProfile, Profile
@@ -54,6 +53,9 @@ def classification_quality(
 ) -> Measured:
     """Accuracy, log-loss and ROC AUC (one-vs-rest for several classes). AUC is None until every
     class has been seen in the truth: it is not defined before."""
+    # imported here: scikit-learn is the largest import of the monitor process, needed once labelled
+    from sklearn.metrics import log_loss, roc_auc_score
+
     truth = truth.astype(str)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[t] for t in truth])

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from registry.aliases import Arm
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 
 class Checker(Protocol):

@@ -11,8 +11,35 @@ from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
-from monitoring.drift import DriftStatistic
 from registry.aliases import Arm
+
+#: what a drift statistic is about, and the test that judged it (``monitoring.drift``)
+Kind = Literal["feature", "prediction"]
+Test = Literal["mann-whitney", "ks", "categories", "atom", "missing", "mmd"]
+
+
+class DriftStatistic(TypedDict):
+    """The drift of one feature (or prediction output) over one window, as the report carries it.
+
+    ``test`` is the test that found the smallest p-value, over ``rows`` (the
+    window's most recent rows it looked at; ``window`` is all the window's
+    values it had), ``effect`` the size of the change it measured and
+    ``p_value`` that smallest p-value, adjusted for the tests and parts tried;
+    ``p_adjusted`` and ``drifted`` are set by :func:`decide`, across a model's statistics.
+    """
+
+    name: str
+    kind: Kind
+    test: Test
+    window: int
+    rows: int
+    effect: float
+    #: NaN for a multivariate test (an embedding's MMD), null in JSON
+    psi: float
+    js_distance: float
+    p_value: float
+    p_adjusted: float
+    drifted: bool
 
 
 class TrafficSummary(TypedDict):

@@ -1,4 +1,8 @@
-"""Versioned, immutable ONNX models with manifests, aliases and an audit history."""
+"""Versioned, immutable ONNX models with manifests, aliases and an audit history.
+
+Importing it loads no ONNX Runtime, pandas or scikit-learn: the processes that only read the registry
+(the log writer, the monitor) stay small; `registry.onnx_model` and `registry.reference` load them.
+"""
 
 from registry.aliases import Alias, Aliases, AuditEntry
 from registry.errors import (
@@ -14,7 +18,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.manifest import InputSchema, Manifest, OutputSpec, ReferenceProfile
-from registry.onnx_model import OnnxModel, Prediction
+from registry.prediction import Prediction
 from registry.store import Mismatch, Registry
 
 __all__ = [
@@ -31,7 +35,6 @@ __all__ = [
     "Manifest",
     "Mismatch",
     "ModelNotFound",
-    "OnnxModel",
     "OutputSpec",
     "Prediction",
     "ReferenceProfile",

@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from registry.errors import InvalidModel
 from registry.manifest import FeatureDType, InputSchema, OutputSpec
+from registry.prediction import Prediction
 
 #: ONNX tensor element types the gateway feeds, mapped to our feature dtypes.
 ONNX_TO_DTYPE: dict[str, FeatureDType] = {
@@ -33,39 +34,6 @@ class GraphInput:
     name: str
     dtype: FeatureDType
     shape: tuple[int | str | None, ...]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Decoded outputs for a batch: ``labels`` + ``probabilities`` (N x classes), ``values``, or
-    ``embeddings`` (N x dim)."""
-
-    labels: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
-    values: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
-
-    @property
-    def rows(self) -> int:
-        first = next(a for a in (self.values, self.probabilities, self.embeddings) if a is not None)
-        return int(first.shape[0])
-
-    @property
-    def outputs(self) -> dict[str, np.ndarray]:
-        """The outputs set, by the names the log, the v2 answer and the reference profile give them:
-        ``label`` and ``probabilities``, ``value``, or ``embedding``."""
-        if self.values is not None:
-            return {"value": self.values}
-        if self.embeddings is not None:
-            return {"embedding": self.embeddings}
-        assert self.labels is not None and self.probabilities is not None
-        return {"label": self.labels, "probabilities": self.probabilities}
-
-    @property
-    def answer(self) -> tuple[str, np.ndarray]:
-        """One answer a row, by its output's name: the label, the value or the embedding."""
-        name, array = next(iter(self.outputs.items()))
-        return name, array
 
 
 def threads_per_worker(workers: int) -> int:

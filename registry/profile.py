@@ -21,7 +21,7 @@ from registry.manifest import (
     Profile,
     ReferenceProfile,
 )
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 #: Quantile bins per numeric feature: ten deciles are the usual PSI binning and
 #: keep each bin populated on small references.

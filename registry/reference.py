@@ -29,12 +29,12 @@ from registry.onnx_model import (
     NUMPY_DTYPE,
     ONNX_TO_DTYPE,
     OnnxModel,
-    Prediction,
     graph_inputs,
     load_session,
     output_spec,
     tensor_output_spec,
 )
+from registry.prediction import Prediction
 from registry.profile import clock_of, default_rules, reference_profile
 from registry.tensors import (
     ONNX_TENSOR_TYPES,

@@ -42,7 +42,6 @@ from registry.errors import (
 )
 from registry.evaluation import Evaluation
 from registry.manifest import Lineage, Manifest
-from registry.reference import examine
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -308,6 +307,10 @@ class Registry:
         model_path, reference_path = Path(model_file), Path(reference)
         if not model_path.is_file():
             raise InvalidModel(f"model file {str(model_path)!r} does not exist")
+        # imported here: reading a reference loads pandas, ONNX and scikit-learn, which the processes
+        # that only read the registry (the log writer, the monitor) never need
+        from registry.reference import examine
+
         model_bytes = model_path.read_bytes()
         examined = examine(model_bytes, reference_path, target, classes, time_column)
         reference_bytes = reference_path.read_bytes()

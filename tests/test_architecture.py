@@ -10,6 +10,8 @@ dependency loaded late) is not an arrow of the module's shape.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +131,22 @@ def test_layers_import_downwards_only():
         if PACKAGES.index(other.split(".")[0]) > PACKAGES.index(module.split(".")[0])
     ]
     assert upward == []
+
+
+def _loaded_by(modules: str, heavy: tuple[str, ...]) -> list[str]:
+    """Which of ``heavy`` importing ``modules`` (comma-separated) loads, in a fresh interpreter."""
+    probe = f"import sys, {modules}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                               cwd=ROOT, timeout=120)  # fmt: skip
+    return completed.stdout.split()
+
+
+def test_the_helper_processes_load_only_what_they_use():
+    """The log writer and the monitor run beside every worker: neither runs a model or reads a
+    reference, so neither loads ONNX Runtime or scikit-learn (the writer not even pandas or scipy),
+    which held 200 MiB in each (load_tests/results/monitoring-memory.md)."""
+    assert (
+        _loaded_by("service.processes.log_writer", ("onnxruntime", "onnx", "sklearn", "pandas", "scipy"))
+        == []
+    )
+    assert _loaded_by("service.processes.monitor", ("onnxruntime", "onnx", "sklearn")) == []

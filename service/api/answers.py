@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from service.serving.pool import ServedVersion
 
 

@@ -40,7 +40,7 @@ import structlog
 
 from monitoring.records import Checker, RequestRecord
 from monitoring.sink import SHUTDOWN_ATTEMPTS, OnCommit
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from service.processes.children import spawn, wait_or_kill
 from service.processes.runtime import tune_garbage_collector
 from service.settings import Settings

@@ -10,7 +10,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from service.api import binary
 from service.api.context import Context
 from service.api.http import JSONResponse, infer_body, model_and_version, request_id, routing_key

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from service.serving.pool import ServedVersion
 from service.serving.validation import Batch
 from service.settings import BatchPolicy

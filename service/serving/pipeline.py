@@ -14,7 +14,7 @@ import anyio.to_thread
 from monitoring.plausibility import Flag
 from monitoring.records import RequestRecord
 from registry.aliases import Arm
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from service.errors import Implausible
 from service.serving.batching import Batcher
 from service.serving.observability import Observability

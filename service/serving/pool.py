@@ -24,7 +24,8 @@ from monitoring.plausibility import PlausibilityChecker
 from registry.aliases import RoutingPolicy
 from registry.errors import RegistryError
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
-from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, Prediction, load_session
+from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, load_session
+from registry.prediction import Prediction
 from registry.store import Registry
 from registry.tensors import all_summaries
 from service.errors import NotFound, Unavailable, from_registry, quoted

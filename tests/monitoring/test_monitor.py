@@ -16,7 +16,7 @@ from monitoring.store.sql import SqlRequestLog
 from monitoring.store.sqlite import SQLiteDatabase, open_sqlite
 from monitoring.windows import Traffic, Window, WindowSettings
 from registry.demo import breast_cancer
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from service.app import create_app
 from service.settings import Settings
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from monitoring.plausibility import Flag, PlausibilityChecker
 from registry.manifest import FeatureSpec, InputRule, InputSchema, OutputRule, PlausibilityRules
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 SCHEMA = InputSchema(layout="matrix", tensor_name="X", tensor_dtype="float32",
                      features=(FeatureSpec(name="a", dtype="float32", allow_missing=True),

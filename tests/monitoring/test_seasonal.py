@@ -19,7 +19,7 @@ from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
 from monitoring.windows import WindowSettings
 from registry.errors import InvalidReferenceData
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 from registry.profile import clock_of, hourly, numeric_profile, sample_index
 
 DAY = 86_400.0

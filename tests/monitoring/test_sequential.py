@@ -14,7 +14,7 @@ from monitoring.sequential import Matcher, contests, log_e_value
 from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
 from monitoring.windows import WindowSettings
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 
 def ever_crossed(p: float, streams: int, length: int, alpha: float, p0: float = 0.5) -> np.ndarray:

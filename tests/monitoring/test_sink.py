@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from monitoring.records import RequestRecord
 from monitoring.sink import EventSink, LogWriter
 from monitoring.store.sqlite import open_sqlite
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 
 def record(i: int, rows: int = 1) -> RequestRecord:

@@ -22,7 +22,7 @@ import pytest
 from monitoring.alerts import Alert
 from monitoring.records import EncodedRecord, Feedback, RequestRecord
 from monitoring.store import FeedbackOutcome, Store, open_store
-from registry.onnx_model import Prediction
+from registry.prediction import Prediction
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

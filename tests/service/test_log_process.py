@@ -113,7 +113,7 @@ def test_a_shipment_gives_back_every_record_whatever_its_arrays(records, cancer_
     import numpy as np
 
     from monitoring.records import RequestRecord
-    from registry.onnx_model import Prediction
+    from registry.prediction import Prediction
     from service.processes.log_writer import Checkers, ship, unship
 
     other = RequestRecord(request_id="wide", ts=3000.0, route="v1", status=200, latency_ms=1.0, model="x",
