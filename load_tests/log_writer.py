@@ -1,7 +1,7 @@
 """How fast the log writer commits into each store, against the gateway's peak request rate.
 
     python load_tests/log_writer.py --records 50000 --peak 4300 [--postgres-url URL] --out FILE.md
-    python load_tests/log_writer.py --sweep 1,2,4,8,16,32,64 [--postgres-url URL] --out FILE.md
+    python load_tests/log_writer.py --sweep 1,2,4,8,16,32,64 [--batch 200] [--postgres-url URL] --out FILE.md
 
 Each writer process does what a gateway's log writer does with a batch
 (``LogWriter.write``: plausibility checks, the request metrics, one JSON
@@ -17,11 +17,13 @@ ratio of single-row records/s to ``--peak``.
 ``--sweep`` measures PostgreSQL's append path alone, as the fleet grows: for
 each count of concurrent writers (each a process with its own connection, as
 each worker of each replica has), every writer appends
-``--records-per-writer`` single-row requests in batches of 200, encoded before
-the clock starts, so what is timed is the store's transaction (lock, insert,
-commit), not the writer's checks and JSON; the table gives commits/s (one
-transaction a batch), records/s, and records/s over the first count's. It is
-the ceiling of one log shared by the fleet.
+``--records-per-writer`` single-row requests in batches of ``--batch`` (200:
+a worker's 50 ms at its peak; 10: a worker at a tenth of it, where commits,
+not rows, are what the fleet's writers queue for), encoded before the clock
+starts, so what is timed is the store's transaction (insert, commit), not the
+writer's checks and JSON; the table gives commits/s (one transaction a
+batch), records/s, and records/s over the first count's. It is the ceiling of
+one log shared by the fleet.
 """
 
 from __future__ import annotations
@@ -58,22 +60,26 @@ def writer(
     first: int,
     count: int,
     rows: int,
+    ready: object,
     start: object,
     times: object,
     append_only: bool = False,
+    per_batch: int | None = None,
 ) -> None:
     """One writer process: ``count`` requests of ``rows`` rows, ids from ``first``, in batches; puts
     (when it started writing, when it had committed the last batch) on ``times``. ``append_only``:
-    the batches are encoded before the clock starts, and only the store's append is timed."""
+    the batches are encoded before the clock starts, and only the store's append is timed.
+    ``per_batch``: requests a batch (else ``BATCH``'s)."""
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the request lines, as a gateway's go to its stdout
     configure_logging()
     traffic = DemoTraffic(Registry(registry))
-    per_batch = BATCH[rows]
+    per_batch = per_batch or BATCH[rows]
     batches = [traffic.records(i, min(per_batch, first + count - i), rows)
                for i in range(first, first + count, per_batch)]  # fmt: skip
     store = open_store(location, pool_size=1)
     log_writer = LogWriter(store.requests)
     encoded = [encode(batch) for batch in batches] if append_only else []
+    ready.put(os.getpid())  # type: ignore[attr-defined]
     start.wait()  # type: ignore[attr-defined]
     began = time.time()
     if append_only:
@@ -87,22 +93,31 @@ def writer(
 
 
 def measure(
-    location: str, registry: str, records: int, rows: int, writers: int, append_only: bool = False
+    location: str,
+    registry: str,
+    records: int,
+    rows: int,
+    writers: int,
+    append_only: bool = False,
+    per_batch: int | None = None,
 ) -> float:
     """Seconds from the first writer's start to the last one's last commit, ``writers`` processes
-    committing ``records`` requests between them (each builds its batches before the start)."""
+    committing ``records`` requests between them (each builds its batches before the start, which
+    waits for them all)."""
     context = multiprocessing.get_context("spawn")
-    start, times = context.Event(), context.Queue()
+    ready, start, times = context.Queue(), context.Event(), context.Queue()
     share = records // writers
     processes = [
         context.Process(
-            target=writer, args=(location, registry, w * share, share, rows, start, times, append_only)
+            target=writer,
+            args=(location, registry, w * share, share, rows, ready, start, times, append_only, per_batch),
         )
         for w in range(writers)
     ]
     for process in processes:
         process.start()
-    time.sleep(max(3.0, 0.0002 * records))
+    for _ in processes:
+        ready.get(timeout=600)
     start.set()
     spans = [times.get(timeout=600) for _ in processes]
     for process in processes:
@@ -131,12 +146,12 @@ def main() -> int:
     parser.add_argument("--postgres-url", help="an empty database to write into (else a throwaway server)")
     parser.add_argument("--sweep", help="writer counts, comma-separated: PostgreSQL only, as the fleet grows")
     parser.add_argument("--records-per-writer", type=int, default=2_000, help="with --sweep")
+    parser.add_argument("--batch", type=int, default=BATCH[1], help="with --sweep: requests a transaction")
     parser.add_argument("--out", help="also write the result (markdown) here")
     args = parser.parse_args()
     if args.sweep:
-        return sweep(
-            [int(n) for n in args.sweep.split(",")], args.records_per_writer, args.postgres_url, args.out
-        )
+        counts = [int(n) for n in args.sweep.split(",")]
+        return sweep(counts, args.records_per_writer, args.batch, args.postgres_url, args.out)
     lines = [f"# Log writer throughput, {datetime.date.today().isoformat()}", "",
              f"Machine: {machine()}.", "",
              f"Batches of {BATCH[1]} single-row or {BATCH[256]} 256-row demo-champion requests through "
@@ -168,12 +183,12 @@ def main() -> int:
     return 0
 
 
-def sweep(counts: list[int], per_writer: int, url: str | None, out: str | None) -> int:
+def sweep(counts: list[int], per_writer: int, batch: int, url: str | None, out: str | None) -> int:
     """Commits/s and records/s into one PostgreSQL log for each count of concurrent writers."""
     lines = [f"# Writers into one PostgreSQL log, {datetime.date.today().isoformat()}", "",
              f"Machine: {machine()}.", "",
              f"Each writer: a process with its own connection appending {per_writer:,} single-row "
-             f"demo-champion requests, {BATCH[1]} a transaction, encoded before the clock starts: "
+             f"demo-champion requests, {batch} a transaction, encoded before the clock starts: "
              "the store's append alone (`RequestLog.write`), as the fleet's writers contend for it.", "",
              f"| writers | commits/s | records/s | records/s vs {counts[0]} writer(s) |",
              "|---:|---:|---:|---:|"]  # fmt: skip
@@ -184,8 +199,8 @@ def sweep(counts: list[int], per_writer: int, url: str | None, out: str | None) 
         for writers in counts:
             _truncate(location)
             records = per_writer * writers
-            took = measure(location, str(registry), records, 1, writers, append_only=True)
-            commits = writers * -(-per_writer // BATCH[1])
+            took = measure(location, str(registry), records, 1, writers, append_only=True, per_batch=batch)
+            commits = writers * -(-per_writer // batch)
             rate = records / took
             first = first or rate
             lines.append(f"| {writers} | {commits / took:,.0f} | {rate:,.0f} | {rate / first:.2f}x |")

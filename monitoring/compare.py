@@ -14,7 +14,7 @@ counts; Mann-Whitney U on the absolute errors).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from scipy import stats
 
-from monitoring.records import LoggedRequest
+from monitoring.records import START, LoggedRequest, Position
 from monitoring.report import (
     ArmSamples,
     CanaryCheck,
@@ -214,7 +214,7 @@ class QualityContest:
         self.samples["challenger"] += challenger.size
         self.last = max(self.last, ts)
 
-    def evidence(self, alpha: float, feedback_seq: int) -> QualityEvidence:
+    def evidence(self, alpha: float, feedback_position: Position) -> QualityEvidence:
         threshold = 2.0 / alpha  # either arm may be named: alpha / 2 each
         evidence = {
             "challenger": e_value(self.won["challenger"], self.won["champion"]),
@@ -238,7 +238,7 @@ class QualityContest:
                 f"is ever named with a chance of at most {alpha / 2:.3g}, however long the two run and "
                 "however often this is read"
             ),
-            "feedback_seq": feedback_seq,
+            "feedback_position": feedback_position,
         }
 
     @classmethod
@@ -277,7 +277,7 @@ class CanaryContest:
 
     challenger_version: int | None
     since: float
-    seq: int = 0
+    position: Position = START
     requests: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
     failed: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
     rows: int = 0
@@ -291,7 +291,7 @@ class CanaryContest:
         """One champion or challenger record (at or after ``since``)."""
         arm = record.arm
         failed = record.status != 200
-        self.seq = max(self.seq, record.seq)
+        self.position = max(self.position, record.position)
         self.requests[arm] += 1
         self.failed[arm] += failed
         if arm == "challenger" and not failed:
@@ -347,19 +347,31 @@ class CanaryContest:
                 "failed_alone": _arms(self.failed_alone),
                 "latency": {str(i): int(self.latency[i]) for i in np.flatnonzero(self.latency)},
             },
-            "seq": self.seq,
+            "position": self.position,
         }
 
     @classmethod
     def resumed(cls, saved: CanaryEvidence) -> CanaryContest:
         """The contest a report saved (its unmatched requests are not kept: they are left out)."""
         tally = saved["tally"]
-        resumed = cls(saved["challenger_version"], saved["since"], saved["seq"], _counts(tally["requests"]),
+        resumed = cls(saved["challenger_version"], saved["since"], saved_position(saved, "position", "seq"),
+                      _counts(tally["requests"]),
                       _counts(tally["failed"]), tally["rows"], tally["violating_rows"],
                       _counts(tally["failed_alone"]))  # fmt: skip
         for index, count in tally["latency"].items():
             resumed.latency[int(index)] = count
         return resumed
+
+
+def saved_position(saved: Mapping[str, object], key: str, seq_key: str) -> Position:
+    """The log position a saved report's evidence had counted to (``START`` when none); a report saved
+    when positions were a ``seq`` alone holds it at ``seq_key``, of rows whose transaction is 0."""
+    value = saved.get(key)
+    if isinstance(value, list | tuple):
+        xid, seq = value
+        return (int(xid), int(seq))
+    seq = saved.get(seq_key)
+    return (0, seq) if isinstance(seq, int) else START
 
 
 def _counts(arms: ArmSamples) -> dict[str, int]:

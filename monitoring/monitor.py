@@ -1,7 +1,7 @@
 """The monitor: rolling windows over the prediction log, and a drift and plausibility report per model.
 
 One monitor per deployment, in a process of its own (``service.processes.monitor``)
-that holds the log's monitor lease. It tails the log by ``seq``, so windows
+that holds the log's monitor lease. It tails the log by position, so windows
 cover every worker's traffic, and after a restart it rebuilds them from the
 log (from the first record inside the time window). Reports go back into the
 log store, where every process reads them for ``GET /monitoring/drift``.
@@ -32,9 +32,10 @@ from monitoring.compare import (
     pair,
     pairs_summary,
     quality_test,
+    saved_position,
 )
 from monitoring.export import prediction_table
-from monitoring.records import Feedback, LoggedRequest
+from monitoring.records import START, Feedback, LoggedRequest, Position
 from monitoring.report import (
     CanaryEvidence,
     Comparison,
@@ -122,12 +123,12 @@ class Monitor:
         self.rewarded: dict[str, Matcher[tuple[int, Any]]] = {}
         #: ... the canary's checks per model ...
         self.canaries: dict[str, CanaryContest] = {}
-        #: ... and per model, the record and feedback ``seq`` a saved report's evidence had counted to
-        self.resumed: dict[str, tuple[int, int]] = {}
+        #: ... and per model, the record and feedback positions a saved report's evidence had counted to
+        self.resumed: dict[str, tuple[Position, Position]] = {}
         #: what each version's quantities are tested against, built once per version
         self.references: dict[tuple[str, int], dict[str, Reference]] = {}
-        self.seq: int | None = None
-        self.feedback_seq: int | None = None
+        self.position: Position | None = None
+        self.feedback_position: Position | None = None
         #: records a read, adapted to their size (see ROWS_A_READ); small until the first read
         self.read_limit = 16
 
@@ -157,9 +158,9 @@ class Monitor:
                 continue
             self._window(self.windows, (record.model, record.version)).add(record)
 
-    def _resume(self, model: str) -> tuple[int, int]:
+    def _resume(self, model: str) -> tuple[Position, Position]:
         """Once a process, a model's evidence as its last saved report left it; the record and feedback
-        ``seq`` it had counted to (a restarted monitor reads the last hour of the log again)."""
+        positions it had counted to (a restarted monitor reads the last hour of the log again)."""
         resumed = self.resumed.get(model)
         if resumed is not None:
             return resumed
@@ -175,8 +176,11 @@ class Monitor:
         if canary is not None:
             self.canaries[model] = CanaryContest.resumed(canary)
         resumed = self.resumed[model] = (
-            canary["seq"] if canary else -1,
-            max(evidence["feedback_seq"] if evidence else -1 for evidence in (quality, reward)),
+            saved_position(canary, "position", "seq") if canary else START,
+            max(
+                saved_position(e, "feedback_position", "feedback_seq") if e else START
+                for e in (quality, reward)
+            ),
         )
         return resumed
 
@@ -184,7 +188,7 @@ class Monitor:
         """A champion or challenger record into its model's canary checks, which start with the first
         challenger record (of each challenger version)."""
         assert record.model is not None
-        if record.seq <= self._resume(record.model)[0]:
+        if record.position <= self._resume(record.model)[0]:
             return
         contest = self.canaries.get(record.model)
         if record.arm == "challenger" and (contest is None or contest.challenger_version != record.version):
@@ -198,7 +202,9 @@ class Monitor:
         self._resume(model)
         contest = self.canaries.get(model)
         if contest is not None and contest.since < since:
-            contest = self.canaries[model] = CanaryContest(contest.challenger_version, since, contest.seq)
+            contest = self.canaries[model] = CanaryContest(
+                contest.challenger_version, since, contest.position
+            )
         return contest
 
     def _references(self, model: str, version: int) -> dict[str, Reference]:
@@ -236,17 +242,17 @@ class Monitor:
         if paired is not None:
             self._window(self.pairs, model).add(paired)
 
-    def label(self, feedback: list[tuple[int, Feedback]]) -> None:
-        """Join ground truth (with its feedback ``seq``) to the requests it names, into each version's
+    def label(self, feedback: list[tuple[Position, Feedback]]) -> None:
+        """Join ground truth (with its feedback's position) to the requests it names, into each version's
         labelled window."""
         ids = [item.request_id for _, item in feedback]
         requests = {r.request_id: r for r in self.requests.answered(ids)}
         shadows = {r.request_id: r for r in self.requests.shadowed(ids)}
-        for seq, item in feedback:
+        for position, item in feedback:
             request = requests.get(item.request_id)
             if request is None or request.model is None or request.version is None or not request.outputs:
                 continue
-            counted = seq > self._resume(request.model)[1]  # else a saved contest has it already
+            counted = position > self._resume(request.model)[1]  # else a saved contest has it already
             if item.reward is not None and counted and request.arm in ("champion", "challenger"):
                 self._match(self.rewards, self.rewarded, request, np.array([item.reward]), item.ts)
             if item.ground_truth is None:
@@ -353,7 +359,7 @@ class Monitor:
         if not contests:
             return None
         latest = max(contests.values(), key=lambda contest: contest.last)
-        return latest.evidence(self.settings.compare_alpha, self.feedback_seq or 0)
+        return latest.evidence(self.settings.compare_alpha, self.feedback_position or START)
 
     def reports(self, now: float) -> dict[str, Report]:
         # per model, the window of the version the champion arm answered with last; else the one seen last
@@ -400,26 +406,26 @@ class Monitor:
         """Read what the log gained since the last pass into the windows (records, then feedback);
         how many records were read. ``batch``: records a read at most (fewer when they are large, see
         ``ROWS_A_READ``)."""
-        if self.seq is None:
-            self.seq = self.requests.seq_before(now - self.settings.max_age_seconds)
+        if self.position is None:
+            self.position = self.requests.position_before(now - self.settings.max_age_seconds)
         read = 0
         while True:
             limit = min(batch, self.read_limit)
-            records = self.requests.read_after(self.seq, limit, decode=False)
+            records = self.requests.read_after(self.position, limit, decode=False)
             if not records:
                 break
             self.ingest(records)
-            self.seq = records[-1].seq
+            self.position = records[-1].position
             read += len(records)
             rows = sum(r.rows for r in records)
             self.read_limit = max(1, len(records) * ROWS_A_READ // max(rows, 1))
             if len(records) < limit:
                 break
-        if self.feedback_seq is None:
-            self.feedback_seq = self.feedback.seq_before(now - self.settings.max_age_seconds)
-        while feedback := self.feedback.after(self.feedback_seq, batch):
+        if self.feedback_position is None:
+            self.feedback_position = self.feedback.position_before(now - self.settings.max_age_seconds)
+        while feedback := self.feedback.after(self.feedback_position, batch):
             self.label(feedback)
-            self.feedback_seq = feedback[-1][0]
+            self.feedback_position = feedback[-1][0]
             if len(feedback) < batch:
                 break
         return read

@@ -19,6 +19,16 @@ class Checker(Protocol):
     ) -> list[dict[str, int]]: ...
 
 
+#: a record's (or a feedback entry's) place in the order a reader tails the log in: the transaction
+#: that wrote it, then its ``seq``. Where writers append one at a time (SQLite) the transaction is 0
+#: and ``seq`` alone is the order; where they append concurrently (PostgreSQL) numbers are taken in
+#: one order and committed in another, and a reader follows transactions instead (see
+#: ``monitoring.store.postgres``)
+Position = tuple[int, int]
+#: before the first record
+START: Position = (0, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request as the gateway saw it. Built on the hot path, so it holds arrays, not JSON.
@@ -149,6 +159,12 @@ class LoggedRequest:
     error: str | None
     raw_inputs: str | bytes | None = None
     raw_outputs: str | bytes | None = None
+    #: the transaction that wrote it, where the store orders the tail by one (see ``Position``)
+    xid: int = 0
+
+    @property
+    def position(self) -> Position:
+        return (self.xid, self.seq)
 
     def decoded(self) -> LoggedRequest:
         """This record with its inputs and outputs decoded (itself, when they are)."""

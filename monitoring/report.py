@@ -118,8 +118,9 @@ class QualityEvidence(TypedDict):
     better: Literal["champion", "challenger"] | None
     #: what ``better`` promises, in words
     guarantee: str
-    #: the feedback consumed when it was reported: a restarted monitor resumes after it
-    feedback_seq: int
+    #: the feedback consumed when it was reported (``monitoring.records.Position``): a restarted
+    #: monitor resumes after it
+    feedback_position: tuple[int, int]
 
 
 class Comparison(TypedDict):
@@ -255,8 +256,9 @@ class CanaryEvidence(TypedDict):
     checks: dict[str, CanaryCheck]
     threshold: float
     tally: CanaryTally
-    #: the last log record counted: a restarted monitor resumes after it
-    seq: int
+    #: the last log record counted (``monitoring.records.Position``): a restarted monitor resumes
+    #: after it
+    position: tuple[int, int]
 
 
 class CanaryState(TypedDict):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from monitoring.alerts import Alert
-from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
+from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest, Position
 
 #: what ``MODELGATE_LOG_URL`` starts with to put the state in PostgreSQL
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -44,14 +44,16 @@ class FeedbackOutcome(Enum):
 
 
 class RequestLog(Protocol):
-    """Every request the gateway answered, refused or mirrored, in commit order."""
+    """Every request the gateway answered, refused or mirrored, read back in an order in which no
+    record can appear before one already read (``Position``)."""
 
     def write(self, records: Sequence[EncodedRecord]) -> None:
         """Commit a batch of records in one transaction."""
 
-    def read_after(self, seq: int, limit: int, decode: bool = True) -> list[LoggedRequest]:
-        """Records with ``seq`` greater than the one given, oldest first (``decode=False``: their
-        inputs and outputs left encoded, see ``LoggedRequest``)."""
+    def read_after(self, position: Position, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        """Records after ``position``, in position order (``decode=False``: their inputs and outputs
+        left encoded, see ``LoggedRequest``). A record still being committed is not among them, nor
+        is any after it: they come in a later read."""
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         """Records of ``model`` (every model when None) at or after ``since`` (epoch seconds)."""
@@ -65,15 +67,15 @@ class RequestLog(Protocol):
     def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
         """The challenger's shadow predictions (status 200) of these request ids."""
 
-    def seq_before(self, ts: float) -> int:
-        """The ``seq`` after which every record is at or after ``ts``: where a monitor starts."""
+    def position_before(self, ts: float) -> Position:
+        """The position after which every record is at or after ``ts``: where a monitor starts."""
 
     def prune(self, before: float) -> int:
         """Delete records older than ``before``; how many."""
 
 
 class FeedbackLog(Protocol):
-    """Ground truth, one entry per request, in commit order."""
+    """Ground truth, one entry per request, read back in position order as requests are."""
 
     def add(self, items: Sequence[Feedback]) -> list[FeedbackOutcome]:
         """Store ground truth; idempotent for the same value, refused for a different one."""
@@ -81,11 +83,11 @@ class FeedbackLog(Protocol):
     def of(self, request_ids: Iterable[str]) -> dict[str, Feedback]:
         """Ground truth given for any of ``request_ids``."""
 
-    def after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
-        """Feedback with ``seq`` greater than the one given, oldest first."""
+    def after(self, position: Position, limit: int) -> list[tuple[Position, Feedback]]:
+        """Feedback after ``position``, in position order (as ``RequestLog.read_after``)."""
 
-    def seq_before(self, ts: float) -> int:
-        """The ``seq`` after which all feedback is at or after ``ts``."""
+    def position_before(self, ts: float) -> Position:
+        """The position after which all feedback is at or after ``ts``."""
 
     def prune(self, before: float) -> int:
         """Delete feedback older than ``before``; how many."""

@@ -2,14 +2,19 @@
 
 What makes replicas safe here, where SQLite's single file lock did it for free:
 
-- ``seq`` in commit order. Two writers' transactions may take sequence
-  values in one order and commit in the other; a monitor tailing by ``seq``
-  would then skip the later-committed, lower numbers for good. Each write
-  to ``requests`` (and ``feedback``) therefore takes a transaction-level
-  advisory lock first, so the numbers are taken and committed one writer at
-  a time, and a lock is released only once its commit is visible. A write
-  is one COPY of a batch (~50 ms of a worker's records), so the lock is
-  held for a few milliseconds at a time.
+- Tailing without a lock. Writers' transactions take ``seq`` values in one
+  order and may commit in the other, so a reader that had passed a number
+  would skip a lower one committed after it. Nothing on the write path
+  orders them (no lock is held across a commit, so the whole fleet's writers
+  commit side by side): each row carries the transaction that wrote it
+  (``xid``, ``pg_current_xact_id()``), and a reader follows ``(xid, seq)``,
+  reading only rows of transactions below the oldest one still in flight
+  (``pg_snapshot_xmin`` of its own snapshot). Every such transaction has
+  ended, and every transaction that has not yet committed has an xid at or
+  above that horizon: so no row ever appears before a position already read.
+  What it costs: a transaction that writes and stays open holds the horizon
+  (and the monitor) back while it lasts, whichever database of the server it
+  writes in; the log's writers commit within milliseconds.
 - The monitor lease is a session-level advisory lock on a connection of its
   own: PostgreSQL releases it when that connection ends, so when the
   monitor's process or host dies another replica's monitor takes it over
@@ -38,6 +43,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from monitoring.records import START, Position
 from monitoring.store import Store, lease_holder, redacted
 from monitoring.store.rows import REQUEST_COLUMNS
 from monitoring.store.sql import (
@@ -52,7 +58,7 @@ from monitoring.store.sql import (
 
 #: advisory lock keys: (LOCK_SPACE, one of the others)
 LOCK_SPACE = 0x6D67  # "mg"
-MIGRATION_LOCK, LEASE_LOCK, REQUESTS_LOCK, FEEDBACK_LOCK = 1, 2, 3, 4
+MIGRATION_LOCK, LEASE_LOCK = 1, 2
 
 #: each entry brings the schema from the version before it to its own
 MIGRATIONS = (
@@ -115,6 +121,15 @@ MIGRATIONS = (
     """,
     # a business reward per request (POST /feedback's "reward"); ground_truth is then JSON null
     "ALTER TABLE feedback ADD COLUMN reward DOUBLE PRECISION",
+    # each row's transaction, which readers tail by (rows written before it are at 0, before all)
+    """
+    ALTER TABLE requests ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
+    ALTER TABLE requests ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+    CREATE INDEX requests_position ON requests (xid, seq);
+    ALTER TABLE feedback ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
+    ALTER TABLE feedback ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+    CREATE INDEX feedback_position ON feedback (xid, seq);
+    """,
 )
 
 #: libpq's TCP keepalives: a vanished peer (a host gone, not just a process) is noticed after
@@ -129,8 +144,9 @@ def with_keepalives(url: str) -> str:
     return url + ("&" if "?" in url else "?") + KEEPALIVES.replace(" ", "&")
 
 
-#: the advisory lock a write to each tailed table takes first
-APPEND_LOCKS: dict[str, int] = {"requests": REQUESTS_LOCK, "feedback": FEEDBACK_LOCK}
+#: the oldest transaction still in flight, as of the statement's snapshot: below it, every row
+#: there will ever be is there
+HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 
 
 def _format(query: str) -> bytes:
@@ -140,6 +156,8 @@ def _format(query: str) -> bytes:
 
 class PostgresDatabase:
     """A connection pool (autocommit: each method says where its transaction is) and the schema."""
+
+    xid = "xid::text::bigint"
 
     def __init__(self, url: str, pool_size: int, connect_timeout: float = 10.0) -> None:
         self.url = url
@@ -190,10 +208,26 @@ class PostgresDatabase:
         with self.pool.connection() as connection, connection.transaction():
             yield _Transaction(connection)
 
-    def appending(self, transaction: Transaction, table: Tailed) -> None:
-        """The table's advisory lock, held to the commit: ``seq`` values taken and committed one
-        writer at a time (see the module's docstring)."""
-        transaction.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, APPEND_LOCKS[table]))
+    def after(self, table: Tailed, columns: str, position: Position, limit: int) -> list[tuple[Any, ...]]:
+        """By ``(xid, seq)``, below the horizon (see the module's docstring)."""
+        return self.rows(
+            f"SELECT {self.xid}, seq, {columns} FROM {table} WHERE (xid, seq) > (?::text::xid8, ?) "
+            f"AND xid < {HORIZON} ORDER BY xid, seq LIMIT ?",
+            (*position, limit),
+        )
+
+    def position_before(self, table: Tailed, ts: float) -> Position:
+        # one statement, one snapshot: the first row at or after ts below the horizon, else the last
+        # row below it (a row above it comes later, whatever its ts)
+        rows = self.rows(
+            f"WITH horizon AS (SELECT {HORIZON} AS xmin) "
+            f"(SELECT 0 AS last, {self.xid}, seq - 1 FROM {table}, horizon WHERE xid < horizon.xmin "
+            "AND ts >= ? ORDER BY xid, seq LIMIT 1) UNION ALL "
+            f"(SELECT 1, {self.xid}, seq FROM {table}, horizon WHERE xid < horizon.xmin "
+            "ORDER BY xid DESC, seq DESC LIMIT 1) ORDER BY last LIMIT 1",
+            (ts,),
+        )
+        return (int(rows[0][1]), int(rows[0][2])) if rows else START
 
     def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
         assert isinstance(transaction, _Transaction)  # COPY is a psycopg connection's own

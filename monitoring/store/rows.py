@@ -36,8 +36,9 @@ def _text(payload: bytes | None) -> str | None:
 
 
 def loaded(row: tuple[Any, ...], decode: bool = True) -> LoggedRequest:
-    """A row of ``REQUEST_COLUMNS`` as a record; ``decode=False`` leaves inputs and outputs encoded."""
-    (seq, request_id, arm, ts, route, model, version, status, latency_ms, rows, inputs, outputs, flags,
+    """A row of the writing transaction (``Database.xid``) and ``REQUEST_COLUMNS`` as a record;
+    ``decode=False`` leaves inputs and outputs encoded."""
+    (xid, seq, request_id, arm, ts, route, model, version, status, latency_ms, rows, inputs, outputs, flags,
      error) = row  # fmt: skip
     return LoggedRequest(
         seq=seq,
@@ -56,4 +57,5 @@ def loaded(row: tuple[Any, ...], decode: bool = True) -> LoggedRequest:
         error=error,
         raw_inputs=inputs if inputs and not decode else None,
         raw_outputs=outputs if outputs and not decode else None,
+        xid=xid,
     )

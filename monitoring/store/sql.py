@@ -3,10 +3,11 @@
 The schema and these statements are the same on SQLite and PostgreSQL;
 what differs is behind ``Database``: connections and transactions, how a
 batch of requests goes in (a multi-row INSERT, or COPY), how a list of ids
-is matched (chunked IN lists, or ``= ANY``), and what keeps ``seq`` in commit
-order when several processes append (SQLite's write lock, or an advisory
-lock). Statements are written with ``?`` placeholders; a backend that takes
-another style converts them.
+is matched (chunked IN lists, or ``= ANY``), and how a reader tails what
+writers append (by ``seq`` behind SQLite's one writer at a time, or by
+transaction below the oldest one in flight: ``Position``). Statements are
+written with ``?`` placeholders; a backend that takes another style converts
+them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from monitoring.alerts import Alert
-from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest
+from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest, Position
 from monitoring.store import FeedbackOutcome
 from monitoring.store.rows import REQUEST_COLUMNS, loaded, request_rows
 
@@ -37,6 +38,9 @@ class Transaction(Protocol):
 
 
 class Database(Protocol):
+    #: a row's transaction, as an integer (the first part of its ``Position``)
+    xid: str
+
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query outside any transaction (a snapshot of its own); its rows."""
 
@@ -46,9 +50,12 @@ class Database(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A write transaction: committed when the block ends, rolled back when it raises."""
 
-    def appending(self, transaction: Transaction, table: Tailed) -> None:
-        """Called first in a transaction that appends to ``table``: whatever makes the ``seq`` values
-        it takes commit in order with other writers'."""
+    def after(self, table: Tailed, columns: str, position: Position, limit: int) -> list[tuple[Any, ...]]:
+        """The table's rows after ``position`` (``xid, seq`` and then ``columns``), in position order;
+        none a reader could later find a row before."""
+
+    def position_before(self, table: Tailed, ts: float) -> Position:
+        """The position after which every row of ``table`` is at or after ``ts``."""
 
     def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows of ``REQUEST_COLUMNS`` without ``seq``."""
@@ -61,17 +68,14 @@ class SqlRequestLog:
     def write(self, records: Sequence[EncodedRecord]) -> None:
         rows = request_rows(records)
         with self.db.transaction() as transaction:
-            self.db.appending(transaction, "requests")
             self.db.insert_requests(transaction, rows)
 
-    def read_after(self, seq: int, limit: int, decode: bool = True) -> list[LoggedRequest]:
-        rows = self.db.rows(
-            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
-        )
+    def read_after(self, position: Position, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        rows = self.db.after("requests", REQUEST_COLUMNS.removeprefix("seq, "), position, limit)
         return [loaded(row, decode) for row in rows]
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
-        query = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE ts >= ?"
+        query = f"SELECT {self.db.xid}, {REQUEST_COLUMNS} FROM requests WHERE ts >= ?"
         params: list[object] = [since if since is not None else float("-inf")]
         if model is not None:
             query += " AND model = ?"
@@ -97,28 +101,18 @@ class SqlRequestLog:
 
     def _by_arm(self, condition: str, request_ids: Iterable[str]) -> list[LoggedRequest]:
         rows = self.db.rows_in(
-            f"SELECT {REQUEST_COLUMNS} FROM requests "
+            f"SELECT {self.db.xid}, {REQUEST_COLUMNS} FROM requests "
             f"WHERE status = 200 AND {condition} AND request_id {{ids}}",
             request_ids,
         )
-        return [loaded(row) for row in sorted(rows, key=lambda row: row[0])]
+        return [loaded(row) for row in sorted(rows, key=lambda row: (row[0], row[1]))]
 
-    def seq_before(self, ts: float) -> int:
-        return seq_before(self.db, "requests", ts)
+    def position_before(self, ts: float) -> Position:
+        return self.db.position_before("requests", ts)
 
     def prune(self, before: float) -> int:
         with self.db.transaction() as transaction:
             return transaction.execute("DELETE FROM requests WHERE ts < ?", (before,))
-
-
-def seq_before(db: Database, table: Tailed, ts: float) -> int:
-    # one statement, one snapshot: asked in two, a batch committed in between would be skipped
-    ((seq,),) = db.rows(
-        f"SELECT COALESCE((SELECT MIN(seq) - 1 FROM {table} WHERE ts >= ?), "
-        f"(SELECT COALESCE(MAX(seq), 0) FROM {table}))",
-        (ts,),
-    )
-    return int(seq)
 
 
 class SqlFeedbackLog:
@@ -128,7 +122,6 @@ class SqlFeedbackLog:
     def add(self, items: Sequence[Feedback]) -> list[FeedbackOutcome]:
         outcomes = []
         with self.db.transaction() as transaction:
-            self.db.appending(transaction, "feedback")
             for item in items:
                 truth = orjson.dumps(item.ground_truth).decode()
                 inserted = transaction.execute(
@@ -152,16 +145,15 @@ class SqlFeedbackLog:
         )
         return {row[0]: Feedback(row[0], orjson.loads(row[1]), row[2], row[3]) for row in rows}
 
-    def after(self, seq: int, limit: int) -> list[tuple[int, Feedback]]:
-        rows = self.db.rows(
-            "SELECT seq, request_id, ground_truth, ts, reward FROM feedback WHERE seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (seq, limit),
-        )
-        return [(s, Feedback(rid, orjson.loads(truth), ts, reward)) for s, rid, truth, ts, reward in rows]
+    def after(self, position: Position, limit: int) -> list[tuple[Position, Feedback]]:
+        rows = self.db.after("feedback", "request_id, ground_truth, ts, reward", position, limit)
+        return [
+            ((xid, seq), Feedback(rid, orjson.loads(truth), ts, reward))
+            for xid, seq, rid, truth, ts, reward in rows
+        ]
 
-    def seq_before(self, ts: float) -> int:
-        return seq_before(self.db, "feedback", ts)
+    def position_before(self, ts: float) -> Position:
+        return self.db.position_before("feedback", ts)
 
     def prune(self, before: float) -> int:
         with self.db.transaction() as transaction:

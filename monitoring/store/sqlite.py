@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from monitoring.records import Position
 from monitoring.store import Store, lease_holder
 from monitoring.store.rows import REQUEST_COLUMNS
 from monitoring.store.sql import (
@@ -102,6 +103,8 @@ IN_CHUNK = 500
 class SQLiteDatabase:
     """The file, its connections (one per thread) and its schema."""
 
+    xid = "0"
+
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +148,21 @@ class SQLiteDatabase:
     def transaction(self) -> _Transaction:
         return _Transaction(self.connection())
 
-    def appending(self, transaction: Transaction, table: Tailed) -> None:
-        """Nothing to do: ``BEGIN IMMEDIATE`` took the file's write lock, one writer at a time."""
+    def after(self, table: Tailed, columns: str, position: Position, limit: int) -> list[tuple[Any, ...]]:
+        """By ``seq`` alone: ``BEGIN IMMEDIATE`` takes the file's write lock, so numbers are taken and
+        committed one writer at a time."""
+        return self.rows(
+            f"SELECT 0, seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?", (position[1], limit)
+        )
+
+    def position_before(self, table: Tailed, ts: float) -> Position:
+        # one statement, one snapshot: asked in two, a batch committed in between would be skipped
+        ((seq,),) = self.rows(
+            f"SELECT COALESCE((SELECT MIN(seq) - 1 FROM {table} WHERE ts >= ?), "
+            f"(SELECT COALESCE(MAX(seq), 0) FROM {table}))",
+            (ts,),
+        )
+        return (0, int(seq))
 
     def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
         # many rows a statement: executemany steps (and releases the GIL) once a row

@@ -73,7 +73,15 @@ def test_a_canary_contest_goes_on_from_its_saved_counts():
     contest = canary(error_rate=0.1, violation_rate=0.1, slowdown=1.3)
     checks = contest.checks(0.05, 1.0, 0.05, 1.5)
     resumed = CanaryContest.resumed(contest.evidence(checks, 400.0))
-    assert resumed.checks(0.05, 1.0, 0.05, 1.5) == checks and resumed.seq == contest.seq
+    assert resumed.checks(0.05, 1.0, 0.05, 1.5) == checks and resumed.position == contest.position
+
+
+def test_a_canary_contest_saved_before_positions_had_a_transaction_goes_on_after_its_seq():
+    contest = canary(error_rate=0.1)
+    saved = contest.evidence(contest.checks(0.05, 1.0, 0.05, 1.5), 400.0)
+    del saved["position"]
+    resumed = CanaryContest.resumed({**saved, "seq": 812})
+    assert resumed.position == (0, 812) and resumed.requests == contest.requests
 
 
 def settings(registry, rules):

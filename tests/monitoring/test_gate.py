@@ -31,7 +31,7 @@ def comparison(better="challenger", samples=300, versions=(1, 2), **challenger):
                 "contests": {"champion": 10, "challenger": 40},
                 "e_value": {"champion": 0.01, "challenger": 55.0},
                 "threshold": 40.0, "alpha": 0.05, "better": better, "guarantee": "",
-                "feedback_seq": 7}  # fmt: skip
+                "feedback_position": (0, 7)}  # fmt: skip
     return {"arms": {"champion": arm(), "shadow": arm(**challenger)}, "quality": None, "evidence": evidence}
 
 

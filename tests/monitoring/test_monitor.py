@@ -157,9 +157,9 @@ class CountedLog(SqlRequestLog):
         super().__init__(db)
         self.limits: list[int] = []
 
-    def read_after(self, seq, limit, decode=True):
+    def read_after(self, position, limit, decode=True):
         self.limits.append(limit)
-        return super().read_after(seq, limit, decode)
+        return super().read_after(position, limit, decode)
 
 
 def test_big_batches_are_read_a_few_at_a_time_and_unmirrored_ones_are_not_hoarded(cancer_registry, tmp_path):

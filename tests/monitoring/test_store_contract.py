@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from monitoring.alerts import Alert
-from monitoring.records import EncodedRecord, Feedback, RequestRecord
+from monitoring.records import START, EncodedRecord, Feedback, Position, RequestRecord
 from monitoring.store import FeedbackOutcome, Store, open_store
+from monitoring.store.rows import request_rows
 from registry.prediction import Prediction
 
 
@@ -60,20 +61,20 @@ def write(store: Store, *records: RequestRecord) -> None:
 
 def test_records_read_back_in_order_with_inputs_outputs_and_errors(store):
     write(store, record("r1"), record("r2", status=422))
-    first, second = store.requests.read_after(0, 10)
-    assert first.seq < second.seq
+    first, second = store.requests.read_after(START, 10)
+    assert first.position < second.position
     assert first.inputs["a"] == [1.5, 3.0] and first.inputs["b"][0] is None and first.inputs["b"][1] == 4.0
     assert first.outputs == {"label": ["yes", "no"], "probabilities": [[0.2, 0.8], [0.9, 0.1]]}
     assert (first.ts, first.latency_ms, first.rows, first.version) == (100.0, 1.25, 2, 1)
     assert (second.status, second.error, second.inputs) == (422, "inputs[0].a: missing", None)
-    assert store.requests.read_after(first.seq, 10) == [second]
+    assert store.requests.read_after(first.position, 10) == [second]
 
 
 def test_records_can_be_read_with_their_payloads_still_encoded(store):
     write(store, record("r1"))
-    (raw,) = store.requests.read_after(0, 1, decode=False)
+    (raw,) = store.requests.read_after(START, 1, decode=False)
     assert raw.inputs is None and raw.outputs is None
-    assert raw.decoded() == store.requests.read_after(0, 1)[0]
+    assert raw.decoded() == store.requests.read_after(START, 1)[0]
 
 
 def test_per_feature_columns_with_strings_round_trip(store):
@@ -82,13 +83,13 @@ def test_per_feature_columns_with_strings_round_trip(store):
         "size": np.array([1.0, math.nan], np.float32),
     }
     write(store, record(features=("color", "size"), matrix=None, columns=columns))
-    (logged,) = store.requests.read_after(0, 1)
+    (logged,) = store.requests.read_after(START, 1)
     assert logged.inputs == {"color": ["red", "blue"], "size": [1.0, None]}
 
 
 def test_regression_outputs_and_flags_round_trip(store):
     write(store, record(prediction=Prediction(values=np.array([151.5, 80.25])), flags={"value_range": 1}))
-    (logged,) = store.requests.read_after(0, 1)
+    (logged,) = store.requests.read_after(START, 1)
     assert logged.outputs == {"value": [151.5, 80.25]} and logged.flags == {"value_range": 1}
 
 
@@ -120,7 +121,7 @@ def test_feedback_is_idempotent_and_conflicts_are_refused(store):
     again = store.feedback.add([Feedback("r1", ["yes", "no"], 201.0), Feedback("r2", ["yes", "yes"], 201.0)])
     assert again == [FeedbackOutcome.DUPLICATE, FeedbackOutcome.CONFLICT]
     assert store.feedback.of(["r1", "r2", "x"])["r2"].ground_truth == ["no", "no"]
-    tail = store.feedback.after(0, 10)
+    tail = store.feedback.after(START, 10)
     assert [f.request_id for _, f in tail] == ["r1", "r2"] and tail[0][0] < tail[1][0]
     assert store.feedback.after(tail[0][0], 10) == tail[1:]
 
@@ -130,7 +131,7 @@ def test_feedback_keeps_a_reward_with_or_without_ground_truth(store):
     store.feedback.add([Feedback("r1", None, 200.0, reward=12.5), Feedback("r2", ["yes", "no"], 200.0, 1.0)])
     kept = store.feedback.of(["r1", "r2"])
     assert (kept["r1"].ground_truth, kept["r1"].reward, kept["r2"].reward) == (None, 12.5, 1.0)
-    assert [f.reward for _, f in store.feedback.after(0, 10)] == [12.5, 1.0]
+    assert [f.reward for _, f in store.feedback.after(START, 10)] == [12.5, 1.0]
     assert store.feedback.add([Feedback("r1", None, 201.0, reward=3.0)]) == [FeedbackOutcome.CONFLICT]
 
 
@@ -138,48 +139,52 @@ def test_prune_deletes_what_is_older(store):
     write(store, record("old", ts=10), record("new", ts=20))
     store.feedback.add([Feedback("old", ["yes", "no"], 11.0), Feedback("new", ["yes", "no"], 21.0)])
     assert (store.requests.prune(before=15), store.feedback.prune(before=15)) == (1, 1)
-    assert [r.request_id for r in store.requests.read_after(0, 10)] == ["new"]
+    assert [r.request_id for r in store.requests.read_after(START, 10)] == ["new"]
     assert list(store.feedback.of(["old", "new"])) == ["new"]
 
 
 def test_where_a_monitor_starts(store):
-    assert store.requests.seq_before(0) == 0  # an empty log: from the start
-    write(store, record("a", ts=10), record("b", ts=20), record("c", ts=30))
-    _, b, c = (r.seq for r in store.requests.read_after(0, 10))
-    assert store.requests.seq_before(15) == b - 1  # the first record at or after 15 is b
-    assert store.requests.read_after(store.requests.seq_before(15), 10)[0].request_id == "b"
-    assert store.requests.seq_before(99) == c  # nothing that recent: after the last one
-    assert store.feedback.seq_before(15) == 0
+    assert store.requests.position_before(0) == START  # an empty log: from the start
+    for request_id, ts in (("a", 10), ("b", 20), ("c", 30)):  # a transaction each
+        write(store, record(request_id, ts=ts))
+    _, b, c = store.requests.read_after(START, 10)
+    start = store.requests.position_before(15)  # the first record at or after 15 is b
+    assert start < b.position and [r.request_id for r in store.requests.read_after(start, 10)] == ["b", "c"]
+    assert store.requests.position_before(99) == c.position  # nothing that recent: after the last one
+    assert store.feedback.position_before(15) == START
 
 
-def test_a_reader_tailing_concurrent_writers_misses_nothing(location):
+@pytest.mark.parametrize("writers", [3, 32])
+def test_a_reader_tailing_concurrent_writers_misses_nothing(location, writers):
     """Writers in several processes' stead (one store each) commit batches while a monitor tails by
-    seq: it must end with every record, each once, in ascending seq. On PostgreSQL this is what the
-    write lock is for: sequence numbers taken in one order and committed in the other would be
-    skipped by a reader that had already passed them."""
-    stores = [open_store(location) for _ in range(4)]
+    position: it must end with every record, each once, in ascending position. On PostgreSQL nothing
+    orders the writers' commits: sequence numbers taken in one order and committed in the other
+    would be skipped by a reader that had passed them, were it not reading by transaction below the
+    oldest one in flight."""
+    stores = [open_store(location) for _ in range(writers + 1)]
     writers_done = threading.Event()
+    batches = 600 // (8 * writers)
 
     def writer(index: int, store: Store) -> None:
-        for batch in range(25):
+        for batch in range(batches):
             write(store, *(record(f"w{index}-{batch}-{i}", rows=1) for i in range(8)))
 
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[Position, str]] = []
 
     def tail(store: Store) -> None:
-        seq = 0
+        position = START
         while True:
             finished = writers_done.is_set()  # read before the last pass: nothing is left after it
-            read = store.requests.read_after(seq, 50, decode=False)
+            read = store.requests.read_after(position, 50, decode=False)
             for r in read:
-                seen.append((r.seq, r.request_id))
-                seq = r.seq
+                seen.append((r.position, r.request_id))
+                position = r.position
             if finished and len(read) < 50:
                 return
             time.sleep(0.001)
 
-    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores[:3])]
-    reader = threading.Thread(target=tail, args=(stores[3],))
+    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores[:writers])]
+    reader = threading.Thread(target=tail, args=(stores[writers],))
     reader.start()
     for thread in threads:
         thread.start()
@@ -189,8 +194,27 @@ def test_a_reader_tailing_concurrent_writers_misses_nothing(location):
     reader.join()
     for store in stores:
         store.close()
-    assert len(seen) == 600 and len({rid for _, rid in seen}) == 600
-    assert [seq for seq, _ in seen] == sorted(seq for seq, _ in seen)
+    written = writers * batches * 8
+    assert len(seen) == written and len({rid for _, rid in seen}) == written
+    assert [position for position, _ in seen] == sorted(position for position, _ in seen)
+
+
+def test_a_reader_waits_for_a_record_still_being_committed(postgres_url):
+    """A batch takes its numbers first and commits last: the reader reads neither it nor anything
+    committed after it until it is in, then both, so its position never passes the slow one."""
+    store, other = open_store(postgres_url), open_store(postgres_url)
+    db = store.requests.db
+    try:
+        with db.transaction() as transaction:
+            db.insert_requests(transaction, request_rows([EncodedRecord.of(record("slow"))]))
+            write(other, record("quick"))  # a higher seq, committed first
+            assert store.requests.read_after(START, 10) == []
+        slow, quick = store.requests.read_after(START, 10)
+        assert (slow.request_id, quick.request_id) == ("slow", "quick") and slow.seq < quick.seq
+        assert store.requests.position_before(0) < slow.position
+    finally:
+        store.close()
+        other.close()
 
 
 def test_a_report_replaces_the_one_before(store):
@@ -276,6 +300,35 @@ def test_opening_a_store_again_keeps_what_it_holds(location):
     first.close()
     again = open_store(location)  # the schema is there: nothing is created or migrated twice
     try:
-        assert [r.request_id for r in again.requests.read_after(0, 10)] == ["r1"]
+        assert [r.request_id for r in again.requests.read_after(START, 10)] == ["r1"]
     finally:
         again.close()
+
+
+def test_a_postgres_log_written_before_positions_is_read_after_the_upgrade(postgres_url):
+    """Rows of a log whose writers took the old append lock have no transaction: migrated, they are
+    at transaction 0, before everything written since, and a monitor reads them all once."""
+    import psycopg
+
+    from monitoring.store.postgres import MIGRATIONS
+
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(
+            b"CREATE TABLE modelgate_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
+        )
+        for number, script in enumerate(MIGRATIONS[:2], start=1):
+            connection.execute(script.encode())
+            connection.execute(b"INSERT INTO modelgate_schema (version) VALUES (%s)", (number,))
+        connection.execute(
+            b"INSERT INTO requests (request_id, arm, ts, route, status, latency_ms, rows) "
+            b"VALUES ('old', 'champion', 10, 'predict', 200, 1.0, 1)"
+        )
+    store = open_store(postgres_url)
+    try:
+        write(store, record("new", ts=20))
+        old, new = store.requests.read_after(START, 10)
+        assert (old.request_id, old.xid, new.request_id) == ("old", 0, "new") and new.xid > 0
+        assert store.requests.read_after(old.position, 10) == [new]
+        assert store.requests.position_before(15) == (new.xid, new.seq - 1)
+    finally:
+        store.close()
