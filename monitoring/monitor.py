@@ -176,7 +176,7 @@ class Monitor:
         if canary is not None:
             self.canaries[model] = CanaryContest.resumed(canary)
         resumed = self.resumed[model] = (
-            saved_position(canary, "position", "seq") if canary else START,
+            self.canaries[model].position if canary is not None else START,
             max(
                 saved_position(e, "feedback_position", "feedback_seq") if e else START
                 for e in (quality, reward)

@@ -45,7 +45,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from monitoring.records import START, Position
 from monitoring.store import Store, lease_holder, redacted
-from monitoring.store.rows import REQUEST_COLUMNS
+from monitoring.store.rows import WRITTEN_COLUMNS
 from monitoring.store.sql import (
     SqlAlertStore,
     SqlFeedbackLog,
@@ -231,10 +231,9 @@ class PostgresDatabase:
 
     def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
         assert isinstance(transaction, _Transaction)  # COPY is a psycopg connection's own
-        columns = REQUEST_COLUMNS.removeprefix("seq, ")
         with (
             transaction.connection.cursor() as cursor,
-            cursor.copy(f"COPY requests ({columns}) FROM STDIN".encode()) as copy,
+            cursor.copy(f"COPY requests ({WRITTEN_COLUMNS}) FROM STDIN".encode()) as copy,
         ):
             for row in rows:
                 copy.write_row(row)

@@ -13,14 +13,16 @@ import orjson
 
 from monitoring.records import EncodedRecord, LoggedRequest
 
-#: the requests table's columns, in the order of ``request_rows`` (after ``seq``)
-REQUEST_COLUMNS = (
-    "seq, request_id, arm, ts, route, model, version, status, latency_ms, rows, inputs, outputs, flags, error"
+#: the columns a write gives a request row, in the order of ``request_rows``
+WRITTEN_COLUMNS = (
+    "request_id, arm, ts, route, model, version, status, latency_ms, rows, inputs, outputs, flags, error"
 )
+#: the requests table's columns: its ``seq``, then what was written
+REQUEST_COLUMNS = f"seq, {WRITTEN_COLUMNS}"
 
 
 def request_rows(records: Sequence[EncodedRecord]) -> list[tuple[Any, ...]]:
-    """Each record as the values of ``REQUEST_COLUMNS`` without ``seq``."""
+    """Each record as the values of ``WRITTEN_COLUMNS``."""
     return [
         (
             r.request_id, r.arm, r.ts, r.route, r.model, r.version, r.status, r.latency_ms, r.rows,

@@ -21,7 +21,7 @@ import orjson
 from monitoring.alerts import Alert
 from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest, Position
 from monitoring.store import FeedbackOutcome
-from monitoring.store.rows import REQUEST_COLUMNS, loaded, request_rows
+from monitoring.store.rows import REQUEST_COLUMNS, WRITTEN_COLUMNS, loaded, request_rows
 
 #: the tables whose ``seq`` consumers tail
 Tailed = Literal["requests", "feedback"]
@@ -58,7 +58,7 @@ class Database(Protocol):
         """The position after which every row of ``table`` is at or after ``ts``."""
 
     def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
-        """Insert rows of ``REQUEST_COLUMNS`` without ``seq``."""
+        """Insert rows of ``WRITTEN_COLUMNS``."""
 
 
 class SqlRequestLog:
@@ -71,7 +71,7 @@ class SqlRequestLog:
             self.db.insert_requests(transaction, rows)
 
     def read_after(self, position: Position, limit: int, decode: bool = True) -> list[LoggedRequest]:
-        rows = self.db.after("requests", REQUEST_COLUMNS.removeprefix("seq, "), position, limit)
+        rows = self.db.after("requests", WRITTEN_COLUMNS, position, limit)
         return [loaded(row, decode) for row in rows]
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:

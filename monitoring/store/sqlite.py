@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from monitoring.records import Position
 from monitoring.store import Store, lease_holder
-from monitoring.store.rows import REQUEST_COLUMNS
+from monitoring.store.rows import WRITTEN_COLUMNS
 from monitoring.store.sql import (
     SqlAlertStore,
     SqlFeedbackLog,
@@ -152,7 +152,8 @@ class SQLiteDatabase:
         """By ``seq`` alone: ``BEGIN IMMEDIATE`` takes the file's write lock, so numbers are taken and
         committed one writer at a time."""
         return self.rows(
-            f"SELECT 0, seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?", (position[1], limit)
+            f"SELECT {self.xid}, seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?",
+            (position[1], limit),
         )
 
     def position_before(self, table: Tailed, ts: float) -> Position:
@@ -170,7 +171,7 @@ class SQLiteDatabase:
             chunk = rows[start : start + INSERT_ROWS]
             values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
             transaction.execute(
-                f"INSERT INTO requests ({REQUEST_COLUMNS.removeprefix('seq, ')}) VALUES {values}",
+                f"INSERT INTO requests ({WRITTEN_COLUMNS}) VALUES {values}",
                 [value for row in chunk for value in row],
             )
 
