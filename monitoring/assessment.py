@@ -140,7 +140,7 @@ def drift_statistics(
 def too_few(window: Window[LoggedRequest], settings: WindowSettings) -> str:
     """Why a window is not tested, and what to do about it."""
     return (
-        f"{window.rows} rows in the window (the last {settings.max_age_seconds:g} s, at most "
+        f"{window.rows} rows in the window (the last {settings.max_age_seconds:g} s, sampled to at most "
         f"{settings.max_rows} rows); drift is tested from {settings.min_rows} rows. With little traffic, "
         "a longer MODELGATE_WINDOW_SECONDS gathers enough rows"
     )
@@ -155,9 +155,10 @@ def report(
 ) -> VersionReport:
     """The JSON-ready report on one model version's window."""
     enough = window.rows >= settings.min_rows
+    requests = window.requests
     statistics = drift_statistics(manifest, window, settings, refs) if enough else []
     plausibility: list[PlausibilityEntry] = []
-    for key, violations in sorted(flag_totals(window.requests).items()):
+    for key, violations in sorted(flag_totals(requests).items()):
         rule, feature = Flag.parse(key)
         entry: PlausibilityEntry = {
             "rule": rule,
@@ -177,10 +178,11 @@ def report(
         "reason": None if enough else too_few(window, settings),
         "window": {
             "rows": window.rows,
-            "requests": len(window.requests),
+            "seen_rows": window.seen_rows,
+            "requests": len(requests),
             "max_rows": settings.max_rows,
             "max_age_seconds": settings.max_age_seconds,
-            "oldest": window.requests[0].ts if window.requests else None,
+            "oldest": requests[0].ts if requests else None,
             "newest": window.last_seen or None,
         },
         "alerting_features": sum(s["drifted"] and s["p_adjusted"] < settings.alert_alpha for s in statistics),

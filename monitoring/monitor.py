@@ -9,7 +9,7 @@ log store, where every process reads them for ``GET /monitoring/drift``.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -41,7 +41,6 @@ from monitoring.report import (
     Comparison,
     QualityEvidence,
     Report,
-    TrafficSummary,
 )
 from monitoring.sequential import Matcher
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
@@ -308,11 +307,6 @@ class Monitor:
             contest = _contest(contests, request.model, *versions, False, ts, metric)
             contest.add(matched[:, 0], matched[:, 1], ts)
 
-    def arm_summary(self, model: str, arm: Arm, since: float, now: float) -> TrafficSummary | None:
-        """One arm's traffic since a time (the canary judges a weight on what came after it was set)."""
-        window = self.arm_traffic.get((model, arm))
-        return traffic_summary(window, now, since) if window is not None else None
-
     def comparison(self, model: str, now: float) -> Comparison | None:
         """Champion against challenger over the windows; None while the challenger has no traffic."""
         self._resume(model)  # before this pass's report replaces the one the evidence was saved in
@@ -371,7 +365,7 @@ class Monitor:
                 ranked[model] = (rank, version, window)
         latest = {model: (version, window) for model, (_, version, window) in ranked.items()}
         for _, window in latest.values():  # inputs are decoded once a record is reported on
-            window.requests = deque(r.decoded() for r in window.requests)
+            window.replace(LoggedRequest.decoded)
         # a version's report grown into the model's (the canary's state, optional, comes later)
         reports: dict[str, Report] = {
             model: cast(Report, {

@@ -43,7 +43,11 @@ class DriftStatistic(TypedDict):
 
 
 class TrafficSummary(TypedDict):
-    """Requests over a window (``monitoring.windows.traffic_summary``)."""
+    """Requests over a window (``monitoring.windows.traffic_summary``).
+
+    A busy window holds a sample of its span's requests: ``requests`` counts those held, and the rates
+    and percentiles estimate the span's.
+    """
 
     requests: int
     #: plausibility violations a predicted row
@@ -204,7 +208,10 @@ class PlausibilityEntry(TypedDict):
 
 
 class WindowInfo(TypedDict):
+    #: rows the window holds: all of its span's, or a sample of them (``monitoring.windows.Window``)
     rows: int
+    #: rows its span had, sampled or not
+    seen_rows: int
     requests: int
     max_rows: int
     max_age_seconds: float

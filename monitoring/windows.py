@@ -1,11 +1,13 @@
-"""The monitor's windows: recent entries of one model version, bounded in rows and age, and what
-is read from them (a feature's column, an output, plausibility flags, traffic figures)."""
+"""The monitor's windows: one model version's entries of a span of time, sampled to a bounded number
+of rows, and what is read from them (a feature's column, an output, plausibility flags, traffic figures)."""
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
-from collections.abc import Iterable
+import math
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -20,7 +22,9 @@ from monitoring.report import TrafficSummary
 class WindowSettings:
     """How much traffic a window holds and when drift is tested."""
 
+    #: rows a window holds at most (a sample of its span when more came) ...
     max_rows: int = 1000
+    #: ... over this many seconds
     max_age_seconds: float = 3600.0
     #: fewer rows than this: no drift test (too little data to say anything)
     min_rows: int = MIN_ROWS
@@ -28,6 +32,8 @@ class WindowSettings:
     alpha: float = ALPHA
     #: ... and the stricter level a drifted quantity alerts at (see ``alert_alpha``)
     alert_alpha: float = ALPHA
+    #: slots of time the span is cut into: a busy window is a sample spread evenly over them
+    strata: int = 60
     #: the smallest change called drift
     min_effect: float = MIN_EFFECT
     #: significance of champion against challenger quality
@@ -72,30 +78,105 @@ class Labelled:
 
 
 class Window(Generic[T]):
-    """Recent entries of one model version, at most ``max_rows`` rows and ``max_age`` old."""
+    """One version's entries of the last ``max_age`` seconds: all of them while they hold at most
+    ``max_rows`` rows, else a random sample of about that many rows spread evenly over the span.
 
-    def __init__(self, settings: WindowSettings) -> None:
+    The span is cut into ``strata`` equal slots of time. When the window outgrows its rows it is
+    thinned: each entry has a random key, and a slot gives up its entries of highest key first, down
+    to a level of rows every slot is held to (water-filling: a slot with less keeps all it has). A
+    slot thinned once holds no more rows than it was cut to (give or take its last entry), and the
+    level is never above that, so at 10 and at 40,000 requests/s the window holds the same minutes,
+    each as much as any other; a burst fills its own slot, not the window. Which entries are kept
+    never depends on their values, so a window of a clean stream is a sample of the clean stream and
+    the drift tests keep their level. Memory is bounded: the window is thinned whenever it holds
+    twice ``max_rows``.
+    """
+
+    def __init__(self, settings: WindowSettings, seed: int = 0) -> None:
         self.settings = settings
-        self.requests: deque[T] = deque()
+        self.width = settings.max_age_seconds / settings.strata
+        self._random = random.Random(seed)
+        #: (random key, entry), in the order added
+        self._entries: deque[tuple[float, T]] = deque()
         self.rows = 0
+        #: rows added per slot of time still in the span (sampled or not) ...
+        self._seen: dict[int, int] = {}
+        #: ... and the rows a thinned slot was cut to
+        self._cut: dict[int, int] = {}
+        self.last_seen = 0.0
 
     def add(self, entry: T) -> None:
-        """Add ``entry``, dropping the oldest past ``max_rows`` at once: a pass that catches up on a
+        """Add ``entry``; past twice ``max_rows``, thin the window at once: a pass that catches up on a
         backlog (the log grows faster than one pass reads it) held every record it read until the
         report trimmed them, 3.4 GB of 256-row records in one minute of binary requests."""
-        self.requests.append(entry)
+        self._entries.append((self._random.random(), entry))
         self.rows += entry.rows
-        while self.rows > self.settings.max_rows and self.requests:
-            self.rows -= self.requests.popleft().rows
+        slot = self._slot(entry.ts)
+        self._seen[slot] = self._seen.get(slot, 0) + entry.rows
+        self.last_seen = max(self.last_seen, entry.ts)
+        if self.rows > 2 * self.settings.max_rows:
+            self.trim(self.last_seen)
 
     def trim(self, now: float) -> None:
+        """Forget what is older than the span, and thin the rest to ``max_rows`` rows."""
         oldest = now - self.settings.max_age_seconds
-        while self.requests and (self.rows > self.settings.max_rows or self.requests[0].ts < oldest):
-            self.rows -= self.requests.popleft().rows
+        while self._entries and self._entries[0][1].ts < oldest:
+            self.rows -= self._entries.popleft()[1].rows
+        for slots in (self._seen, self._cut):
+            for slot in [s for s in slots if (s + 1) * self.width <= oldest]:
+                del slots[slot]
+        if self.rows > self.settings.max_rows or self._cut:  # a slot cut once holds no more since
+            self._thin()
+
+    def _slot(self, ts: float) -> int:
+        return math.floor(ts / self.width)
+
+    def _thin(self) -> None:
+        """Keep the first ``max_rows`` rows in the order of the level each entry starts at (the rows of
+        its slot of lower key), keys breaking the ties; no entry starting at or past the rows a slot
+        was cut to before; the order added kept."""
+        entries = list(self._entries)
+        slots: dict[int, list[int]] = {}
+        for i, (_, entry) in enumerate(entries):
+            slots.setdefault(self._slot(entry.ts), []).append(i)
+        cap = max(1, min(self._cut.values())) if self._cut else self.settings.max_rows
+        order = []
+        for members in slots.values():
+            level = 0
+            for i in sorted(members, key=lambda i: entries[i][0]):
+                if level >= cap:
+                    break
+                order.append((level, entries[i][0], i))
+                level += entries[i][1].rows
+        kept: list[int] = []
+        self.rows = 0
+        for _, _, i in sorted(order):
+            if self.rows + entries[i][1].rows > self.settings.max_rows:
+                break
+            kept.append(i)
+            self.rows += entries[i][1].rows
+        kept.sort()
+        held: Counter[int] = Counter()  # rows ...
+        left: Counter[int] = Counter()  # ... and entries kept, per slot
+        for i in kept:
+            held[self._slot(entries[i][1].ts)] += entries[i][1].rows
+            left[self._slot(entries[i][1].ts)] += 1
+        self._cut.update({slot: held[slot] for slot, members in slots.items() if left[slot] < len(members)})
+        self._entries = deque(entries[i] for i in kept)
 
     @property
-    def last_seen(self) -> float:
-        return self.requests[-1].ts if self.requests else 0.0
+    def requests(self) -> list[T]:
+        """The entries held, in the order added."""
+        return [entry for _, entry in self._entries]
+
+    @property
+    def seen_rows(self) -> int:
+        """Rows added over the span (to the slot), of which the window holds ``rows``."""
+        return sum(self._seen.values())
+
+    def replace(self, change: Callable[[T], T]) -> None:
+        """Each entry held changed in place (decoded, say), its key and place kept."""
+        self._entries = deque((key, change(entry)) for key, entry in self._entries)
 
 
 def column(requests: Iterable[LoggedRequest], name: str, numeric: bool) -> np.ndarray:
@@ -130,11 +211,11 @@ class Traffic:
     violations: int = 0
 
 
-def traffic_summary(window: Window[Traffic], now: float, since: float = 0.0) -> TrafficSummary:
-    """Requests (at or after ``since``), the share not answered 200, the median and 99th percentile
-    latency, and plausibility violations per predicted row."""
+def traffic_summary(window: Window[Traffic], now: float) -> TrafficSummary:
+    """Requests, the share not answered 200, the median and 99th percentile latency, and plausibility
+    violations per predicted row."""
     window.trim(now)
-    entries = [r for r in window.requests if r.ts >= since] if since else window.requests
+    entries = window.requests
     statuses = np.array([r.status for r in entries])
     latencies = np.array([r.latency_ms for r in entries])
     predicted = sum(r.predicted for r in entries)

@@ -138,9 +138,9 @@ class Settings:
     #: plausibility rules that refuse a request (422) instead of only flagging it, comma-separated:
     #: e.g. "probability_finite,input_range" (input rules apply to every feature)
     reject_rules: str = ""
-    #: the monitor's rolling window per model: at most this many rows ...
+    #: the monitor's window per model version: at most this many rows (a sample of its span if more) ...
     window_rows: int = 1000
-    #: ... and none older than this many seconds
+    #: ... of the last this many seconds
     window_seconds: float = 3600.0
     #: no drift test on fewer rows than this
     drift_min_rows: int = 100

@@ -1,6 +1,7 @@
 """The decision benchmarks' parts, small: the gate's simulation agrees with ``gate`` at the pass it
 promotes, a better challenger is promoted and an equal one not within an hour, a broken canary is
-stepped down, and a drift shift at 1,000 requests/s is found at the first pass at either level."""
+stepped down, and a drift shift is found within a 300-s window's span at 10 and at 1,000 requests/s,
+the alert level after the window's."""
 
 from __future__ import annotations
 
@@ -25,5 +26,7 @@ def test_the_canary_simulation_steps_a_broken_canary_down():
     assert sequential_decisions.canary_run((0.5, 600.0, 0, True)) is not None  # the rule before, too
 
 
-def test_a_shift_at_a_thousand_requests_a_second_alerts_at_the_first_pass():
-    assert drift_alerts.delay((0, 1000.0)) == (2.0, 2.0)
+def test_a_shift_alerts_within_the_window_span_at_low_and_high_traffic():
+    for rate in (10.0, 1000.0):
+        window_level, alert_level = drift_alerts.delay((0, rate, 300.0))
+        assert 0 < window_level <= alert_level < 300

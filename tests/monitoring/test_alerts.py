@@ -102,7 +102,7 @@ def test_webhook_payload_is_alertmanager_version_4():
     assert body["startsAt"] == "2023-11-14T22:13:20Z" and body["labels"]["model"] == "m"
 
 
-def gateway(registry, tmp_path, url):
+def gateway(registry, tmp_path, url, window_seconds=3600.0):
     rules = tmp_path / "alerts.yml"
     rules.write_text(
         "rules:\n  - {name: ModelInputDrift, kind: drift, threshold: 1, for: 0s}\n"
@@ -110,7 +110,7 @@ def gateway(registry, tmp_path, url):
         "delivery: {timeout_seconds: 1, max_backoff_seconds: 0.2}\n"
     )
     settings = Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05, window_rows=140,
-                        alert_rules=str(rules))  # fmt: skip
+                        window_seconds=window_seconds, alert_rules=str(rules))  # fmt: skip
     return create_app(settings)
 
 
@@ -132,12 +132,13 @@ def test_drift_fires_once_and_resolves_once_at_the_receiver(cancer_registry, tmp
     _, x_test, _, _ = breast_cancer()
     receiver = receivers()
     url = receiver.start()
-    with TestClient(gateway(cancer_registry, tmp_path, url)) as client:
+    with TestClient(gateway(cancer_registry, tmp_path, url, window_seconds=4)) as client:
         send(client, x_test.assign(mean_texture=x_test["mean_texture"] * 1.6).iloc[:140])
         wait_for(lambda: len(receiver.bodies) == 1)
         firing = client.get("/monitoring/alerts").json()["firing"]
         assert [a["labels"]["alertname"] for a in firing] == ["ModelInputDrift"]
-        send(client, x_test.iloc[:140])  # the shifted rows leave the window
+        time.sleep(2)
+        send(client, x_test.iloc[:140])  # the shifted rows leave the window's 4 s, clean ones come
         wait_for(lambda: len(receiver.bodies) == 2)
         time.sleep(0.5)  # more monitor passes: nothing more is sent
         assert (

@@ -10,11 +10,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from monitoring.monitor import ROWS_A_READ, UNPAIRED_MAX_ROWS, Monitor
-from monitoring.records import LoggedRequest, RequestRecord
+from monitoring.records import RequestRecord
 from monitoring.sink import encode
 from monitoring.store.sql import SqlRequestLog
 from monitoring.store.sqlite import SQLiteDatabase, open_sqlite
-from monitoring.windows import Traffic, Window, WindowSettings
+from monitoring.windows import WindowSettings
 from registry.demo import breast_cancer
 from registry.prediction import Prediction
 from service.app import create_app
@@ -124,30 +124,6 @@ def test_one_monitor_leads_a_log_until_it_stops(tmp_path):
     first.close()
     assert second.lease.acquire()
     second.close()
-
-
-def test_a_window_keeps_the_newest_rows_within_its_age():
-    window = Window(WindowSettings(max_rows=10, max_age_seconds=100))
-    for i in range(6):
-        request = LoggedRequest(
-            seq=i, request_id=str(i), arm="champion", ts=float(i * 10), route="predict", model="m", version=1,
-            status=200, latency_ms=1, rows=3, inputs={}, outputs={}, flags={}, error=None,
-        )  # fmt: skip
-        window.add(request)
-    window.trim(now=50.0)
-    assert [r.request_id for r in window.requests] == ["3", "4", "5"] and window.rows == 9
-    window.trim(now=145.0)
-    assert [r.request_id for r in window.requests] == ["5"]
-
-
-def test_a_window_never_holds_more_rows_than_its_size_between_reports():
-    """A pass catching up on a backlog adds thousands of records before its report trims: each add
-    drops what falls out, so the monitor's memory is the window's, not the backlog's."""
-    window = Window(WindowSettings(max_rows=1000, max_age_seconds=3600))
-    for i in range(300):
-        window.add(Traffic(ts=float(i), status=200, latency_ms=1.0, rows=256))
-        assert window.rows <= 1000
-    assert [entry.ts for entry in window.requests] == [297.0, 298.0, 299.0]  # 768 rows; a fourth is 1,024
 
 
 class CountedLog(SqlRequestLog):

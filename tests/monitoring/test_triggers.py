@@ -128,10 +128,13 @@ def test_a_command_gets_the_trigger_and_is_rate_limited(cancer_registry, tmp_pat
     action = f"{{command: [python, -c, {script!r}], min_interval: 1h, timeout: 1m}}"
     frame, truth = drifted_rows()
     clean_x, _, clean_y, _ = breast_cancer()
-    with TestClient(gateway(cancer_registry, tmp_path, DRIFT, action, window_rows=200)) as client:
+    with TestClient(
+        gateway(cancer_registry, tmp_path, DRIFT, action, window_rows=200, window_seconds=4)
+    ) as client:
         send_with_truth(client, frame.iloc[:200], truth.iloc[:200])
         wait_for(lambda: seen.exists() and seen.read_text(), what="the command to run")
-        send_with_truth(client, clean_x.iloc[:200], clean_y.iloc[:200])  # the alert resolves ...
+        # the drifted rows leave the window's 4 s: the alert resolves ...
+        send_with_truth(client, clean_x.iloc[:200], clean_y.iloc[:200])
         wait_for(lambda: client.get("/monitoring/alerts").json()["resolved"], what="the alert to resolve")
         send_with_truth(client, frame.iloc[200:400], truth.iloc[200:400])  # ... and fires again
         wait_for(lambda: client.get("/monitoring/alerts").json()["firing"], what="the alert to fire again")

@@ -19,12 +19,15 @@ from service.settings import Settings
 DATATYPE = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
 
 
-def served(registry, model, name, window_rows=1000, **push):
+#: the drift tests' window, in seconds: what was sent before it is forgotten after a pause this long
+SPAN = 4.0
+
+
+def served(registry, model, name, window_rows=1000, window_seconds=3600.0, **push):
     registry.push(model.onnx, name, model.reference, actor="tests", **push)
     registry.promote(name, 1, "champion", actor="tests")
-    settings = Settings(
-        registry=registry.root, poll_interval=3600, monitor_interval=0.05, window_rows=window_rows
-    )
+    settings = Settings(registry=registry.root, poll_interval=3600, monitor_interval=0.05,
+                        window_rows=window_rows, window_seconds=window_seconds)  # fmt: skip
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
@@ -42,12 +45,14 @@ def send(client, name, key, array, batch=25):
 
 
 def report_after(client, name, rows, since=0.0, timeout=15.0):
-    """The first report over ``rows`` rows, all sent after ``since`` (epoch seconds)."""
+    """The first report on a window that has seen ``rows`` rows (it tests them, or a sample of them
+    when more came), all sent after ``since`` (epoch seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get("/monitoring/drift", params={"model": name}).json()
         window = body.get("window", {})
-        if window.get("rows") == rows and (window.get("oldest") or 0) >= since and body.get("status") == "ok":
+        seen = window.get("seen_rows", 0) >= rows and (window.get("oldest") or 0) >= since
+        if seen and body.get("status") == "ok":
             return body
         time.sleep(0.05)
     raise AssertionError(f"no report over {rows} rows: {body}")
@@ -122,9 +127,10 @@ def test_binary_tensors_from_tritonclient_and_a_non_finite_pixel_flagged(registr
 def test_image_drift_is_flagged_when_the_pictures_brighten(registry, digits_tensor_model):
     model = digits_tensor_model
     pixels = model.test["pixels"][:400]
-    with served(registry, model, "digits", window_rows=400, target="digit") as client:
+    with served(registry, model, "digits", window_rows=400, window_seconds=SPAN, target="digit") as client:
         send(client, "digits", "pixels", pixels)
         clean = report_after(client, "digits", 400)
+        time.sleep(SPAN)  # the clean pictures leave the window
         since = time.time()
         send(client, "digits", "pixels", np.clip(pixels + 0.25, 0, 1))
         brighter = report_after(client, "digits", 400, since)
@@ -136,12 +142,13 @@ def test_image_drift_is_flagged_when_the_pictures_brighten(registry, digits_tens
 
 def test_a_text_classifier_on_token_ids_flags_longer_texts(registry, topics_tensor_model, text_samples):
     model = topics_tensor_model
-    with served(registry, model, "topics", window_rows=250, classes=("a", "b"), target="topic") as client:
+    with served(registry, model, "topics", 250, SPAN, classes=("a", "b"), target="topic") as client:
         answer = infer(client, "topics", {"input_ids": model.test["input_ids"][:200]}).json()
         assert np.mean(np.array(answer["outputs"][0]["data"]) == model.labels[:200]) > 0.85
         send(client, "topics", "input_ids", model.test["input_ids"][:250])
         clean = report_after(client, "topics", 250)
         longer, _ = text_samples(250, seed=7, longer=True)
+        time.sleep(SPAN)  # the clean texts leave the window
         since = time.time()
         send(client, "topics", "input_ids", longer)
         shifted = report_after(client, "topics", 250, since)
@@ -151,7 +158,7 @@ def test_a_text_classifier_on_token_ids_flags_longer_texts(registry, topics_tens
 
 def test_an_embedding_model_flags_a_topic_shift_by_mmd(registry, embedder_tensor_model, text_samples):
     model = embedder_tensor_model
-    with served(registry, model, "embedder", window_rows=250) as client:
+    with served(registry, model, "embedder", window_rows=250, window_seconds=SPAN) as client:
         answer = infer(client, "embedder", {"input_ids": model.test["input_ids"][:3]}).json()
         assert answer["outputs"] == [
             {"name": "embedding", "datatype": "FP32", "shape": [3, 8], "data": answer["outputs"][0]["data"]}
@@ -167,6 +174,7 @@ def test_an_embedding_model_flags_a_topic_shift_by_mmd(registry, embedder_tensor
             time.sleep(0.05)  # until the request is in the log
         assert feedback.status_code == 422 and "embedder is an embedding model" in feedback.text
         mostly_b, _ = text_samples(250, seed=8, topic_b_share=0.95)
+        time.sleep(SPAN)  # the clean texts leave the window
         since = time.time()
         send(client, "embedder", "input_ids", mostly_b)
         shifted = report_after(client, "embedder", 250, since)
