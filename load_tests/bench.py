@@ -340,14 +340,15 @@ def start(
     raise RuntimeError(f"{name} not ready after 120 s:\n{output.read_text()[-3000:]}")
 
 
-def wrk(target: Target, script: Path, seconds: int, connections: int, rate: float = 0.0) -> Measurement:
+def wrk(target: Target, script: Path, seconds: int, connections: int, rate: float = 0.0,
+        threads: int = 1) -> Measurement:  # fmt: skip
     """One wrk run against ``target``, with the server's and wrk's CPU time over it. ``rate``: about
     this many requests a second in all (0: as many as the connections can get answered)."""
     pause_ms = connections * 1000 / rate if rate else 0.0
     before_server = target.cpu_seconds()
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
          f"{target.url}{target.path}"],
         capture_output=True, text=True,
         env={**os.environ, "BENCH_BODY": str(target.load.body), "BENCH_PAUSE_MS": str(pause_ms),

@@ -2,6 +2,7 @@
 
     python load_tests/log_writer.py --records 50000 --peak 4300 [--postgres-url URL] --out FILE.md
     python load_tests/log_writer.py --sweep 1,2,4,8,16,32,64 [--batch 200] [--postgres-url URL] --out FILE.md
+    python load_tests/log_writer.py --sweep 1,2,4,8,16 --store sqlite [--batch 10] --out FILE.md
 
 Each writer process does what a gateway's log writer does with a batch
 (``LogWriter.write``: plausibility checks, the request metrics, one JSON
@@ -14,9 +15,11 @@ concurrent ones (a deployment's workers across replicas, all committing to one
 log), single-row and 256-row requests. Prints records/s and rows/s, and the
 ratio of single-row records/s to ``--peak``.
 
-``--sweep`` measures PostgreSQL's append path alone, as the fleet grows: for
-each count of concurrent writers (each a process with its own connection, as
-each worker of each replica has), every writer appends
+``--sweep`` measures the append path alone, as the writers grow: PostgreSQL's
+(the fleet's one log), or with ``--store sqlite`` one machine's file, which
+its workers' writers share. For each count of concurrent writers (each a
+process with its own connection, as each worker of each replica has), every
+writer appends
 ``--records-per-writer`` single-row requests in batches of ``--batch`` (200:
 a worker's 50 ms at its peak; 10: a worker at a tenth of it, where commits,
 not rows, are what the fleet's writers queue for), encoded before the clock
@@ -144,14 +147,16 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers in the second run")
     parser.add_argument("--peak", type=float, help="the gateway's peak requests/s, for the ratio")
     parser.add_argument("--postgres-url", help="an empty database to write into (else a throwaway server)")
-    parser.add_argument("--sweep", help="writer counts, comma-separated: PostgreSQL only, as the fleet grows")
+    parser.add_argument("--sweep", help="writer counts, comma-separated: the append path as writers grow")
+    parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres", help="with --sweep")
     parser.add_argument("--records-per-writer", type=int, default=2_000, help="with --sweep")
     parser.add_argument("--batch", type=int, default=BATCH[1], help="with --sweep: requests a transaction")
     parser.add_argument("--out", help="also write the result (markdown) here")
     args = parser.parse_args()
     if args.sweep:
         counts = [int(n) for n in args.sweep.split(",")]
-        return sweep(counts, args.records_per_writer, args.batch, args.postgres_url, args.out)
+        url = args.postgres_url if args.store == "postgres" else None
+        return sweep(counts, args.records_per_writer, args.batch, args.store, url, args.out)
     lines = [f"# Log writer throughput, {datetime.date.today().isoformat()}", "",
              f"Machine: {machine()}.", "",
              f"Batches of {BATCH[1]} single-row or {BATCH[256]} 256-row demo-champion requests through "
@@ -183,21 +188,31 @@ def main() -> int:
     return 0
 
 
-def sweep(counts: list[int], per_writer: int, batch: int, url: str | None, out: str | None) -> int:
-    """Commits/s and records/s into one PostgreSQL log for each count of concurrent writers."""
-    lines = [f"# Writers into one PostgreSQL log, {datetime.date.today().isoformat()}", "",
+def sweep(
+    counts: list[int], per_writer: int, batch: int, store: str, url: str | None, out: str | None
+) -> int:
+    """Commits/s and records/s into one log (PostgreSQL or a SQLite file) for each count of concurrent
+    writers."""
+    name = "PostgreSQL log" if store == "postgres" else "SQLite file"
+    lines = [f"# Writers into one {name}, {datetime.date.today().isoformat()}", "",
              f"Machine: {machine()}.", "",
              f"Each writer: a process with its own connection appending {per_writer:,} single-row "
              f"demo-champion requests, {batch} a transaction, encoded before the clock starts: "
              "the store's append alone (`RequestLog.write`), as the fleet's writers contend for it.", "",
              f"| writers | commits/s | records/s | records/s vs {counts[0]} writer(s) |",
              "|---:|---:|---:|---:|"]  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="modelgate-writers-") as tmp, postgres(url) as location:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="modelgate-writers-"))
+        server = stack.enter_context(postgres(url)) if store == "postgres" else None
         registry = Path(tmp) / "registry"
         build_demo(Registry(registry))
         first = None
         for writers in counts:
-            _truncate(location)
+            if server:
+                location = server
+                _truncate(location)
+            else:
+                location = str(Path(tmp) / f"log-{writers}.sqlite3")
             records = per_writer * writers
             took = measure(location, str(registry), records, 1, writers, append_only=True, per_batch=batch)
             commits = writers * -(-per_writer // batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +24,8 @@ from monitoring.alerts import Alert
 from monitoring.records import START, EncodedRecord, Feedback, Position, RequestRecord
 from monitoring.store import FeedbackOutcome, Store, open_store
 from monitoring.store.rows import request_rows
+from monitoring.store.sql import SqlRequestLog
+from monitoring.store.sqlite import SQLiteDatabase
 from registry.prediction import Prediction
 
 
@@ -215,6 +218,33 @@ def test_a_reader_waits_for_a_record_still_being_committed(postgres_url):
     finally:
         store.close()
         other.close()
+
+
+def test_a_sqlite_writer_waits_its_turn_within_the_timeout_and_a_killed_holder_frees_it(tmp_path):
+    """SQLite's writers queue for an flock beside the file: a holder that stops (SIGSTOP, a hung disk)
+    makes a write fail after the busy timeout, as SQLite's own lock did, so the log writer retries
+    or counts it rather than hanging; one that is killed mid-transaction frees the turn at once."""
+    path = tmp_path / "predictions.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from monitoring.store.sqlite import SQLiteDatabase; db = SQLiteDatabase(Path(sys.argv[1])); "
+         "t = db.transaction().__enter__(); print('holding', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    log = SqlRequestLog(SQLiteDatabase(path, busy_timeout_ms=300))
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            log.write([EncodedRecord.of(record("waited"))])
+        assert 0.3 <= time.monotonic() - started < 3
+        holder.kill()
+        holder.wait()
+        log.write([EncodedRecord.of(record("written"))])
+        assert [r.request_id for r in log.read_after(START, 10)] == ["written"]
+    finally:
+        holder.kill()
+        log.db.close()
 
 
 def test_a_report_replaces_the_one_before(store):
