@@ -155,10 +155,9 @@ def report(
 ) -> VersionReport:
     """The JSON-ready report on one model version's window."""
     enough = window.rows >= settings.min_rows
-    requests = window.requests
     statistics = drift_statistics(manifest, window, settings, refs) if enough else []
     plausibility: list[PlausibilityEntry] = []
-    for key, violations in sorted(flag_totals(requests).items()):
+    for key, violations in sorted(flag_totals(window.requests).items()):
         rule, feature = Flag.parse(key)
         entry: PlausibilityEntry = {
             "rule": rule,
@@ -179,10 +178,10 @@ def report(
         "window": {
             "rows": window.rows,
             "seen_rows": window.seen_rows,
-            "requests": len(requests),
+            "requests": len(window.requests),
             "max_rows": settings.max_rows,
             "max_age_seconds": settings.max_age_seconds,
-            "oldest": requests[0].ts if requests else None,
+            "oldest": window.requests[0].ts if window.requests else None,
             "newest": window.last_seen or None,
         },
         "alerting_features": sum(s["drifted"] and s["p_adjusted"] < settings.alert_alpha for s in statistics),
