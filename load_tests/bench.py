@@ -51,6 +51,7 @@ non-2xx answer or lost record exits 1. Loopback only, bounded in time.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import functools
@@ -79,6 +80,7 @@ import orjson
 import peers
 
 from monitoring.store import is_postgres
+from monitoring.store.sqlite import request_files
 from registry.demo import DEMO_MODEL, build_demo, demo_request
 from registry.onnx_model import load_session, threads_per_worker
 from registry.store import Registry
@@ -378,11 +380,14 @@ def logged_requests(location: str) -> int:
 
         with psycopg.connect(location) as connection:
             row = connection.execute("SELECT count(*) FROM requests").fetchone()
-    else:
-        with contextlib.closing(sqlite3.connect(location)) as connection:
-            row = connection.execute("SELECT count(*) FROM requests").fetchone()
-    assert row is not None
-    return int(row[0])
+        assert row is not None
+        return int(row[0])
+    total = 0
+    for path in request_files(Path(location)):  # the main file, and each log writer's own
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM requests").fetchone()
+            total += count
+    return total
 
 
 def fresh_database(server_url: str, name: str) -> str:
@@ -495,9 +500,12 @@ def shadow_lines(targets: list[Target]) -> list[str]:
         registry = Registry(target.log_path.parent / f"{target.name}-registry")
         challenger = registry.aliases(DEMO_MODEL).challenger
         assert challenger is not None
-        with contextlib.closing(sqlite3.connect(target.log_path)) as connection:
-            query = "SELECT status, count(*) FROM requests WHERE arm = 'shadow' GROUP BY status"
-            statuses = dict(connection.execute(query).fetchall())
+        counted: collections.Counter[int] = collections.Counter()
+        for path in request_files(target.log_path):
+            with contextlib.closing(sqlite3.connect(path)) as connection:
+                query = "SELECT status, count(*) FROM requests WHERE arm = 'shadow' GROUP BY status"
+                counted.update(dict(connection.execute(query).fetchall()))
+        statuses = dict(counted)
         speed = ""
         if 200 in statuses:  # it predicted: how much slower than the champion, in this process
             champion, slow = (

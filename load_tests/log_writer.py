@@ -16,17 +16,17 @@ log), single-row and 256-row requests. Prints records/s and rows/s, and the
 ratio of single-row records/s to ``--peak``.
 
 ``--sweep`` measures the append path alone, as the writers grow: PostgreSQL's
-(the fleet's one log), or with ``--store sqlite`` one machine's file, which
-its workers' writers share. For each count of concurrent writers (each a
-process with its own connection, as each worker of each replica has), every
-writer appends
-``--records-per-writer`` single-row requests in batches of ``--batch`` (200:
-a worker's 50 ms at its peak; 10: a worker at a tenth of it, where commits,
-not rows, are what the fleet's writers queue for), encoded before the clock
-starts, so what is timed is the store's transaction (insert, commit), not the
-writer's checks and JSON; the table gives commits/s (one transaction a
-batch), records/s, and records/s over the first count's. It is the ceiling of
-one log shared by the fleet.
+(the fleet's one log), or with ``--store sqlite`` one machine's log both ways
+side by side: one file its workers' writers take turns at, and a file a
+writer (``modelgate serve``'s default, ``MODELGATE_LOG_PARTITIONS``). For each
+count of concurrent writers (each a process with its own connection, as each
+worker of each replica has), every writer appends ``--records-per-writer``
+single-row requests in batches of ``--batch`` (200: a worker's 50 ms at its
+peak; 10: a worker at a tenth of it, where commits, not rows, are what the
+fleet's writers queue for), encoded before the clock starts, so what is timed
+is the store's transaction (insert, commit), not the writer's checks and
+JSON; the table gives records/s (and for PostgreSQL commits/s, one
+transaction a batch), and records/s over the first count's.
 """
 
 from __future__ import annotations
@@ -68,18 +68,20 @@ def writer(
     times: object,
     append_only: bool = False,
     per_batch: int | None = None,
+    own_partition: bool = False,
 ) -> None:
     """One writer process: ``count`` requests of ``rows`` rows, ids from ``first``, in batches; puts
     (when it started writing, when it had committed the last batch) on ``times``. ``append_only``:
     the batches are encoded before the clock starts, and only the store's append is timed.
-    ``per_batch``: requests a batch (else ``BATCH``'s)."""
+    ``per_batch``: requests a batch (else ``BATCH``'s). ``own_partition``: SQLite, a file of its own
+    (as each of ``modelgate serve``'s log writers)."""
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the request lines, as a gateway's go to its stdout
     configure_logging()
     traffic = DemoTraffic(Registry(registry))
     per_batch = per_batch or BATCH[rows]
     batches = [traffic.records(i, min(per_batch, first + count - i), rows)
                for i in range(first, first + count, per_batch)]  # fmt: skip
-    store = open_store(location, pool_size=1)
+    store = open_store(location, pool_size=1, own_partition=own_partition)
     log_writer = LogWriter(store.requests)
     encoded = [encode(batch) for batch in batches] if append_only else []
     ready.put(os.getpid())  # type: ignore[attr-defined]
@@ -103,6 +105,7 @@ def measure(
     writers: int,
     append_only: bool = False,
     per_batch: int | None = None,
+    own_partition: bool = False,
 ) -> float:
     """Seconds from the first writer's start to the last one's last commit, ``writers`` processes
     committing ``records`` requests between them (each builds its batches before the start, which
@@ -113,7 +116,19 @@ def measure(
     processes = [
         context.Process(
             target=writer,
-            args=(location, registry, w * share, share, rows, ready, start, times, append_only, per_batch),
+            args=(
+                location,
+                registry,
+                w * share,
+                share,
+                rows,
+                ready,
+                start,
+                times,
+                append_only,
+                per_batch,
+                own_partition,
+            ),
         )
         for w in range(writers)
     ]
@@ -191,34 +206,51 @@ def main() -> int:
 def sweep(
     counts: list[int], per_writer: int, batch: int, store: str, url: str | None, out: str | None
 ) -> int:
-    """Commits/s and records/s into one log (PostgreSQL or a SQLite file) for each count of concurrent
-    writers."""
-    name = "PostgreSQL log" if store == "postgres" else "SQLite file"
+    """Commits/s and records/s into one log (PostgreSQL), or one machine's SQLite log two ways (one
+    file the writers take turns at, and a file a writer), for each count of concurrent writers."""
+    name = "PostgreSQL log" if store == "postgres" else "SQLite log"
+    layouts = [False] if store == "postgres" else [False, True]
+    header = (
+        f"| writers | commits/s | records/s | records/s vs {counts[0]} writer(s) |\n|---:|---:|---:|---:|"
+        if store == "postgres" else
+        f"| writers | one file: records/s | vs {counts[0]} writer(s) | a file a writer: records/s "
+        f"| vs {counts[0]} writer(s) | a file a writer / one file |\n|---:|---:|---:|---:|---:|---:|"
+    )  # fmt: skip
     lines = [f"# Writers into one {name}, {datetime.date.today().isoformat()}", "",
              f"Machine: {machine()}.", "",
              f"Each writer: a process with its own connection appending {per_writer:,} single-row "
              f"demo-champion requests, {batch} a transaction, encoded before the clock starts: "
              "the store's append alone (`RequestLog.write`), as the fleet's writers contend for it.", "",
-             f"| writers | commits/s | records/s | records/s vs {counts[0]} writer(s) |",
-             "|---:|---:|---:|---:|"]  # fmt: skip
+             header]  # fmt: skip
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="modelgate-writers-"))
         server = stack.enter_context(postgres(url)) if store == "postgres" else None
         registry = Path(tmp) / "registry"
         build_demo(Registry(registry))
-        first = None
+        first: dict[bool, float] = {}
         for writers in counts:
-            if server:
-                location = server
-                _truncate(location)
-            else:
-                location = str(Path(tmp) / f"log-{writers}.sqlite3")
             records = per_writer * writers
-            took = measure(location, str(registry), records, 1, writers, append_only=True, per_batch=batch)
+            rates: dict[bool, float] = {}
+            for own in layouts:
+                if server:
+                    location = server
+                    _truncate(location)
+                else:
+                    location = str(Path(tmp) / f"log-{writers}-{'parts' if own else 'one'}.sqlite3")
+                took = measure(location, str(registry), records, 1, writers, append_only=True,
+                               per_batch=batch, own_partition=own)  # fmt: skip
+                rates[own] = records / took
+                first.setdefault(own, rates[own])
             commits = writers * -(-per_writer // batch)
-            rate = records / took
-            first = first or rate
-            lines.append(f"| {writers} | {commits / took:,.0f} | {rate:,.0f} | {rate / first:.2f}x |")
+            if store == "postgres":
+                rate = rates[False]
+                ratio = rate / first[False]
+                row = f"| {writers} | {commits * rate / records:,.0f} | {rate:,.0f} | {ratio:.2f}x |"
+            else:
+                row = (f"| {writers} | {rates[False]:,.0f} | {rates[False] / first[False]:.2f}x | "
+                       f"{rates[True]:,.0f} | {rates[True] / first[True]:.2f}x | "
+                       f"{rates[True] / rates[False]:.2f}x |")  # fmt: skip
+            lines.append(row)
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from scipy import stats
 
-from monitoring.records import START, LoggedRequest, Position
+from monitoring.records import START, LoggedRequest, Position, cursor_json, cursor_of
 from monitoring.report import (
     ArmSamples,
     CanaryCheck,
@@ -277,7 +277,8 @@ class CanaryContest:
 
     challenger_version: int | None
     since: float
-    position: Position = START
+    #: the last log record counted in each partition of the log
+    position: dict[int, Position] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
     failed: dict[str, int] = field(default_factory=lambda: {"champion": 0, "challenger": 0})
     rows: int = 0
@@ -291,7 +292,8 @@ class CanaryContest:
         """One champion or challenger record (at or after ``since``)."""
         arm = record.arm
         failed = record.status != 200
-        self.position = max(self.position, record.position)
+        if record.position > self.position.get(record.partition, START):
+            self.position[record.partition] = record.position
         self.requests[arm] += 1
         self.failed[arm] += failed
         if arm == "challenger" and not failed:
@@ -347,20 +349,29 @@ class CanaryContest:
                 "failed_alone": _arms(self.failed_alone),
                 "latency": {str(i): int(self.latency[i]) for i in np.flatnonzero(self.latency)},
             },
-            "position": self.position,
+            "position": cursor_json(self.position),
         }
 
     @classmethod
     def resumed(cls, saved: CanaryEvidence) -> CanaryContest:
         """The contest a report saved (its unmatched requests are not kept: they are left out)."""
         tally = saved["tally"]
-        resumed = cls(saved["challenger_version"], saved["since"], saved_position(saved, "position", "seq"),
+        resumed = cls(saved["challenger_version"], saved["since"], saved_cursor(saved),
                       _counts(tally["requests"]),
                       _counts(tally["failed"]), tally["rows"], tally["violating_rows"],
                       _counts(tally["failed_alone"]))  # fmt: skip
         for index, count in tally["latency"].items():
             resumed.latency[int(index)] = count
         return resumed
+
+
+def saved_cursor(saved: Mapping[str, object]) -> dict[int, Position]:
+    """The log records a saved canary's evidence had counted to; a report saved when positions were a
+    ``seq`` alone holds it at ``seq``, in partition 0 with transaction 0."""
+    if "position" in saved:
+        return cursor_of(saved["position"])
+    seq = saved.get("seq")
+    return {0: (0, seq)} if isinstance(seq, int) else {}
 
 
 def saved_position(saved: Mapping[str, object], key: str, seq_key: str) -> Position:

@@ -35,7 +35,7 @@ from monitoring.compare import (
     saved_position,
 )
 from monitoring.export import prediction_table
-from monitoring.records import START, Feedback, LoggedRequest, Position
+from monitoring.records import START, Cursor, Feedback, LoggedRequest, Position, advanced, covers
 from monitoring.report import (
     CanaryEvidence,
     Comparison,
@@ -123,10 +123,10 @@ class Monitor:
         #: ... the canary's checks per model ...
         self.canaries: dict[str, CanaryContest] = {}
         #: ... and per model, the record and feedback positions a saved report's evidence had counted to
-        self.resumed: dict[str, tuple[Position, Position]] = {}
+        self.resumed: dict[str, tuple[Cursor, Position]] = {}
         #: what each version's quantities are tested against, built once per version
         self.references: dict[tuple[str, int], dict[str, Reference]] = {}
-        self.position: Position | None = None
+        self.position: Cursor | None = None
         self.feedback_position: Position | None = None
         #: records a read, adapted to their size (see ROWS_A_READ); small until the first read
         self.read_limit = 16
@@ -157,9 +157,9 @@ class Monitor:
                 continue
             self._window(self.windows, (record.model, record.version)).add(record)
 
-    def _resume(self, model: str) -> tuple[Position, Position]:
-        """Once a process, a model's evidence as its last saved report left it; the record and feedback
-        positions it had counted to (a restarted monitor reads the last hour of the log again)."""
+    def _resume(self, model: str) -> tuple[Cursor, Position]:
+        """Once a process, a model's evidence as its last saved report left it; the record cursor and
+        feedback position it had counted to (a restarted monitor reads the last hour of the log again)."""
         resumed = self.resumed.get(model)
         if resumed is not None:
             return resumed
@@ -175,7 +175,7 @@ class Monitor:
         if canary is not None:
             self.canaries[model] = CanaryContest.resumed(canary)
         resumed = self.resumed[model] = (
-            self.canaries[model].position if canary is not None else START,
+            dict(self.canaries[model].position) if canary is not None else {},
             max(
                 saved_position(e, "feedback_position", "feedback_seq") if e else START
                 for e in (quality, reward)
@@ -187,7 +187,7 @@ class Monitor:
         """A champion or challenger record into its model's canary checks, which start with the first
         challenger record (of each challenger version)."""
         assert record.model is not None
-        if record.position <= self._resume(record.model)[0]:
+        if covers(self._resume(record.model)[0], record):
             return
         contest = self.canaries.get(record.model)
         if record.arm == "challenger" and (contest is None or contest.challenger_version != record.version):
@@ -409,7 +409,7 @@ class Monitor:
             if not records:
                 break
             self.ingest(records)
-            self.position = records[-1].position
+            self.position = advanced(self.position, records)
             read += len(records)
             rows = sum(r.rows for r in records)
             self.read_limit = max(1, len(records) * ROWS_A_READ // max(rows, 1))

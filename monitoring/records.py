@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -27,6 +28,38 @@ class Checker(Protocol):
 Position = tuple[int, int]
 #: before the first record
 START: Position = (0, 0)
+#: where a reader of the request log stands: a position per partition of the log (absent: ``START``).
+#: A log in one place is partition 0 alone; SQLite gives each log-writer process a file of its own
+#: (see ``monitoring.store.sqlite``), whose records are in order among themselves only
+Cursor = Mapping[int, Position]
+
+
+def advanced(cursor: Cursor, records: Iterable[LoggedRequest]) -> dict[int, Position]:
+    """The cursor moved past ``records``."""
+    moved = dict(cursor)
+    for record in records:
+        moved[record.partition] = max(moved.get(record.partition, START), record.position)
+    return moved
+
+
+def covers(cursor: Cursor, record: LoggedRequest) -> bool:
+    """Whether a reader at ``cursor`` has read ``record`` already."""
+    return record.position <= cursor.get(record.partition, START)
+
+
+def cursor_json(cursor: Cursor) -> list[list[int]]:
+    """The cursor as JSON: ``[partition, xid, seq]`` triples (JSON keys are text)."""
+    return [[partition, *position] for partition, position in sorted(cursor.items())]
+
+
+def cursor_of(value: object) -> dict[int, Position]:
+    """A cursor read back from ``cursor_json``; a saved ``[xid, seq]`` (before partitions) is partition
+    0's."""
+    if not isinstance(value, list | tuple):
+        return {}
+    if len(value) == 2 and all(isinstance(part, int) for part in value):
+        return {0: (int(value[0]), int(value[1]))}
+    return {int(partition): (int(xid), int(seq)) for partition, xid, seq in value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +194,8 @@ class LoggedRequest:
     raw_outputs: str | bytes | None = None
     #: the transaction that wrote it, where the store orders the tail by one (see ``Position``)
     xid: int = 0
+    #: the log's partition it is in (see ``Cursor``)
+    partition: int = 0
 
     @property
     def position(self) -> Position:

@@ -263,9 +263,9 @@ class CanaryEvidence(TypedDict):
     checks: dict[str, CanaryCheck]
     threshold: float
     tally: CanaryTally
-    #: the last log record counted (``monitoring.records.Position``): a restarted monitor resumes
-    #: after it
-    position: tuple[int, int]
+    #: the last log record counted, ``[partition, xid, seq]`` a partition of the log
+    #: (``monitoring.records.Cursor``): a restarted monitor resumes after them
+    position: list[list[int]]
 
 
 class CanaryState(TypedDict):

@@ -125,6 +125,10 @@ class Settings:
     log_ack_timeout: float = 5.0
     #: requests of at most this many rows carry their inputs and outputs in the stdout log line
     log_payload_rows: int = 100
+    #: SQLite: each worker's log writer appends to a file of its own (<log>.parts/<n>.db), read
+    #: together with the main file, so that workers' writers never wait for each other; false: all
+    #: append to the one file, taking turns
+    log_partitions: bool = True
     #: shadow-mode jobs waiting for the challenger per worker; more are shed (counted)
     shadow_queue_size: int = 256
     #: the share of time the shadow thread may spend running the challenger; the rest is shed

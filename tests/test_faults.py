@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -21,6 +20,8 @@ from urllib.parse import urlparse
 import httpx
 import orjson
 import pytest
+
+from monitoring.store.sqlite import open_sqlite
 
 pytestmark = pytest.mark.slow
 
@@ -125,11 +126,10 @@ def test_hostile_requests_get_a_small_4xx_without_stalling_anyone(
     assert peak_after - rss_before < 200 * 1024 * 1024, (rss_before, peak_after)
     # what was stored of them is small too
     gateway.stop()
-    with sqlite3.connect(cancer_registry.root / "predictions.sqlite3") as db:
-        (stored,) = db.execute(
-            "SELECT max(length(coalesce(error, '')) + length(coalesce(model, ''))) FROM requests"
-        )
-        assert stored[0] < 2_000
+    store = open_sqlite(cancer_registry.root / "predictions.sqlite3")
+    records = store.requests.fetch(None, None)
+    store.close()
+    assert max(len(r.error or "") + len(r.model or "") for r in records) < 2_000
     assert max(map(len, gateway.output().splitlines())) < 10_000  # no 30 MB log lines
 
 
@@ -228,8 +228,12 @@ def writers_of(log_path: Path) -> list[int]:
 
 
 def logged_ids(log_path: Path) -> set[str]:
-    with contextlib.closing(sqlite3.connect(log_path)) as db:
-        return {row[0] for row in db.execute("SELECT request_id FROM requests")}
+    """Every request id in the log, whichever of its files (partitions) holds it."""
+    store = open_sqlite(log_path)
+    try:
+        return {record.request_id for record in store.requests.fetch(None, None)}
+    finally:
+        store.close()
 
 
 class Traffic:

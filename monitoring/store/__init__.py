@@ -11,9 +11,11 @@ both backends keep is tests/monitoring/test_store_contract.py, run against each.
 
 What the seams promise, whatever the backend:
 
-- ``seq`` (requests and feedback) grows in commit order: a reader that has
-  seen ``seq`` n never later finds a committed entry below n, so a monitor
-  tails by remembering one number.
+- ``seq`` (requests and feedback) grows in commit order within a partition
+  of the log: a reader that has seen ``seq`` n never later finds a committed
+  entry of that partition below n, so a monitor tails by remembering one
+  position per partition (``monitoring.records.Cursor``; PostgreSQL's log
+  is one partition, SQLite's one per log-writer process).
 - One process at a time holds the monitor lease; it is released when its
   holder exits, however it exits.
 - An outbox entry is queued once per (dedupe key, target), whoever queues it.
@@ -31,7 +33,15 @@ from pathlib import Path
 from typing import Protocol
 
 from monitoring.alerts import Alert
-from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest, Position
+from monitoring.records import (
+    Cursor,
+    Delivery,
+    EncodedRecord,
+    Feedback,
+    FeedbackTarget,
+    LoggedRequest,
+    Position,
+)
 
 #: what ``MODELGATE_LOG_URL`` starts with to put the state in PostgreSQL
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -50,10 +60,10 @@ class RequestLog(Protocol):
     def write(self, records: Sequence[EncodedRecord]) -> None:
         """Commit a batch of records in one transaction."""
 
-    def read_after(self, position: Position, limit: int, decode: bool = True) -> list[LoggedRequest]:
-        """Records after ``position``, in position order (``decode=False``: their inputs and outputs
-        left encoded, see ``LoggedRequest``). A record still being committed is not among them, nor
-        is any after it: they come in a later read."""
+    def read_after(self, cursor: Cursor, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        """Records after ``cursor``, each partition's in position order (``decode=False``: their
+        inputs and outputs left encoded, see ``LoggedRequest``). A record still being committed is not
+        among them, nor is any after it in its partition: they come in a later read."""
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         """Records of ``model`` (every model when None) at or after ``since`` (epoch seconds)."""
@@ -67,8 +77,8 @@ class RequestLog(Protocol):
     def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
         """The challenger's shadow predictions (status 200) of these request ids."""
 
-    def position_before(self, ts: float) -> Position:
-        """The position after which every record is at or after ``ts``: where a monitor starts."""
+    def position_before(self, ts: float) -> dict[int, Position]:
+        """The cursor after which every record is at or after ``ts``: where a monitor starts."""
 
     def prune(self, before: float) -> int:
         """Delete records older than ``before``; how many."""
@@ -176,10 +186,13 @@ def redacted(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_store(location: str | Path, *, pool_size: int = 4) -> Store:
+def open_store(location: str | Path, *, pool_size: int = 4, own_partition: bool = False) -> Store:
     """The store at ``location``: a ``postgresql://`` URL, or the path of a SQLite file.
 
     ``pool_size``: PostgreSQL connections at most (threads of one process share them).
+    ``own_partition``: this process appends requests to a SQLite log file of its own, which no other
+    writer waits for (``monitoring.store.sqlite.PartitionedRequestLog``); PostgreSQL's writers do not
+    wait for each other anyway, and ignore it.
     """
     if is_postgres(location):
         from monitoring.store.postgres import open_postgres
@@ -187,4 +200,4 @@ def open_store(location: str | Path, *, pool_size: int = 4) -> Store:
         return open_postgres(str(location), pool_size=pool_size)
     from monitoring.store.sqlite import open_sqlite
 
-    return open_sqlite(Path(location))
+    return open_sqlite(Path(location), own_partition)

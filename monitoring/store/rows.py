@@ -37,9 +37,9 @@ def _text(payload: bytes | None) -> str | None:
     return None if payload is None else payload.decode()
 
 
-def loaded(row: tuple[Any, ...], decode: bool = True) -> LoggedRequest:
-    """A row of the writing transaction (``Database.xid``) and ``REQUEST_COLUMNS`` as a record;
-    ``decode=False`` leaves inputs and outputs encoded."""
+def loaded(row: tuple[Any, ...], decode: bool = True, partition: int = 0) -> LoggedRequest:
+    """A row of the writing transaction (``Database.xid``) and ``REQUEST_COLUMNS`` as a record (of the
+    log's ``partition``); ``decode=False`` leaves inputs and outputs encoded."""
     (xid, seq, request_id, arm, ts, route, model, version, status, latency_ms, rows, inputs, outputs, flags,
      error) = row  # fmt: skip
     return LoggedRequest(
@@ -60,4 +60,5 @@ def loaded(row: tuple[Any, ...], decode: bool = True) -> LoggedRequest:
         raw_inputs=inputs if inputs and not decode else None,
         raw_outputs=outputs if outputs and not decode else None,
         xid=xid,
+        partition=partition,
     )

@@ -19,7 +19,16 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from monitoring.alerts import Alert
-from monitoring.records import Delivery, EncodedRecord, Feedback, FeedbackTarget, LoggedRequest, Position
+from monitoring.records import (
+    START,
+    Cursor,
+    Delivery,
+    EncodedRecord,
+    Feedback,
+    FeedbackTarget,
+    LoggedRequest,
+    Position,
+)
 from monitoring.store import FeedbackOutcome
 from monitoring.store.rows import REQUEST_COLUMNS, WRITTEN_COLUMNS, loaded, request_rows
 
@@ -62,17 +71,20 @@ class Database(Protocol):
 
 
 class SqlRequestLog:
-    def __init__(self, db: Database) -> None:
+    """The request log in one database: one partition of the log (``Cursor``), 0 unless told."""
+
+    def __init__(self, db: Database, partition: int = 0) -> None:
         self.db = db
+        self.partition = partition
 
     def write(self, records: Sequence[EncodedRecord]) -> None:
         rows = request_rows(records)
         with self.db.transaction() as transaction:
             self.db.insert_requests(transaction, rows)
 
-    def read_after(self, position: Position, limit: int, decode: bool = True) -> list[LoggedRequest]:
-        rows = self.db.after("requests", WRITTEN_COLUMNS, position, limit)
-        return [loaded(row, decode) for row in rows]
+    def read_after(self, cursor: Cursor, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        rows = self.db.after("requests", WRITTEN_COLUMNS, cursor.get(self.partition, START), limit)
+        return [loaded(row, decode, self.partition) for row in rows]
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         query = f"SELECT {self.db.xid}, {REQUEST_COLUMNS} FROM requests WHERE ts >= ?"
@@ -80,7 +92,9 @@ class SqlRequestLog:
         if model is not None:
             query += " AND model = ?"
             params.append(model)
-        return [loaded(row) for row in self.db.rows(query + " ORDER BY seq", params)]
+        return [
+            loaded(row, partition=self.partition) for row in self.db.rows(query + " ORDER BY seq", params)
+        ]
 
     def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
         rows = self.db.rows_in(
@@ -105,10 +119,12 @@ class SqlRequestLog:
             f"WHERE status = 200 AND {condition} AND request_id {{ids}}",
             request_ids,
         )
-        return [loaded(row) for row in sorted(rows, key=lambda row: (row[0], row[1]))]
+        return [
+            loaded(row, partition=self.partition) for row in sorted(rows, key=lambda row: (row[0], row[1]))
+        ]
 
-    def position_before(self, ts: float) -> Position:
-        return self.db.position_before("requests", ts)
+    def position_before(self, ts: float) -> dict[int, Position]:
+        return {self.partition: self.db.position_before("requests", ts)}
 
     def prune(self, before: float) -> int:
         with self.db.transaction() as transaction:

@@ -10,6 +10,15 @@ stopped at a fraction of what one writer commits alone.
 ``synchronous=NORMAL``: a committed batch survives a process crash; an OS
 crash or power loss may lose the last batches. The monitor lease is an flock
 on a file beside the database.
+
+Taking turns still leaves one file's writers committing one at a time: with
+a dozen workers the log, not the models, set the gateway's ceiling. So each
+log-writer process of ``modelgate serve`` claims a request log of its own,
+``<log>.parts/<n>.db`` (``PartitionedRequestLog``), and writers never wait
+for each other; everything else (feedback, reports, alerts, the outbox, and
+requests written by a process without a partition) stays in the main file.
+Reads span every partition; the monitor tails each by its own position
+(``monitoring.records.Cursor``).
 """
 
 from __future__ import annotations
@@ -21,10 +30,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from itertools import count
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitoring.records import Position
+from monitoring.records import Cursor, EncodedRecord, FeedbackTarget, LoggedRequest, Position
 from monitoring.store import Store, lease_holder
 from monitoring.store.rows import WRITTEN_COLUMNS
 from monitoring.store.sql import (
@@ -363,15 +373,127 @@ class FileLease:
             self._handle = None
 
 
-def open_sqlite(path: Path) -> Store:
+class PartitionedRequestLog:
+    """The request log on one machine: the main file (partition 0) and a file per log-writer process
+    (partitions 1, 2, ...: ``<log>.parts/<n>.db``).
+
+    A writer given ``own=True`` claims the lowest-numbered partition no live process holds (an flock
+    on ``<n>.owner``, released when it exits, however it exits) and appends there alone; otherwise it
+    appends to the main file. Partitions outlive their writers: a writer started again takes one
+    back, so there are as many files as writers ever ran at once. Reads look for partitions created
+    since the last read, so a record is found as soon as it is committed, whoever wrote it.
+    """
+
+    def __init__(self, main: SQLiteDatabase, own: bool = False) -> None:
+        self.directory = main.path.with_name(main.path.name + ".parts")
+        self._parts: dict[int, SqlRequestLog] = {0: SqlRequestLog(main)}
+        self._databases: list[SQLiteDatabase] = []
+        self._lock = threading.Lock()
+        self._claim: TextIO | None = None
+        self.writer = self._claimed() if own else self._parts[0]
+
+    def _claimed(self) -> SqlRequestLog:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for number in count(1):
+            handle = open(self.directory / f"{number}.owner", "a")  # noqa: SIM115 - held
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            self._claim = handle
+            return self._partition(number)
+        raise AssertionError("unreachable")
+
+    def _partition(self, number: int) -> SqlRequestLog:
+        with self._lock:
+            part = self._parts.get(number)
+            if part is None:
+                database = SQLiteDatabase(self.directory / f"{number}.db")
+                self._databases.append(database)
+                part = self._parts[number] = SqlRequestLog(database, number)
+            return part
+
+    def partitions(self) -> list[SqlRequestLog]:
+        """Every partition, those created since the last look included, in number order."""
+        for number, _ in partition_files(self.directory):
+            if number not in self._parts:
+                self._partition(number)
+        with self._lock:
+            return [self._parts[number] for number in sorted(self._parts)]
+
+    def write(self, records: Sequence[EncodedRecord]) -> None:
+        self.writer.write(records)
+
+    def read_after(self, cursor: Cursor, limit: int, decode: bool = True) -> list[LoggedRequest]:
+        read: list[LoggedRequest] = []
+        for part in self.partitions():
+            if len(read) >= limit:
+                break
+            read.extend(part.read_after(cursor, limit - len(read), decode))
+        return read
+
+    def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
+        records = [record for part in self.partitions() for record in part.fetch(model, since)]
+        return sorted(records, key=lambda record: record.ts)
+
+    def targets(self, request_ids: Iterable[str]) -> dict[str, FeedbackTarget]:
+        ids = list(request_ids)
+        return {k: v for part in self.partitions() for k, v in part.targets(ids).items()}
+
+    def answered(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        ids = list(request_ids)
+        return [record for part in self.partitions() for record in part.answered(ids)]
+
+    def shadowed(self, request_ids: Iterable[str]) -> list[LoggedRequest]:
+        ids = list(request_ids)
+        return [record for part in self.partitions() for record in part.shadowed(ids)]
+
+    def position_before(self, ts: float) -> dict[int, Position]:
+        return {k: v for part in self.partitions() for k, v in part.position_before(ts).items()}
+
+    def prune(self, before: float) -> int:
+        return sum(part.prune(before) for part in self.partitions())
+
+    def close(self) -> None:
+        with self._lock:
+            for database in self._databases:
+                database.close()
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+
+
+def partition_files(directory: Path) -> list[tuple[int, Path]]:
+    """The partitions' files in ``directory`` (``<log>.parts``), by number."""
+    if not directory.is_dir():
+        return []
+    found = [(int(path.stem), path) for path in directory.glob("*.db") if path.stem.isdigit()]
+    return sorted(found)
+
+
+def request_files(path: Path) -> list[Path]:
+    """Every file of the SQLite log at ``path`` that holds requests: itself, then its partitions'."""
+    return [path, *(file for _, file in partition_files(path.with_name(path.name + ".parts")))]
+
+
+def open_sqlite(path: Path, own_partition: bool = False) -> Store:
+    """The store in the SQLite file at ``path``; ``own_partition``: this process appends requests to a
+    partition of its own (``PartitionedRequestLog``)."""
     db = SQLiteDatabase(path)
+    requests = PartitionedRequestLog(db, own_partition)
+
+    def close() -> None:
+        requests.close()
+        db.close()
+
     return Store(
-        requests=SqlRequestLog(db),
+        requests=requests,
         feedback=SqlFeedbackLog(db),
         reports=SqlReportStore(db),
         alerts=SqlAlertStore(db),
         outbox=SqlOutbox(db),
         lease=FileLease(path.with_name(path.name + ".monitor.lock")),
-        closer=db.close,
+        closer=close,
         location=str(path),
     )

@@ -278,7 +278,7 @@ def main() -> int:
 
     settings = Settings.from_env()
     configure_logging()
-    store = open_store(settings.store_location, pool_size=1)
+    store = open_store(settings.store_location, pool_size=1, own_partition=settings.log_partitions)
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
     writer = LogWriter(
         store.requests,

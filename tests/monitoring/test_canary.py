@@ -81,7 +81,14 @@ def test_a_canary_contest_saved_before_positions_had_a_transaction_goes_on_after
     saved = contest.evidence(contest.checks(0.05, 1.0, 0.05, 1.5), 400.0)
     del saved["position"]
     resumed = CanaryContest.resumed({**saved, "seq": 812})
-    assert resumed.position == (0, 812) and resumed.requests == contest.requests
+    assert resumed.position == {0: (0, 812)} and resumed.requests == contest.requests
+
+
+def test_a_canary_contest_saved_before_the_log_had_partitions_goes_on_after_its_position():
+    contest = canary(error_rate=0.1)
+    saved = contest.evidence(contest.checks(0.05, 1.0, 0.05, 1.5), 400.0)
+    resumed = CanaryContest.resumed({**saved, "position": [7, 812]})  # type: ignore[typeddict-item]
+    assert resumed.position == {0: (7, 812)} and resumed.requests == contest.requests
 
 
 def settings(registry, rules):

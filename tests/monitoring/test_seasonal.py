@@ -14,7 +14,7 @@ import pytest
 from monitoring.baseline import reference
 from monitoring.drift import decide, drift_of
 from monitoring.monitor import Monitor
-from monitoring.records import START, RequestRecord
+from monitoring.records import RequestRecord
 from monitoring.sink import encode
 from monitoring.store.sqlite import open_sqlite
 from monitoring.windows import WindowSettings
@@ -127,7 +127,7 @@ def test_the_monitor_compares_a_window_with_its_hours_of_the_day(registry, centr
             for i, (t, x) in enumerate(zip(sent, xs, strict=True))
         ]))  # fmt: skip
         monitor = Monitor(store.requests, store.feedback, store.reports, registry.manifest, WindowSettings())
-        monitor.position = START
+        monitor.position = {}
         monitor.step(float(sent[-1]) + 1)
         report = orjson.loads(store.reports.latest("cyclic")[1])
         store.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from monitoring.records import START, RequestRecord
+from monitoring.records import RequestRecord
 from monitoring.sink import EventSink, LogWriter
 from monitoring.store.sqlite import open_sqlite
 from registry.prediction import Prediction
@@ -57,7 +57,7 @@ def test_close_drains_everything_queued(store):
     for i in range(5000):
         assert sink.offer(record(i))
     sink.close()
-    assert writer.written == 5000 and len(store.requests.read_after(START, 10_000)) == 5000
+    assert writer.written == 5000 and len(store.requests.read_after({}, 10_000)) == 5000
 
 
 def test_each_request_is_one_json_log_line_with_its_payload(store):
@@ -90,7 +90,7 @@ def overflow_dropping(store, metrics=None):
 def test_a_full_queue_drops_and_counts_under_the_drop_policy(store):
     sink = overflow_dropping(store)
     assert sink.dropped > 0 and sink.handed + sink.dropped == 20
-    assert len(store.requests.read_after(START, 100)) == sink.handed
+    assert len(store.requests.read_after({}, 100)) == sink.handed
 
 
 def test_a_full_queue_holds_new_requests_then_sheds_them_and_loses_nothing_admitted(store):
@@ -129,7 +129,7 @@ def test_a_full_queue_holds_new_requests_then_sheds_them_and_loses_nothing_admit
     asyncio.run(send())
     sink.close()
     assert sink.blocked >= 2 and sink.shed >= 1 and sink.dropped == 0
-    assert len(store.requests.read_after(START, 100)) == admitted == sink.handed
+    assert len(store.requests.read_after({}, 100)) == admitted == sink.handed
 
 
 def test_a_failing_store_is_retried_not_lost(store):
@@ -140,7 +140,7 @@ def test_a_failing_store_is_retried_not_lost(store):
     sink.start()
     sink.offer(record(1))
     sink.close()
-    assert writer.write_errors == 2 and writer.written == 1 and len(store.requests.read_after(START, 10)) == 1
+    assert writer.write_errors == 2 and writer.written == 1 and len(store.requests.read_after({}, 10)) == 1
 
 
 def test_requests_are_counted_in_metrics_even_when_the_log_drops_them(store):
@@ -197,11 +197,11 @@ def test_a_batch_larger_than_the_room_is_split_to_fit(store):
     done = threading.Thread(target=writer.write, args=([record(i) for i in range(20)], False))
     done.start()
     time.sleep(0.3)
-    assert len(store.requests.read_after(START, 100)) == 7  # what fits is in; the rest waits for room
+    assert len(store.requests.read_after({}, 100)) == 7  # what fits is in; the rest waits for room
     full.room = 100  # space comes back: the rest goes in, without a restart
     done.join(5)
     assert not done.is_alive() and writer.written == 20 and writer.lost == 0
-    assert [r.request_id for r in store.requests.read_after(START, 100)] == [f"r{i}" for i in range(20)]
+    assert [r.request_id for r in store.requests.read_after({}, 100)] == [f"r{i}" for i in range(20)]
 
 
 def test_what_a_full_store_refuses_at_a_stop_is_counted_lost_quickly(store):

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from monitoring.alerts import Alert
-from monitoring.records import START, EncodedRecord, Feedback, Position, RequestRecord
-from monitoring.store import FeedbackOutcome, Store, open_store
+from monitoring.records import START, Cursor, EncodedRecord, Feedback, Position, RequestRecord, advanced
+from monitoring.store import FeedbackOutcome, Store, is_postgres, open_store
 from monitoring.store.rows import request_rows
 from monitoring.store.sql import SqlRequestLog
 from monitoring.store.sqlite import SQLiteDatabase
@@ -64,20 +64,20 @@ def write(store: Store, *records: RequestRecord) -> None:
 
 def test_records_read_back_in_order_with_inputs_outputs_and_errors(store):
     write(store, record("r1"), record("r2", status=422))
-    first, second = store.requests.read_after(START, 10)
+    first, second = store.requests.read_after({}, 10)
     assert first.position < second.position
     assert first.inputs["a"] == [1.5, 3.0] and first.inputs["b"][0] is None and first.inputs["b"][1] == 4.0
     assert first.outputs == {"label": ["yes", "no"], "probabilities": [[0.2, 0.8], [0.9, 0.1]]}
     assert (first.ts, first.latency_ms, first.rows, first.version) == (100.0, 1.25, 2, 1)
     assert (second.status, second.error, second.inputs) == (422, "inputs[0].a: missing", None)
-    assert store.requests.read_after(first.position, 10) == [second]
+    assert store.requests.read_after({0: first.position}, 10) == [second]
 
 
 def test_records_can_be_read_with_their_payloads_still_encoded(store):
     write(store, record("r1"))
-    (raw,) = store.requests.read_after(START, 1, decode=False)
+    (raw,) = store.requests.read_after({}, 1, decode=False)
     assert raw.inputs is None and raw.outputs is None
-    assert raw.decoded() == store.requests.read_after(START, 1)[0]
+    assert raw.decoded() == store.requests.read_after({}, 1)[0]
 
 
 def test_per_feature_columns_with_strings_round_trip(store):
@@ -86,13 +86,13 @@ def test_per_feature_columns_with_strings_round_trip(store):
         "size": np.array([1.0, math.nan], np.float32),
     }
     write(store, record(features=("color", "size"), matrix=None, columns=columns))
-    (logged,) = store.requests.read_after(START, 1)
+    (logged,) = store.requests.read_after({}, 1)
     assert logged.inputs == {"color": ["red", "blue"], "size": [1.0, None]}
 
 
 def test_regression_outputs_and_flags_round_trip(store):
     write(store, record(prediction=Prediction(values=np.array([151.5, 80.25])), flags={"value_range": 1}))
-    (logged,) = store.requests.read_after(START, 1)
+    (logged,) = store.requests.read_after({}, 1)
     assert logged.outputs == {"value": [151.5, 80.25]} and logged.flags == {"value_range": 1}
 
 
@@ -142,29 +142,34 @@ def test_prune_deletes_what_is_older(store):
     write(store, record("old", ts=10), record("new", ts=20))
     store.feedback.add([Feedback("old", ["yes", "no"], 11.0), Feedback("new", ["yes", "no"], 21.0)])
     assert (store.requests.prune(before=15), store.feedback.prune(before=15)) == (1, 1)
-    assert [r.request_id for r in store.requests.read_after(START, 10)] == ["new"]
+    assert [r.request_id for r in store.requests.read_after({}, 10)] == ["new"]
     assert list(store.feedback.of(["old", "new"])) == ["new"]
 
 
 def test_where_a_monitor_starts(store):
-    assert store.requests.position_before(0) == START  # an empty log: from the start
+    assert store.requests.position_before(0) == {0: START}  # an empty log: from the start
     for request_id, ts in (("a", 10), ("b", 20), ("c", 30)):  # a transaction each
         write(store, record(request_id, ts=ts))
-    _, b, c = store.requests.read_after(START, 10)
+    _, b, c = store.requests.read_after({}, 10)
     start = store.requests.position_before(15)  # the first record at or after 15 is b
-    assert start < b.position and [r.request_id for r in store.requests.read_after(start, 10)] == ["b", "c"]
-    assert store.requests.position_before(99) == c.position  # nothing that recent: after the last one
+    assert start[0] < b.position and [r.request_id for r in store.requests.read_after(start, 10)] == [
+        "b",
+        "c",
+    ]
+    assert store.requests.position_before(99) == {0: c.position}  # nothing that recent: after the last
     assert store.feedback.position_before(15) == START
 
 
-@pytest.mark.parametrize("writers", [3, 32])
-def test_a_reader_tailing_concurrent_writers_misses_nothing(location, writers):
+@pytest.mark.parametrize(("writers", "partitioned"), [(3, False), (32, False), (8, True)])
+def test_a_reader_tailing_concurrent_writers_misses_nothing(location, writers, partitioned):
     """Writers in several processes' stead (one store each) commit batches while a monitor tails by
-    position: it must end with every record, each once, in ascending position. On PostgreSQL nothing
-    orders the writers' commits: sequence numbers taken in one order and committed in the other
-    would be skipped by a reader that had passed them, were it not reading by transaction below the
-    oldest one in flight."""
-    stores = [open_store(location) for _ in range(writers + 1)]
+    position: it must end with every record, each once, in ascending position within each partition.
+    On PostgreSQL nothing orders the writers' commits: sequence numbers taken in one order and
+    committed in the other would be skipped by a reader that had passed them, were it not reading by
+    transaction below the oldest one in flight. Partitioned (``own_partition``), each SQLite writer
+    appends to a file of its own, created while the reader tails."""
+    stores = [open_store(location, own_partition=partitioned) for _ in range(writers)]
+    stores.append(open_store(location))
     writers_done = threading.Event()
     batches = 600 // (8 * writers)
 
@@ -172,16 +177,15 @@ def test_a_reader_tailing_concurrent_writers_misses_nothing(location, writers):
         for batch in range(batches):
             write(store, *(record(f"w{index}-{batch}-{i}", rows=1) for i in range(8)))
 
-    seen: list[tuple[Position, str]] = []
+    seen: list[tuple[int, Position, str]] = []
 
     def tail(store: Store) -> None:
-        position = START
+        cursor: Cursor = {}
         while True:
             finished = writers_done.is_set()  # read before the last pass: nothing is left after it
-            read = store.requests.read_after(position, 50, decode=False)
-            for r in read:
-                seen.append((r.position, r.request_id))
-                position = r.position
+            read = store.requests.read_after(cursor, 50, decode=False)
+            seen.extend((r.partition, r.position, r.request_id) for r in read)
+            cursor = advanced(cursor, read)
             if finished and len(read) < 50:
                 return
             time.sleep(0.001)
@@ -198,8 +202,57 @@ def test_a_reader_tailing_concurrent_writers_misses_nothing(location, writers):
     for store in stores:
         store.close()
     written = writers * batches * 8
-    assert len(seen) == written and len({rid for _, rid in seen}) == written
-    assert [position for position, _ in seen] == sorted(position for position, _ in seen)
+    assert len(seen) == written and len({rid for *_, rid in seen}) == written
+    partitions = {partition for partition, *_ in seen}
+    assert len(partitions) == (writers if partitioned and not is_postgres(location) else 1)
+    for partition in partitions:
+        positions = [position for p, position, _ in seen if p == partition]
+        assert positions == sorted(positions)
+
+
+def test_sqlite_writers_with_partitions_of_their_own_are_read_as_one_log(tmp_path):
+    """Each writer process (a store opened with ``own_partition``) appends to a file of its own, the
+    lowest-numbered no live writer holds; everything that reads the log (feedback's checks, the
+    monitor, exports, retention) sees every partition, one created after the reader opened included,
+    and the monitor's cursor keeps a position per partition."""
+    path = tmp_path / "predictions.sqlite3"
+    reader = open_store(path)
+    first, second = open_store(path, own_partition=True), open_store(path, own_partition=True)
+    try:
+        write(reader, record("main", ts=5))
+        write(first, record("one", ts=10))
+        write(second, record("two", ts=20), record("shadow", ts=21, arm="shadow"))
+        assert sorted(p.name for p in (tmp_path / "predictions.sqlite3.parts").glob("*.db")) == [
+            "1.db",
+            "2.db",
+        ]
+        assert set(reader.requests.targets(["main", "one", "two", "shadow"])) == {"main", "one", "two"}
+        assert [r.request_id for r in reader.requests.answered(["one", "two"])] == ["one", "two"]
+        assert [r.request_id for r in reader.requests.shadowed(["shadow"])] == ["shadow"]
+        assert [r.request_id for r in reader.requests.fetch("cancer", 8)] == ["one", "two", "shadow"]
+        records = reader.requests.read_after({}, 10)
+        assert [(r.partition, r.request_id) for r in records] == [
+            (0, "main"),
+            (1, "one"),
+            (2, "two"),
+            (2, "shadow"),
+        ]
+        cursor = advanced({}, records)
+        assert reader.requests.position_before(15) == {0: cursor[0], 1: cursor[1], 2: (0, 0)}
+        write(first, record("later", ts=30))
+        assert [r.request_id for r in reader.requests.read_after(cursor, 10)] == ["later"]
+        second.close()  # its partition is free again: the next writer takes it, no third file
+        third = open_store(path, own_partition=True)
+        write(third, record("again", ts=40))
+        assert [(r.partition, r.request_id) for r in reader.requests.read_after(cursor, 10)][-1] == (
+            2,
+            "again",
+        )
+        assert reader.requests.prune(before=25) == 4 and len(reader.requests.read_after({}, 10)) == 2
+        third.close()
+    finally:
+        for store in (reader, first, second):
+            store.close()
 
 
 def test_a_reader_waits_for_a_record_still_being_committed(postgres_url):
@@ -211,10 +264,10 @@ def test_a_reader_waits_for_a_record_still_being_committed(postgres_url):
         with db.transaction() as transaction:
             db.insert_requests(transaction, request_rows([EncodedRecord.of(record("slow"))]))
             write(other, record("quick"))  # a higher seq, committed first
-            assert store.requests.read_after(START, 10) == []
-        slow, quick = store.requests.read_after(START, 10)
+            assert store.requests.read_after({}, 10) == []
+        slow, quick = store.requests.read_after({}, 10)
         assert (slow.request_id, quick.request_id) == ("slow", "quick") and slow.seq < quick.seq
-        assert store.requests.position_before(0) < slow.position
+        assert store.requests.position_before(0)[0] < slow.position
     finally:
         store.close()
         other.close()
@@ -241,7 +294,7 @@ def test_a_sqlite_writer_waits_its_turn_within_the_timeout_and_a_killed_holder_f
         holder.kill()
         holder.wait()
         log.write([EncodedRecord.of(record("written"))])
-        assert [r.request_id for r in log.read_after(START, 10)] == ["written"]
+        assert [r.request_id for r in log.read_after({}, 10)] == ["written"]
     finally:
         holder.kill()
         log.db.close()
@@ -330,7 +383,7 @@ def test_opening_a_store_again_keeps_what_it_holds(location):
     first.close()
     again = open_store(location)  # the schema is there: nothing is created or migrated twice
     try:
-        assert [r.request_id for r in again.requests.read_after(START, 10)] == ["r1"]
+        assert [r.request_id for r in again.requests.read_after({}, 10)] == ["r1"]
     finally:
         again.close()
 
@@ -356,9 +409,9 @@ def test_a_postgres_log_written_before_positions_is_read_after_the_upgrade(postg
     store = open_store(postgres_url)
     try:
         write(store, record("new", ts=20))
-        old, new = store.requests.read_after(START, 10)
+        old, new = store.requests.read_after({}, 10)
         assert (old.request_id, old.xid, new.request_id) == ("old", 0, "new") and new.xid > 0
-        assert store.requests.read_after(old.position, 10) == [new]
-        assert store.requests.position_before(15) == (new.xid, new.seq - 1)
+        assert store.requests.read_after({0: old.position}, 10) == [new]
+        assert store.requests.position_before(15) == {0: (new.xid, new.seq - 1)}
     finally:
         store.close()

@@ -8,12 +8,12 @@ the queue. The same with a real full disk (a small tmpfs) is in tests/test_fault
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 
 import pytest
 from starlette.testclient import TestClient
 
+from monitoring.store.sqlite import open_sqlite
 from service.app import create_app
 from service.settings import Settings
 
@@ -66,15 +66,13 @@ def test_with_durable_acknowledgement_an_answer_means_its_record_is_committed(ca
     settings = Settings(registry=cancer_registry.root, poll_interval=3600, log_ack="committed",
                         log_ack_timeout=0.5)  # fmt: skip
     rows = cancer_model.frame.iloc[:1].to_dict(orient="records")
-    log = sqlite3.connect(cancer_registry.root / "predictions.sqlite3")
+    log = open_sqlite(cancer_registry.root / "predictions.sqlite3")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         for i in range(20):
             response = client.post("/predict", json={"inputs": rows}, headers={"x-request-id": f"d{i}"})
             assert response.status_code == 200
             # committed before the answer left: another connection reads it at once
-            assert log.execute(
-                "SELECT count(*) FROM requests WHERE request_id = ?", (f"d{i}",)
-            ).fetchone() == (1,)
+            assert [r.request_id for r in log.requests.answered([f"d{i}"])] == [f"d{i}"]
         writer = client.app.state.context.observability.shipper.child
         writer.send_signal(signal.SIGSTOP)  # a writer that commits nothing: no answer is acknowledged
         try:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from monitoring.records import START
 from monitoring.store.sqlite import open_sqlite
 
 pytestmark = pytest.mark.slow
@@ -156,7 +155,7 @@ def test_every_acknowledged_request_is_logged_after_sigterm(gateway_factory, can
     assert gateway.process.returncode is not None
 
     store = open_sqlite(cancer_registry.root / "predictions.sqlite3")
-    records = store.requests.read_after(START, 10_000)
+    records = store.requests.read_after({}, 10_000)
     store.close()
     assert sorted(r.request_id for r in records) == sorted(acknowledged)
     assert all(r.status == 200 and r.rows == 2 and r.outputs for r in records)
@@ -192,7 +191,7 @@ def test_kserve_v1_and_mlflow_requests_are_answered_logged_and_counted(
     )
     assert 'route="mlflow",status="200"' in metrics
     store = open_sqlite(cancer_registry.root / "predictions.sqlite3")
-    records = {r.request_id: r for r in store.requests.read_after(START, 100)}
+    records = {r.request_id: r for r in store.requests.read_after({}, 100)}
     store.close()
     assert records["ml-1"].route == "mlflow" and records["ml-1"].rows == 3 and records["ml-1"].outputs
     assert sorted(r.route for r in records.values()) == ["mlflow", "v1"]

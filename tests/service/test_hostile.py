@@ -6,12 +6,11 @@ clients watched meanwhile, are in tests/test_faults.py.
 
 from __future__ import annotations
 
-import sqlite3
-
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from monitoring.store.sqlite import open_sqlite
 from service.app import create_app
 from service.settings import Settings
 
@@ -64,9 +63,11 @@ def test_what_a_client_sent_is_quoted_only_so_far(roomy, cancer_model, cancer_re
         assert len(response.content) < SMALL, (what, len(response.content))
         assert "characters)" in response.text, what  # it says how long the string was
     roomy.__exit__(None, None, None)  # the gateway stops: its log is written
-    with sqlite3.connect(cancer_registry.root / "predictions.sqlite3") as db:
-        longest = db.execute("SELECT max(length(error)), max(length(model)) FROM requests").fetchone()
-    assert 0 < longest[0] < 2_000 and (longest[1] or 0) < 100
+    store = open_sqlite(cancer_registry.root / "predictions.sqlite3")
+    records = store.requests.fetch(None, None)
+    store.close()
+    assert 0 < max(len(r.error or "") for r in records) < 2_000
+    assert max(len(r.model or "") for r in records) < 100
 
 
 def test_a_path_is_quoted_only_so_far(client):

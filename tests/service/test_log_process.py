@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from monitoring.records import START, RequestRecord
+from monitoring.records import RequestRecord
 from monitoring.sink import LogWriter
 from monitoring.store.sqlite import open_sqlite
 from service.processes.log_writer import LogShipper
@@ -50,7 +50,7 @@ def logged(path):
     store = open_sqlite(path)
     try:
         return [(r.request_id, r.status, r.rows, r.inputs, r.outputs, r.flags, r.error)
-                for r in store.requests.read_after(START, 1000)]  # fmt: skip
+                for r in store.requests.read_after({}, 1000)]  # fmt: skip
     finally:
         store.close()
 

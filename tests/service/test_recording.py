@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.records import START
 from monitoring.store.sqlite import open_sqlite
 from service.app import create_app
 from service.settings import Settings
@@ -26,7 +25,7 @@ def logged(settings):
     """What the log holds once the gateway has shut down (which drains the queue)."""
     store = open_sqlite(settings.prediction_log)
     try:
-        return store.requests.read_after(START, 10_000)
+        return store.requests.read_after({}, 10_000)
     finally:
         store.close()
 

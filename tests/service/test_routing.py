@@ -9,7 +9,6 @@ import math
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.records import START
 from registry.aliases import RoutingPolicy
 from service.app import create_app
 from service.serving.routing import key_point, to_challenger
@@ -114,6 +113,6 @@ def test_the_prediction_log_records_which_arm_answered(cancer_registry, rows):
         answers = {a["request_id"]: (a["arm"], a["version"]) for a in
                    (client.post("/predict", json={"inputs": rows}).json() for _ in range(30))}  # fmt: skip
     log = open_sqlite(cancer_registry.root / "predictions.sqlite3")
-    logged = {r.request_id: (r.arm, r.version) for r in log.requests.read_after(START, 100)}
+    logged = {r.request_id: (r.arm, r.version) for r in log.requests.read_after({}, 100)}
     log.close()
     assert logged == answers

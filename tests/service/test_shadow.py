@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.records import START
 from monitoring.sink import EventSink, LogWriter
 from monitoring.store.sqlite import open_sqlite
 from registry.aliases import RoutingPolicy
@@ -42,7 +41,7 @@ def test_the_champion_answers_and_both_predictions_are_logged_under_one_id(cance
         time.sleep(0.2)  # and finish the one in hand
     assert {(a["arm"], a["version"]) for a in answers} == {("champion", 1)}
     log = open_sqlite(cancer_registry.root / "predictions.sqlite3")
-    logged = log.requests.read_after(START, 100)
+    logged = log.requests.read_after({}, 100)
     log.close()
     by_arm = {arm: {r.request_id: r for r in logged if r.arm == arm} for arm in ("champion", "shadow")}
     assert set(by_arm["shadow"]) == set(by_arm["champion"]) == {a["request_id"] for a in answers}
@@ -104,7 +103,7 @@ def test_a_slow_challenger_sheds_shadow_jobs_and_never_holds_the_caller(cancer_r
     time.sleep(0.5)
     runner.stop()
     sink.close()
-    mirrored = [r for r in store.requests.read_after(START, 100) if r.arm == "shadow"]
+    mirrored = [r for r in store.requests.read_after({}, 100) if r.arm == "shadow"]
     store.close()
     assert len(mirrored) == 10 - runner.shed and all(r.status == 200 for r in mirrored)
 
@@ -128,7 +127,7 @@ def test_the_shadow_thread_rests_so_the_challenger_keeps_to_its_budget(
     runner.stop(timeout=10)
     sink.start()
     sink.close()
-    took = [r.latency_ms / 1000 for r in store.requests.read_after(START, 10)]
+    took = [r.latency_ms / 1000 for r in store.requests.read_after({}, 10)]
     store.close()
     assert len(took) == 5 and runner.shed == 0
     # rest = time taken * (1 - 0.2) / 0.2: at least four times the prediction it followed
@@ -179,11 +178,11 @@ def test_a_hung_challenger_is_stopped_at_the_shadow_timeout_and_logged_as_504(lo
     runner.offer(job(looping, one_row(3.0), request_id="hung"))
     runner.offer(job(looping, one_row(0.7), request_id="after"))
     deadline = time.monotonic() + 10
-    while len(store.requests.read_after(START, 10)) < 2 and time.monotonic() < deadline:
+    while len(store.requests.read_after({}, 10)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     runner.stop()
     sink.close()
-    hung, after = sorted(store.requests.read_after(START, 10), key=lambda r: r.request_id != "hung")
+    hung, after = sorted(store.requests.read_after({}, 10), key=lambda r: r.request_id != "hung")
     store.close()
     assert (hung.request_id, hung.status, hung.error) == (
         "hung",
@@ -203,9 +202,9 @@ def test_a_record_is_logged_before_the_rest_and_a_stop_cuts_the_rest_short(loopi
     runner.start()
     runner.offer(job(looping, one_row(3.0), request_id="hung"))
     deadline = time.monotonic() + 10
-    while not store.requests.read_after(START, 10) and time.monotonic() < deadline:
+    while not store.requests.read_after({}, 10) and time.monotonic() < deadline:
         time.sleep(0.05)
-    (record,) = store.requests.read_after(START, 10)  # logged while the thread rests
+    (record,) = store.requests.read_after({}, 10)  # logged while the thread rests
     assert record.status == 504
     started = time.monotonic()
     runner.stop(timeout=10)
@@ -228,7 +227,7 @@ def test_a_stop_does_not_wait_out_a_hung_challenger(looping, tmp_path):
     runner.stop(timeout=10)
     assert time.monotonic() - started < 5
     sink.close()
-    (record,) = store.requests.read_after(START, 10)
+    (record,) = store.requests.read_after({}, 10)
     store.close()
     assert (record.status, record.error) == (503, "stopped: the gateway is shutting down")
 
@@ -244,9 +243,9 @@ def test_the_challenger_runs_niced_on_a_one_thread_session_of_its_own(cancer_reg
     runner.start()
     runner.offer(job(challenger, warmup_batch(challenger.manifest, 2)))
     deadline = time.monotonic() + 10
-    while not store.requests.read_after(START, 10) and time.monotonic() < deadline:
+    while not store.requests.read_after({}, 10) and time.monotonic() < deadline:
         time.sleep(0.05)
-    (record,) = store.requests.read_after(START, 10)
+    (record,) = store.requests.read_after({}, 10)
     stat = Path(f"/proc/self/task/{runner._thread.native_id}/stat").read_text()
     nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of stat(5), counted after the name
     runner.stop()
