@@ -1,6 +1,7 @@
 """How fast the monitor catches up with a pre-filled prediction log, against the gateway's peak rate.
 
     python load_tests/monitor_ingest.py --records 100000 --peak 1400
+    python load_tests/monitor_ingest.py --records 100000 --models 8 --shards 1,2,4
 
 Fills a fresh SQLite prediction log with ``--records`` single-row requests
 of the demo champion (held-out rows, real predictions, plausibility checked,
@@ -12,12 +13,21 @@ monitor process runs it. Prints records/s and its ratio to ``--peak`` (the
 highest requests/s the gateway answered in ``bench.py``). Alerting and the
 canary controller are left out: they read the reports, once a pass, not
 the records.
+
+``--models M --shards 1,2,...``: the records are spread over M models (the
+demo champion under M names), and for each count N, N monitor processes
+each take a shard of them (``MODELGATE_MONITOR_SHARDS``, ``monitoring.shards``)
+and catch up at once; records/s is all records over the time from their
+common start to the last one's end, beside one monitor's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import functools
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.metrics import GatewayMetrics
 from monitoring.monitor import Monitor
 from monitoring.records import RequestRecord
+from monitoring.shards import Shard
 from monitoring.sink import encode
 from monitoring.store import RequestLog
 from monitoring.store.sqlite import open_sqlite
@@ -68,15 +79,92 @@ class DemoTraffic:
         return made
 
 
-def fill(registry: Registry, log: RequestLog, records: int) -> float:
-    """Write ``records`` single-row champion requests, spread over the last ten minutes; seconds taken."""
+def fill(registry: Registry, log: RequestLog, records: int, models: int = 1) -> float:
+    """Write ``records`` single-row champion requests, spread over the last ten minutes (and, with
+    ``models`` > 1, over that many names, ``model_name``); seconds taken."""
     traffic = DemoTraffic(registry)
     started = time.perf_counter()
     now = time.time()
     for start in range(0, records, WRITE_BATCH):
         count = min(WRITE_BATCH, records - start)
-        log.write(encode(traffic.records(start, count, ts=now - 600 + 600 * start / records)))
+        batch = traffic.records(start, count, ts=now - 600 + 600 * start / records)
+        if models > 1:
+            batch = [dataclasses.replace(r, model=model_name(i % models)) for i, r in enumerate(batch)]
+        log.write(encode(batch))
     return time.perf_counter() - started
+
+
+def model_name(index: int) -> str:
+    return f"{DEMO_MODEL}-{index}"
+
+
+def catch_up(log_path: str, registry_root: str, shard: tuple[int, int], start: object, times: object) -> None:
+    """One monitor process of a shard: wait for the start, read the whole log, report, save."""
+    store = open_sqlite(Path(log_path))
+    registry = Registry(registry_root)
+    manifests = functools.lru_cache(maxsize=None)(
+        lambda _model, version: registry.manifest(DEMO_MODEL, version)
+    )
+    monitor = Monitor(
+        store.requests, store.feedback, store.reports, manifests, WindowSettings(), Shard(*shard)
+    )
+    start.wait()  # type: ignore[attr-defined]
+    began, now = time.time(), time.time()
+    read = monitor.tail(now)
+    monitor.save(monitor.reports(now), now)
+    times.put((began, time.time(), read))  # type: ignore[attr-defined]
+    store.close()
+
+
+def shared(log_path: str, registry_root: str, shards: int) -> float:
+    """Seconds for ``shards`` monitor processes, one a shard, to catch up with the log together."""
+    context = multiprocessing.get_context("spawn")
+    start, times = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=catch_up, args=(log_path, registry_root, (i, shards), start, times))
+        for i in range(shards)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(3.0)  # each has imported and opened the log
+    start.set()
+    spans = [times.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    return max(end for _, end, _ in spans) - min(began for began, _, _ in spans)
+
+
+def sweep(records: int, models: int, counts: list[int], out: str | None) -> int:
+    lines = [
+        f"# Monitors sharing the models, {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"A SQLite log of {records:,} single-row records over {models} models (the demo champion "
+        "under as many names), read from a cold start by N monitor processes, one a shard "
+        "(`monitoring.shards`), started together: all records over the time to the last one's end.",
+        "",
+        "| monitors (shards) | seconds | records/s | vs 1 |",
+        "|---:|---:|---:|---:|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="modelgate-shards-") as tmp:
+        registry = Registry(Path(tmp) / "registry")
+        build_demo(registry)
+        log_path = Path(tmp) / "predictions.sqlite3"
+        store = open_sqlite(log_path)
+        fill(registry, store.requests, records, models)
+        store.close()
+        first = None
+        for count in counts:
+            took = shared(str(log_path), str(registry.root), count)
+            first = first or records / took
+            lines.append(f"| {count} | {took:.2f} | {records / took:,.0f} | {records / took / first:.2f}x |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
+    return 0
 
 
 def main() -> int:
@@ -86,7 +174,11 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--peak", type=float, help="the gateway's peak requests/s, for the ratio")
     parser.add_argument("--out", help="also write the result (markdown) here")
+    parser.add_argument("--models", type=int, default=1, help="with --shards: models the records spread over")
+    parser.add_argument("--shards", help="monitor counts, comma-separated: monitors sharing the models")
     args = parser.parse_args()
+    if args.shards:
+        return sweep(args.records, args.models, [int(n) for n in args.shards.split(",")], args.out)
     with tempfile.TemporaryDirectory(prefix="modelgate-ingest-") as tmp:
         registry = Registry(Path(tmp) / "registry")
         build_demo(registry)

@@ -1,7 +1,8 @@
 """The monitor: rolling windows over the prediction log, and a drift and plausibility report per model.
 
 One monitor per deployment, in a process of its own (``service.processes.monitor``)
-that holds the log's monitor lease. It tails the log by position, so windows
+that holds the log's monitor lease; or, where monitors share the models
+(``monitoring.shards``), one per shard, each reading only its models. It tails the log by position, so windows
 cover every worker's traffic, and after a restart it rebuilds them from the
 log (from the first record inside the time window). Reports go back into the
 log store, where every process reads them for ``GET /monitoring/drift``.
@@ -43,6 +44,7 @@ from monitoring.report import (
     Report,
 )
 from monitoring.sequential import Matcher
+from monitoring.shards import Shard
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from monitoring.windows import Labelled, Traffic, Window, WindowSettings, traffic_summary
 from registry.aliases import Arm
@@ -88,8 +90,11 @@ class Monitor:
         reports: ReportStore,
         manifests: Callable[[str, int], Manifest],
         settings: WindowSettings,
+        shard: Shard | None = None,
     ) -> None:
         self.requests = requests
+        #: the models this monitor looks after: every one, unless monitors share them
+        self.shard = shard or Shard()
         self.feedback = feedback
         self.saved_reports = reports
         self.manifests = manifests
@@ -134,8 +139,9 @@ class Monitor:
     def ingest(self, records: list[LoggedRequest]) -> None:
         """Every answering request of a served model into its traffic window; its answered ones into
         their version's window (refusals carry no inputs to test). Shadow predictions answered no one."""
+        owns = self.shard.owns
         for record in records:
-            if record.model is None:
+            if record.model is None or not owns(record.model):
                 continue
             if record.arm != "pinned":
                 predicted = record.rows if record.status == 200 else 0
@@ -250,6 +256,8 @@ class Monitor:
         for position, item in feedback:
             request = requests.get(item.request_id)
             if request is None or request.model is None or request.version is None or not request.outputs:
+                continue
+            if not self.shard.owns(request.model):
                 continue
             counted = position > self._resume(request.model)[1]  # else a saved contest has it already
             if item.reward is not None and counted and request.arm in ("champion", "challenger"):
@@ -374,6 +382,7 @@ class Monitor:
                 "traffic": traffic_summary(self.traffic[model], now),
                 "comparison": self.comparison(model, now),
                 "quality": [],
+                "monitor": {"shard": self.shard.index, "shards": self.shard.count},
             })
             for model, (version, window) in latest.items()
         }  # fmt: skip

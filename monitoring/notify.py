@@ -27,6 +27,7 @@ import structlog
 
 from monitoring.alerts import Alert, AlertConfig, AlertEngine, conditions, fingerprint
 from monitoring.report import Report
+from monitoring.shards import Shard
 from monitoring.store import AlertStore, Outbox
 
 if TYPE_CHECKING:
@@ -72,8 +73,11 @@ class Alerting:
         *,
         metrics: GatewayMetrics | None = None,
         triggers: Triggers | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.alerts = alerts
+        #: whose alerts these are: every model's, unless monitors share them (``monitoring.shards``)
+        self.shard = shard or Shard()
         self.outbox = outbox
         self.config = config
         self.external_url = external_url
@@ -88,7 +92,11 @@ class Alerting:
     def step(self, reports: dict[str, Report], now: float) -> list[Alert]:
         """One pass over this pass's reports; returns the alerts that fired or resolved."""
         if not self._loaded:  # resume: an alert firing before a restart is not announced again
-            self.engine.active = {a.fingerprint: a for a in self.alerts.since(now) if a.resolved_at is None}
+            self.engine.active = {
+                a.fingerprint: a
+                for a in self.alerts.since(now)
+                if a.resolved_at is None and self.shard.owns(a.labels["model"])
+            }
             self._loaded = True
         held = [c for report in reports.values() for c in conditions(self.config.rules, report)]
         changed = self.engine.evaluate(held, set(reports), now)
@@ -100,7 +108,8 @@ class Alerting:
         if self.triggers is not None:
             self._trigger(changed, reports, now)
         self.outbox.enqueue(self._notifications(changed, now), now)
-        self.deliver(now)
+        if self.shard.delivers:
+            self.deliver(now)
         return changed
 
     def _trigger(self, changed: Sequence[Alert], reports: dict[str, Report], now: float) -> None:

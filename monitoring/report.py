@@ -297,6 +297,11 @@ class VersionReport(TypedDict):
     plausibility: list[PlausibilityEntry]
 
 
+class MonitorShard(TypedDict):
+    shard: int
+    shards: int
+
+
 class Report(VersionReport):
     """A model's report: its latest version's window, the model's traffic, the champion/challenger
     comparison, live quality per version, and the canary's state while one runs."""
@@ -304,4 +309,6 @@ class Report(VersionReport):
     traffic: TrafficSummary
     comparison: Comparison | None
     quality: list[VersionQuality]
+    #: which monitor computed it: its shard of the models, of how many (``monitoring.shards``)
+    monitor: MonitorShard
     canary: NotRequired[CanaryState | None]

@@ -104,6 +104,8 @@ class Window(Generic[T]):
         self._seen: dict[int, int] = {}
         #: ... and the rows a thinned slot was cut to
         self._cut: dict[int, int] = {}
+        #: whether entries came since the last thinning (else thinning again changes nothing)
+        self._added = False
         self.last_seen = 0.0
 
     def add(self, entry: T) -> None:
@@ -116,6 +118,7 @@ class Window(Generic[T]):
         slot = self._slot(entry.ts)
         self._seen[slot] = self._seen.get(slot, 0) + entry.rows
         self.last_seen = max(self.last_seen, entry.ts)
+        self._added = True
         if self.rows > 2 * self.settings.max_rows:
             self.trim(self.last_seen)
 
@@ -128,8 +131,11 @@ class Window(Generic[T]):
         for slots in (self._seen, self._cut):
             for slot in [s for s in slots if (s + 1) * self.width <= oldest]:
                 del slots[slot]
-        if self.rows > self.settings.max_rows or self._cut:  # a slot cut once holds no more since
+        # a slot cut once holds no more since; what is left of a thinned window after the oldest
+        # entries go is thinned already (a later cut only ever allows more), so only new entries count
+        if self._added and (self.rows > self.settings.max_rows or self._cut):
             self._thin()
+        self._added = False
 
     def _slot(self, ts: float) -> int:
         return math.floor(ts / self.width)

@@ -164,6 +164,10 @@ class Settings:
     quality_segments: str = ""
     #: seconds between two monitor passes over the log
     monitor_interval: float = 2.0
+    #: monitors that share the models, each looking after those of its shard (monitoring.shards),
+    #: started by whichever workers of whichever replicas find a shard without one; the same on every
+    #: replica
+    monitor_shards: int = 1
     #: the alert rules and receivers (YAML); empty means the shipped monitoring/alerts.yml
     alert_rules: str = ""
     #: this gateway's address as on-call reaches it, for links in notifications
@@ -196,6 +200,8 @@ class Settings:
         if not self.drift_false_alert_days > 0:
             days = self.drift_false_alert_days
             raise ValueError(f"setting drift_false_alert_days: {days!r} is not above 0")
+        if not 1 <= self.monitor_shards <= 64:
+            raise ValueError(f"setting monitor_shards: {self.monitor_shards!r} is not within 1..64")
         if self.log_ack not in ("queued", "committed"):
             raise ValueError(f"setting log_ack: {self.log_ack!r} is not 'queued' or 'committed'")
         if self.log_overflow not in ("block", "drop"):

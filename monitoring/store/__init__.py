@@ -4,10 +4,11 @@ A part of the gateway is handed only the seams it uses: the log writer a
 ``RequestLog``; the feedback route a ``RequestLog`` (to check what feedback
 names) and a ``FeedbackLog``; the monitor both logs and the ``ReportStore``;
 the alert stage an ``AlertStore`` and an ``Outbox``; the monitor's
-supervisor a ``MonitorLease``. ``open_store`` opens all six on one backend,
-chosen by the location given: a file path (SQLite, the embedded default, one
-machine) or a ``postgresql://`` URL (any number of replicas). The contract
-both backends keep is tests/monitoring/test_store_contract.py, run against each.
+supervisor a ``MonitorLease`` (one per shard where monitors share the
+models). ``open_store`` opens all six on one backend, chosen by the
+location given: a file path (SQLite, the embedded default, one machine) or
+a ``postgresql://`` URL (any number of replicas). The contract both
+backends keep is tests/monitoring/test_store_contract.py, run against each.
 
 What the seams promise, whatever the backend:
 
@@ -139,7 +140,7 @@ class Outbox(Protocol):
 
 
 class MonitorLease(Protocol):
-    """Who the one monitor of a deployment is."""
+    """Who the one monitor of a deployment (or of a shard of its models) is."""
 
     def acquire(self) -> bool:
         """Try, without waiting, to become the monitor; held until ``release`` or this process exits."""
@@ -167,7 +168,10 @@ class Store:
     reports: ReportStore
     alerts: AlertStore
     outbox: Outbox
+    #: the lease of the monitor of every model, or of shard 0 where monitors share the models
     lease: MonitorLease
+    #: the lease of a monitor shard (``monitoring.shards``), a new one each call; 0's is ``lease``'s
+    shard_lease: Callable[[int], MonitorLease]
     closer: Callable[[], None]
     #: where it is, for log lines and messages (a URL without its password, or a path)
     location: str

@@ -59,6 +59,8 @@ from monitoring.store.sql import (
 #: advisory lock keys: (LOCK_SPACE, one of the others)
 LOCK_SPACE = 0x6D67  # "mg"
 MIGRATION_LOCK, LEASE_LOCK = 1, 2
+#: shard n > 0 of the monitors' work (``monitoring.shards``) leases the key SHARD_LEASES + n
+SHARD_LEASES = 1000
 
 #: each entry brings the schema from the version before it to its own
 MIGRATIONS = (
@@ -261,9 +263,10 @@ class AdvisoryLease:
     """The monitor lease: a session-level advisory lock on a connection outside the pool, so that
     it lives exactly as long as that connection."""
 
-    def __init__(self, url: str, db: PostgresDatabase) -> None:
+    def __init__(self, url: str, db: PostgresDatabase, shard: int = 0) -> None:
         self.url = url
         self.db = db
+        self.key = LEASE_LOCK if shard == 0 else SHARD_LEASES + shard
         self._connection: psycopg.Connection[Any] | None = None
 
     def acquire(self) -> bool:
@@ -274,7 +277,7 @@ class AdvisoryLease:
                 row = self._connection.execute(
                     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() "
                     "AND locktype = 'advisory' AND classid = %s AND objid = %s AND granted)",
-                    (LOCK_SPACE, LEASE_LOCK),
+                    (LOCK_SPACE, self.key),
                 ).fetchone()
             except psycopg.Error:
                 row = None
@@ -285,7 +288,7 @@ class AdvisoryLease:
         # named after its holder, which the status route reads back (63 bytes at most)
         name = f"modelgate monitor {lease_holder()}"[:63]
         connection = psycopg.connect(with_keepalives(self.url), autocommit=True, application_name=name)
-        row = connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, LEASE_LOCK)).fetchone()
+        row = connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.key)).fetchone()
         if row is None or not row[0]:
             connection.close()
             return False
@@ -297,7 +300,7 @@ class AdvisoryLease:
             "SELECT a.application_name, a.backend_start FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
             "AND l.classid = ? AND l.objid = ? AND l.granted",
-            (LOCK_SPACE, LEASE_LOCK),
+            (LOCK_SPACE, self.key),
         )
         if not rows:
             return None
@@ -309,7 +312,7 @@ class AdvisoryLease:
         (row,) = self.db.rows(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
             "AND classid = ? AND objid = ? AND granted)",
-            (LOCK_SPACE, LEASE_LOCK),
+            (LOCK_SPACE, self.key),
         )
         return bool(row[0])
 
@@ -330,6 +333,7 @@ def open_postgres(url: str, *, pool_size: int = 4) -> Store:
         alerts=SqlAlertStore(db),
         outbox=SqlOutbox(db),
         lease=AdvisoryLease(url, db),
+        shard_lease=lambda shard: AdvisoryLease(url, db, shard),
         closer=db.close,
         location=redacted(url),
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import queue
 import sqlite3
 import threading
@@ -464,6 +465,13 @@ class PartitionedRequestLog:
             self._claim = None
 
 
+def monitor_lease(path: Path, shard: int) -> FileLease:
+    """The lease of the log's monitor, or of one shard of its models (``monitoring.shards``)."""
+    return FileLease(
+        path.with_name(path.name + (".monitor.lock" if shard == 0 else f".monitor-{shard}.lock"))
+    )
+
+
 def partition_files(directory: Path) -> list[tuple[int, Path]]:
     """The partitions' files in ``directory`` (``<log>.parts``), by number."""
     if not directory.is_dir():
@@ -493,7 +501,8 @@ def open_sqlite(path: Path, own_partition: bool = False) -> Store:
         reports=SqlReportStore(db),
         alerts=SqlAlertStore(db),
         outbox=SqlOutbox(db),
-        lease=FileLease(path.with_name(path.name + ".monitor.lock")),
+        lease=monitor_lease(path, 0),
+        shard_lease=functools.partial(monitor_lease, path),
         closer=close,
         location=str(path),
     )

@@ -46,18 +46,22 @@ async def ready(ctx: Context, request: Request) -> Response:
 
 
 async def monitoring_status(ctx: Context, request: Request) -> Response:
-    """Which replica's monitor holds the lease, and this process's log queue."""
-    observed = ctx.observed
-    holder = await anyio.to_thread.run_sync(observed.store.lease.holder)
+    """Which replica's monitor holds the lease (each shard's, where monitors share the models), and
+    this process's log queue."""
+    leases = ctx.observed.monitor.leases
+    holders = await anyio.to_thread.run_sync(lambda: [lease.holder() for lease in leases])
     host = socket.gethostname()
-    here = holder is not None and holder.startswith(f"{host} ")
-    return JSONResponse(
-        {
-            "monitor": {"holder": holder, "this_replica": here},
-            "replica": host,
-            "log": ctx.readiness()["log"],
-        }
-    )
+
+    def here(holder: str | None) -> bool:
+        return holder is not None and holder.startswith(f"{host} ")
+
+    monitor: dict[str, object] = {"holder": holders[0], "this_replica": here(holders[0])}
+    if len(holders) > 1:  # shard 0's is the one above
+        monitor["shards"] = [
+            {"shard": shard, "holder": holder, "this_replica": here(holder)}
+            for shard, holder in enumerate(holders)
+        ]
+    return JSONResponse({"monitor": monitor, "replica": host, "log": ctx.readiness()["log"]})
 
 
 async def models(ctx: Context, request: Request) -> Response:

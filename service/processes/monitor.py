@@ -10,6 +10,12 @@ within an interval or two when its worker exits. The lease is the child's
 own: a child orphaned by a killed worker keeps it until it notices (within
 an interval) and exits, so two monitors never overlap.
 
+With ``monitor_shards`` > 1 the same holds per shard of the models
+(``monitoring.shards``): each shard has its lease and its one monitor. A
+supervisor takes a free shard at once when it runs no monitor, and waits
+an interval more for each one it runs, so that the shards spread over the
+workers (and replicas) that have none before any worker runs two.
+
 Why a process and not a thread: decoding the log and testing a window hold
 the GIL for milliseconds at a time, which a worker's event loop felt as a
 quarter of its throughput; as a process it takes a core's spare time instead.
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,9 +47,12 @@ if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
     from monitoring.monitor import Monitor
     from monitoring.notify import Alerting
+    from monitoring.shards import Shard
 
 #: the child's exit code when another process already holds the lease
 STANDBY = 3
+#: which shard of the models a monitor child is to look after (``monitoring.shards``)
+SHARD_ENV = "MODELGATE_MONITOR_SHARD"
 #: added to the monitor's niceness: a pass tests every feature over the whole window, a
 #: burst of CPU that, on a small machine, would otherwise be taken from the workers
 MONITOR_NICENESS = 10
@@ -51,13 +61,18 @@ log = structlog.get_logger("modelgate.monitor")
 
 
 class MonitorSupervisor:
-    """Keeps one monitor process alive per log, from inside a gateway worker."""
+    """Keeps one monitor process alive per log (per shard of its models), from inside a gateway
+    worker."""
 
-    def __init__(self, settings: Settings, lease: MonitorLease) -> None:
+    def __init__(self, settings: Settings, leases: Sequence[MonitorLease]) -> None:
         self.settings = settings
-        self.lease = lease
+        #: one a shard, to see whether some process holds it
+        self.leases = leases
         self.interval = settings.monitor_interval
-        self.child: subprocess.Popen[bytes] | None = None
+        #: the monitors this supervisor started, by shard
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        #: when each shard was first seen without a monitor
+        self._free_since: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitor-supervisor", daemon=True)
 
@@ -67,30 +82,45 @@ class MonitorSupervisor:
     def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
-        child = self.child
-        if child is not None and child.poll() is None:
+        running = [child for child in self.children.values() if child.poll() is None]
+        for child in running:
             child.terminate()  # the child finishes its pass and exits
+        for child in running:
             wait_or_kill(child, timeout)
 
     def _run(self) -> None:
+        shards = len(self.leases)
+        first = os.getpid() % shards  # workers look at the shards in different orders
         while not self._stop.is_set():
-            child = self.child
-            if child is not None and child.poll() is not None:
-                if child.returncode not in (0, STANDBY, -signal.SIGTERM):
-                    log.error("monitor.exited", pid=child.pid, returncode=child.returncode)
-                _forget_gauges(child.pid)
-                self.child = child = None
-            if child is None and not self._lease_held():
-                self.child = spawn("service.processes.monitor", self.settings)
+            for shard in [(first + i) % shards for i in range(shards)]:
+                self._tend(shard)
             self._stop.wait(self.interval)
 
-    def _lease_held(self) -> bool:
-        """Whether a monitor leads; when the store cannot say (PostgreSQL unreachable), start none:
-        it could not read the log either."""
+    def _tend(self, shard: int) -> None:
+        child = self.children.get(shard)
+        if child is not None and child.poll() is not None:
+            if child.returncode not in (0, STANDBY, -signal.SIGTERM):
+                log.error("monitor.exited", pid=child.pid, returncode=child.returncode, shard=shard)
+            _forget_gauges(child.pid)
+            del self.children[shard]
+            child = None
+        if child is not None or self._lease_held(shard):
+            self._free_since.pop(shard, None)
+            return
+        now = time.monotonic()
+        free_since = self._free_since.setdefault(shard, now)
+        if now - free_since >= len(self.children) * self.interval:
+            env = {SHARD_ENV: str(shard)} if len(self.leases) > 1 else {}
+            self.children[shard] = spawn("service.processes.monitor", self.settings, env)
+            self._free_since.pop(shard, None)
+
+    def _lease_held(self, shard: int) -> bool:
+        """Whether a monitor leads the shard; when the store cannot say (PostgreSQL unreachable),
+        start none: it could not read the log either."""
         try:
-            return self.lease.held()
+            return self.leases[shard].held()
         except Exception as exc:
-            log.error("monitor.lease_unknown", error=str(exc))
+            log.error("monitor.lease_unknown", error=str(exc), shard=shard)
             return True
 
 
@@ -103,11 +133,14 @@ def _forget_gauges(pid: int) -> None:
 
 
 def main() -> int:
+    from monitoring.shards import Shard
     from monitoring.store import open_store
 
     settings = Settings.from_env()
+    shard = Shard(int(os.environ.get(SHARD_ENV, "0")), settings.monitor_shards)
     store = open_store(settings.store_location, pool_size=2)
-    if not store.lease.acquire():
+    lease = store.lease if shard.index == 0 else store.shard_lease(shard.index)
+    if not lease.acquire():
         store.close()
         return STANDBY
     # background work: when the cores are busy, the workers answering requests go first
@@ -116,22 +149,23 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    leading = _wired(settings, store)
+    leading = _wired(settings, store, shard)
     parent = int(os.environ.get("MODELGATE_PARENT", os.getppid()))
-    log.info("monitor.leading", pid=os.getpid(), log=store.location)
+    log.info("monitor.leading", pid=os.getpid(), log=store.location, shard=shard.index, shards=shard.count)
     leading.metrics.monitor_leading.labels(socket.gethostname()).set(1)
     tune_garbage_collector()
     while not stop.is_set() and os.getppid() == parent:
-        if not store.lease.acquire():  # its connection lost (PostgreSQL): another may lead now
-            log.error("monitor.lease_lost", pid=os.getpid())
+        if not lease.acquire():  # its connection lost (PostgreSQL): another may lead now
+            log.error("monitor.lease_lost", pid=os.getpid(), shard=shard.index)
             break
         try:
             leading.step(time.time())
         except Exception as exc:  # a bad record or a locked database must not stop monitoring
             log.error("monitor.step_failed", error=str(exc))
         stop.wait(settings.monitor_interval)
+    lease.release()
     store.close()
-    log.info("monitor.stopped", pid=os.getpid())
+    log.info("monitor.stopped", pid=os.getpid(), shard=shard.index)
     return 0
 
 
@@ -156,7 +190,7 @@ class Leading:
         self.alerting.step(reports, now)
 
 
-def _wired(settings: Settings, store: Store) -> Leading:
+def _wired(settings: Settings, store: Store, shard: Shard) -> Leading:
     """The monitor over the store, with its metrics, alerting, retraining triggers and routing
     controller (imported here, in the process that leads: the standby never needs them)."""
     import functools
@@ -187,12 +221,18 @@ def _wired(settings: Settings, store: Store) -> Leading:
         quality_segments=settings.segment_features,
     )
     manifests = functools.lru_cache(maxsize=64)(registry.manifest)
-    monitor = Monitor(store.requests, store.feedback, store.reports, manifests, window)
+    monitor = Monitor(store.requests, store.feedback, store.reports, manifests, window, shard)
     metrics = GatewayMetrics(CollectorRegistry())
     triggers = Triggers(registry, store.outbox, monitor.export_window, metrics=metrics)
     rules = AlertConfig.load(settings.alert_rules or None)
     alerting = Alerting(
-        store.alerts, store.outbox, rules, settings.external_url, metrics=metrics, triggers=triggers
+        store.alerts,
+        store.outbox,
+        rules,
+        settings.external_url,
+        metrics=metrics,
+        triggers=triggers,
+        shard=shard,
     )
     return Leading(monitor, RoutingController(registry, monitor, alerting), metrics, alerting)
 

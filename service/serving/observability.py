@@ -45,7 +45,10 @@ class Observability:
         )
         # the monitor process reads the rules; a broken file fails the gateway's start, here, instead
         AlertConfig.load(settings.alert_rules or None)
-        self.monitor = MonitorSupervisor(settings, self.store.lease)
+        self.monitor = MonitorSupervisor(
+            settings,
+            [self.store.lease, *(self.store.shard_lease(n) for n in range(1, settings.monitor_shards))],
+        )
         self.feedback = FeedbackDesk(
             self.store.requests, self.store.feedback, pool, max_items=settings.max_feedback_items
         )

@@ -177,3 +177,28 @@ def test_every_attempt_of_a_delivery_carries_the_same_idempotency_key(cancer_reg
         time.sleep(0.5)
     assert len(receiver.bodies) == 3 and receiver.bodies[0] == receiver.bodies[2]
     assert len(set(receiver.keys)) == 1 and receiver.keys[0] is not None
+
+
+def test_a_monitor_sharing_the_models_resumes_and_keeps_only_its_own_alerts(tmp_path):
+    """Two monitors share one alert store: one that took over another shard's alerts would save its
+    stale copies over the owner's state, and bring back an alert the owner resolved."""
+    from monitoring.alerts import Alert
+    from monitoring.notify import Alerting
+    from monitoring.shards import Shard
+    from monitoring.store.sqlite import open_sqlite
+
+    store = open_sqlite(tmp_path / "log.sqlite3")
+    held = [
+        {"alertname": "Drift", "model": model, "severity": "warning"} for model in ("cancer", "breast-cancer")
+    ]
+    store.alerts.save([Alert(fingerprint(each), each, {}, 0.0, 1.0, firing_since=0.0) for each in held])
+    config = AlertConfig(rules=(DRIFT,))
+    cancer = Alerting(store.alerts, store.outbox, config, shard=Shard(1, 2))  # "cancer" is shard 1's
+    assert cancer.step({}, now=10.0) == []
+    assert [a.labels["model"] for a in cancer.engine.active.values()] == ["cancer"]
+    other = Alerting(store.alerts, store.outbox, config, shard=Shard(0, 2))
+    (resolved,) = other.step({"breast-cancer": report()}, now=20.0)  # no drift in its report: resolved
+    assert resolved.labels["model"] == "breast-cancer" and resolved.status == "resolved"
+    cancer.step({}, now=30.0)
+    assert [a.labels["model"] for a in store.alerts.since(25.0) if a.resolved_at is None] == ["cancer"]
+    store.close()
