@@ -11,7 +11,7 @@ log store, where every process reads them for ``GET /monitoring/drift``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import numpy as np
@@ -91,10 +91,13 @@ class Monitor:
         manifests: Callable[[str, int], Manifest],
         settings: WindowSettings,
         shard: Shard | None = None,
+        models: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.requests = requests
-        #: the models this monitor looks after: every one, unless monitors share them
+        #: the models this monitor looks after: every one, unless monitors share them ...
         self.shard = shard or Shard()
+        #: ... when it reads only its share of the log: those of the registry's models (each pass)
+        self.models = models
         self.feedback = feedback
         self.saved_reports = reports
         self.manifests = manifests
@@ -412,13 +415,18 @@ class Monitor:
         if self.position is None:
             self.position = self.requests.position_before(now - self.settings.max_age_seconds)
         read = 0
+        listed = self.models if self.shard.count > 1 else None
         while True:
             limit = min(batch, self.read_limit)
-            records = self.requests.read_after(self.position, limit, decode=False)
+            if listed is None:
+                records = self.requests.read_after(self.position, limit, decode=False)
+                self.position = advanced(self.position, records)
+            else:  # listed at each read: a model's first records come after the registry has it
+                share = [model for model in listed() if self.shard.owns(model)]
+                records, self.position = self.requests.read_share(self.position, limit, share)
             if not records:
                 break
             self.ingest(records)
-            self.position = advanced(self.position, records)
             read += len(records)
             rows = sum(r.rows for r in records)
             self.read_limit = max(1, len(records) * ROWS_A_READ // max(rows, 1))

@@ -66,6 +66,13 @@ class RequestLog(Protocol):
         inputs and outputs left encoded, see ``LoggedRequest``). A record still being committed is not
         among them, nor is any after it in its partition: they come in a later read."""
 
+    def read_share(
+        self, cursor: Cursor, limit: int, models: Sequence[str]
+    ) -> tuple[list[LoggedRequest], dict[int, Position]]:
+        """Records of ``models`` after ``cursor`` (as ``read_after``, their payloads left encoded), and
+        the cursor past them and past the other models' records read over: a monitor looking after
+        some models (``monitoring.shards``) neither decodes nor reads again the rest."""
+
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         """Records of ``model`` (every model when None) at or after ``since`` (epoch seconds)."""
 

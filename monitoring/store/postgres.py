@@ -210,13 +210,34 @@ class PostgresDatabase:
         with self.pool.connection() as connection, connection.transaction():
             yield _Transaction(connection)
 
-    def after(self, table: Tailed, columns: str, position: Position, limit: int) -> list[tuple[Any, ...]]:
+    def after(
+        self,
+        table: Tailed,
+        columns: str,
+        position: Position,
+        limit: int,
+        *,
+        until: Position | None = None,
+        models: Sequence[str] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """By ``(xid, seq)``, below the horizon (see the module's docstring)."""
+        where, params = f"(xid, seq) > (?::text::xid8, ?) AND xid < {HORIZON}", list[object](position)
+        if until is not None:
+            where += " AND (xid, seq) <= (?::text::xid8, ?)"
+            params.extend(until)
+        if models is not None:
+            where += " AND model = ANY(?)"
+            params.append(list(models))
         return self.rows(
-            f"SELECT {self.xid}, seq, {columns} FROM {table} WHERE (xid, seq) > (?::text::xid8, ?) "
-            f"AND xid < {HORIZON} ORDER BY xid, seq LIMIT ?",
-            (*position, limit),
+            f"SELECT {self.xid}, seq, {columns} FROM {table} WHERE {where} ORDER BY xid, seq LIMIT ?",
+            (*params, limit),
         )
+
+    def top(self, table: Tailed) -> Position:
+        rows = self.rows(
+            f"SELECT {self.xid}, seq FROM {table} WHERE xid < {HORIZON} ORDER BY xid DESC, seq DESC LIMIT 1"
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else START
 
     def position_before(self, table: Tailed, ts: float) -> Position:
         # one statement, one snapshot: the first row at or after ts below the horizon, else the last

@@ -59,9 +59,23 @@ class Database(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A write transaction: committed when the block ends, rolled back when it raises."""
 
-    def after(self, table: Tailed, columns: str, position: Position, limit: int) -> list[tuple[Any, ...]]:
+    def after(
+        self,
+        table: Tailed,
+        columns: str,
+        position: Position,
+        limit: int,
+        *,
+        until: Position | None = None,
+        models: Sequence[str] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """The table's rows after ``position`` (``xid, seq`` and then ``columns``), in position order;
-        none a reader could later find a row before."""
+        none a reader could later find a row before. ``until``: none past it; ``models``: requests of
+        these models only (a non-empty list)."""
+
+    def top(self, table: Tailed) -> Position:
+        """The position of the last row a reader may pass now (``START`` when none): every row at or
+        before it is committed, and none will be later."""
 
     def position_before(self, table: Tailed, ts: float) -> Position:
         """The position after which every row of ``table`` is at or after ``ts``."""
@@ -85,6 +99,17 @@ class SqlRequestLog:
     def read_after(self, cursor: Cursor, limit: int, decode: bool = True) -> list[LoggedRequest]:
         rows = self.db.after("requests", WRITTEN_COLUMNS, cursor.get(self.partition, START), limit)
         return [loaded(row, decode, self.partition) for row in rows]
+
+    def read_share(
+        self, cursor: Cursor, limit: int, models: Sequence[str]
+    ) -> tuple[list[LoggedRequest], dict[int, Position]]:
+        start = cursor.get(self.partition, START)
+        top = self.db.top("requests")
+        if top <= start or not models:
+            return [], {self.partition: max(top, start)}
+        rows = self.db.after("requests", WRITTEN_COLUMNS, start, limit, until=top, models=models)
+        records = [loaded(row, False, self.partition) for row in rows]
+        return records, {self.partition: records[-1].position if len(records) == limit else top}
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         query = f"SELECT {self.db.xid}, {REQUEST_COLUMNS} FROM requests WHERE ts >= ?"

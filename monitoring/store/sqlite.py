@@ -171,13 +171,34 @@ class SQLiteDatabase:
                 self._turns.append(turn)
         return _Transaction(self.connection(), turn)
 
-    def after(self, table: Tailed, columns: str, position: Position, limit: int) -> list[tuple[Any, ...]]:
+    def after(
+        self,
+        table: Tailed,
+        columns: str,
+        position: Position,
+        limit: int,
+        *,
+        until: Position | None = None,
+        models: Sequence[str] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """By ``seq`` alone: ``BEGIN IMMEDIATE`` takes the file's write lock, so numbers are taken and
         committed one writer at a time."""
+        where, params = "seq > ?", list[object]([position[1]])
+        if until is not None:
+            where += " AND seq <= ?"
+            params.append(until[1])
+        if models is not None:
+            # unary + keeps the planner on seq's order: by the model index it sorted every match
+            where += f" AND +model IN ({','.join('?' * len(models))})"
+            params.extend(models)
         return self.rows(
-            f"SELECT {self.xid}, seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?",
-            (position[1], limit),
+            f"SELECT {self.xid}, seq, {columns} FROM {table} WHERE {where} ORDER BY seq LIMIT ?",
+            (*params, limit),
         )
+
+    def top(self, table: Tailed) -> Position:
+        ((seq,),) = self.rows(f"SELECT COALESCE(MAX(seq), 0) FROM {table}")
+        return (0, int(seq))
 
     def position_before(self, table: Tailed, ts: float) -> Position:
         # one statement, one snapshot: asked in two, a batch committed in between would be skipped
@@ -433,6 +454,19 @@ class PartitionedRequestLog:
                 break
             read.extend(part.read_after(cursor, limit - len(read), decode))
         return read
+
+    def read_share(
+        self, cursor: Cursor, limit: int, models: Sequence[str]
+    ) -> tuple[list[LoggedRequest], dict[int, Position]]:
+        read: list[LoggedRequest] = []
+        moved = dict(cursor)
+        for part in self.partitions():
+            if len(read) >= limit:
+                break
+            records, reached = part.read_share(cursor, limit - len(read), models)
+            read.extend(records)
+            moved.update(reached)
+        return read, moved
 
     def fetch(self, model: str | None, since: float | None) -> list[LoggedRequest]:
         records = [record for part in self.partitions() for record in part.fetch(model, since)]

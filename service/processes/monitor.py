@@ -221,7 +221,9 @@ def _wired(settings: Settings, store: Store, shard: Shard) -> Leading:
         quality_segments=settings.segment_features,
     )
     manifests = functools.lru_cache(maxsize=64)(registry.manifest)
-    monitor = Monitor(store.requests, store.feedback, store.reports, manifests, window, shard)
+    monitor = Monitor(
+        store.requests, store.feedback, store.reports, manifests, window, shard, registry.models
+    )
     metrics = GatewayMetrics(CollectorRegistry())
     triggers = Triggers(registry, store.outbox, monitor.export_window, metrics=metrics)
     rules = AlertConfig.load(settings.alert_rules or None)

@@ -160,6 +160,22 @@ def test_where_a_monitor_starts(store):
     assert store.feedback.position_before(15) == START
 
 
+def test_a_monitor_reads_its_share_of_the_models_and_moves_past_the_rest(store):
+    """A monitor looking after some models (``monitoring.shards``) gets only their records, and its
+    cursor moves past the others' too, so it never scans them again, even while its own are quiet."""
+    write(store, record("a1", model="a"), record("b1", model="b"), record("a2", model="a"))
+    write(store, record("b2", model="b"))
+    records, cursor = store.requests.read_share({}, 10, ["a"])
+    assert [r.request_id for r in records] == ["a1", "a2"] and records[0].inputs is None  # left encoded
+    assert cursor == advanced({}, store.requests.read_after({}, 10))  # past b2 as well
+    write(store, record("b3", model="b"))
+    quiet, later = store.requests.read_share(cursor, 10, ["a"])
+    assert quiet == [] and later == advanced(cursor, store.requests.read_after(cursor, 10))
+    (first,), at_limit = store.requests.read_share({}, 1, ["a", "b"])
+    assert first.request_id == "a1" and at_limit == advanced({}, [first])  # a full read stops at its last
+    assert store.requests.read_share(later, 10, []) == ([], later)
+
+
 @pytest.mark.parametrize(("writers", "partitioned"), [(3, False), (32, False), (8, True)])
 def test_a_reader_tailing_concurrent_writers_misses_nothing(location, writers, partitioned):
     """Writers in several processes' stead (one store each) commit batches while a monitor tails by
@@ -238,6 +254,9 @@ def test_sqlite_writers_with_partitions_of_their_own_are_read_as_one_log(tmp_pat
             (2, "shadow"),
         ]
         cursor = advanced({}, records)
+        shared, reached = reader.requests.read_share({}, 10, ["cancer"])
+        assert [r.request_id for r in shared] == [r.request_id for r in records] and reached == cursor
+        assert reader.requests.read_share({}, 10, ["iris"]) == ([], cursor)
         assert reader.requests.position_before(15) == {0: cursor[0], 1: cursor[1], 2: (0, 0)}
         write(first, record("later", ts=30))
         assert [r.request_id for r in reader.requests.read_after(cursor, 10)] == ["later"]
