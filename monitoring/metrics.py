@@ -99,7 +99,8 @@ class GatewayMetrics:
         self.log_write_errors = counter("log_write_errors_total", "Failed (retried) writes to the log.", ())
         self.monitor_leading = gauge(
             "monitor_leading",
-            "1 in the replica (host) whose monitor process holds the deployment's monitor lease.",
+            "Monitor processes holding a lease in the replica (host): 1 where one monitor leads the "
+            "deployment, its share of the shards where monitors share the models.",
             ("host",),
             "livesum",
         )
