@@ -46,14 +46,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 from monitoring.baseline import Distribution, Reference, seasonal
 from monitoring.report import DriftStatistic, Kind, Test
 from registry.manifest import NumericProfile
-from registry.profile import is_missing, narrowed
+from registry.profile import missing_of, narrowed
 
 #: Floor for bin proportions in PSI, so an empty bin does not make it infinite.
 EPSILON = 1e-4
@@ -198,9 +197,9 @@ def _codes(ref: Reference, present: np.ndarray) -> np.ndarray:
         index = np.minimum(np.searchsorted(values, present), values.size - 1)
         return np.where(values[index] == present, index, values.size)
     labels = ref.categories.labels
-    codes: np.ndarray = pd.Index(labels).get_indexer(present).astype(np.int64)
-    codes[codes < 0] = len(labels)
-    return codes
+    lookup = {label: code for code, label in enumerate(labels)}
+    other = len(labels)
+    return np.fromiter((lookup.get(value, other) for value in present), dtype=np.int64, count=present.size)
 
 
 def distribution_drift(name: str, kind: Kind, ref: Reference, present: np.ndarray,
@@ -274,7 +273,7 @@ def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray, min_rows
             tested, present = seasonal(ref, present, times[~missing])
     else:  # missing as the profile counts it: null, NaN or MISSING_STRING
         values = np.asarray(values, dtype=object)
-        missing = is_missing(pd.Series(values)).to_numpy()
+        missing = missing_of(values)
         present = values[~missing].astype(str).astype(object)
     found = [
         distribution_drift(name, kind, tested, present, min_rows),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from monitoring.records import Feedback, LoggedRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -45,6 +46,8 @@ def prediction_table(
     summary of its inputs), ``prediction`` (label or value) or ``embedding`` (a vector),
     ``probability_<class>`` for classifiers, and ``ground_truth`` once feedback arrived.
     A refused request is one row with its ``error`` and no features."""
+    import pandas as pd  # here: the monitor process imports this module and exports only on a trigger
+
     rows: list[dict[str, Any]] = []
     for record in records:
         base = {

@@ -2,9 +2,10 @@
 
 One monitor per deployment, in a process of its own (``service.processes.monitor``)
 that holds the log's monitor lease; or, where monitors share the models
-(``monitoring.shards``), one per shard, each reading only its models. It tails the log by position, so windows
-cover every worker's traffic, and after a restart it rebuilds them from the
-log (from the first record inside the time window). Reports go back into the
+(``monitoring.shards``), one per shard, each reading only its models. It
+tails the log by position, so windows cover every worker's traffic, and
+after a restart it rebuilds them from the log (from the first record inside
+the time window). Reports go back into the
 log store, where every process reads them for ``GET /monitoring/drift``.
 """
 
@@ -12,11 +13,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import orjson
-import pandas as pd
 import structlog
 
 from monitoring.assessment import quality, references, report
@@ -49,6 +49,9 @@ from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from monitoring.windows import Labelled, Traffic, Window, WindowSettings, traffic_summary
 from registry.aliases import Arm
 from registry.manifest import Manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = structlog.get_logger("modelgate.monitor")
 
@@ -96,7 +99,7 @@ class Monitor:
         self.requests = requests
         #: the models this monitor looks after: every one, unless monitors share them ...
         self.shard = shard or Shard()
-        #: ... when it reads only its share of the log: those of the registry's models (each pass)
+        #: ... and then it reads only its share of the log: those among the registry's models
         self.models = models
         self.feedback = feedback
         self.saved_reports = reports

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import structlog
 
 from monitoring.alerts import Action, Alert
@@ -55,6 +54,8 @@ from registry.aliases import Trigger
 from registry.store import Registry
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from monitoring.metrics import GatewayMetrics
 
 log = structlog.get_logger("modelgate.triggers")
@@ -73,6 +74,8 @@ def payload(
     alert: Alert, model: str, version: int, window: pd.DataFrame, audit_seq: int, registry: Path, now: float
 ) -> dict[str, Any]:
     """The trigger as a webhook receives it (and a command, less ``window.records``)."""
+    import pandas as pd  # here: the monitor process that fires triggers would hold it all the time
+
     records = json.loads(window.to_json(orient="records", date_format="iso")) if len(window) else []
     times = window["time"] if len(window) else pd.Series(dtype="datetime64[ns, UTC]")
     return {

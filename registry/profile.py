@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from registry.manifest import (
     MISSING_STRING,
@@ -22,6 +23,9 @@ from registry.manifest import (
     ReferenceProfile,
 )
 from registry.prediction import Prediction
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Quantile bins per numeric feature: ten deciles are the usual PSI binning and
 #: keep each bin populated on small references.
@@ -120,7 +124,19 @@ def is_missing(values: pd.Series) -> pd.Series:
     return values.isna() | (values.astype(str) == MISSING_STRING)
 
 
+def missing_of(values: np.ndarray) -> np.ndarray:
+    """``is_missing`` over an array of JSON values (None, a number, a string), without pandas: the
+    monitor tests windows of logged inputs with it, and pandas would double its memory."""
+    return np.fromiter(
+        (value is None or value != value or value == MISSING_STRING for value in values),
+        dtype=bool,
+        count=len(values),
+    )
+
+
 def categorical_profile(values: pd.Series, sample_index: np.ndarray) -> CategoricalProfile:
+    import pandas as pd
+
     missing = is_missing(values)
     counts = values[~missing].astype(str).value_counts()
     top = counts.iloc[:MAX_CATEGORIES]
@@ -171,6 +187,8 @@ def hourly(
 def clock_of(times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The UTC day of the week (Monday 0) and hour of the day of each timestamp (epoch seconds, or
     text pandas reads as a time)."""
+    import pandas as pd
+
     if pd.api.types.is_numeric_dtype(times):
         stamps = pd.to_datetime(times, unit="s", utc=True)
     else:
@@ -185,6 +203,8 @@ def reference_profile(
     prediction: Prediction,
     times: pd.Series | None = None,
 ) -> ReferenceProfile:
+    import pandas as pd
+
     index = sample_index(len(frame))
     features: dict[str, Profile] = {}
     for spec in schema.features:
