@@ -407,24 +407,21 @@ class PartitionedRequestLog:
     """
 
     def __init__(self, main: SQLiteDatabase, own: bool = False) -> None:
-        self.directory = main.path.with_name(main.path.name + ".parts")
+        self.directory = parts_directory(main.path)
         self._parts: dict[int, SqlRequestLog] = {0: SqlRequestLog(main)}
         self._databases: list[SQLiteDatabase] = []
         self._lock = threading.Lock()
-        self._claim: TextIO | None = None
+        self._claim: FileLease | None = None
         self.writer = self._claimed() if own else self._parts[0]
 
     def _claimed(self) -> SqlRequestLog:
+        """The lowest-numbered partition whose owner lease (a ``FileLease``) is free, now held."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for number in count(1):
-            handle = open(self.directory / f"{number}.owner", "a")  # noqa: SIM115 - held
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            self._claim = handle
-            return self._partition(number)
+            claim = FileLease(self.directory / f"{number}.owner")
+            if claim.acquire():
+                self._claim = claim
+                return self._partition(number)
         raise AssertionError("unreachable")
 
     def _partition(self, number: int) -> SqlRequestLog:
@@ -495,7 +492,7 @@ class PartitionedRequestLog:
             for database in self._databases:
                 database.close()
         if self._claim is not None:
-            self._claim.close()
+            self._claim.release()
             self._claim = None
 
 
@@ -504,6 +501,11 @@ def monitor_lease(path: Path, shard: int) -> FileLease:
     return FileLease(
         path.with_name(path.name + (".monitor.lock" if shard == 0 else f".monitor-{shard}.lock"))
     )
+
+
+def parts_directory(path: Path) -> Path:
+    """Where the partitions of the SQLite log at ``path`` are: ``<log>.parts``."""
+    return path.with_name(path.name + ".parts")
 
 
 def partition_files(directory: Path) -> list[tuple[int, Path]]:
@@ -516,7 +518,7 @@ def partition_files(directory: Path) -> list[tuple[int, Path]]:
 
 def request_files(path: Path) -> list[Path]:
     """Every file of the SQLite log at ``path`` that holds requests: itself, then its partitions'."""
-    return [path, *(file for _, file in partition_files(path.with_name(path.name + ".parts")))]
+    return [path, *(file for _, file in partition_files(parts_directory(path)))]
 
 
 def open_sqlite(path: Path, own_partition: bool = False) -> Store:
