@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import functools
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -98,16 +99,27 @@ def model_name(index: int) -> str:
     return f"{DEMO_MODEL}-{index}"
 
 
-def catch_up(log_path: str, registry_root: str, shard: tuple[int, int], start: object, times: object) -> None:
-    """One monitor process of a shard: wait for the start, read the whole log, report, save."""
+def catch_up(
+    log_path: str,
+    registry_root: str,
+    names: list[str],
+    shard: tuple[int, int],
+    ready: object,
+    start: object,
+    times: object,
+) -> None:
+    """One monitor process of a shard, reading its share of the models ``names`` as the monitor
+    process does (``RequestLog.read_share``): wait for the start, read the whole log, report, save."""
     store = open_sqlite(Path(log_path))
     registry = Registry(registry_root)
     manifests = functools.lru_cache(maxsize=None)(
         lambda _model, version: registry.manifest(DEMO_MODEL, version)
     )
     monitor = Monitor(
-        store.requests, store.feedback, store.reports, manifests, WindowSettings(), Shard(*shard)
-    )
+        store.requests, store.feedback, store.reports, manifests, WindowSettings(), Shard(*shard),
+        models=lambda: names,
+    )  # fmt: skip
+    ready.put(os.getpid())  # type: ignore[attr-defined]
     start.wait()  # type: ignore[attr-defined]
     began, now = time.time(), time.time()
     read = monitor.tail(now)
@@ -116,17 +128,20 @@ def catch_up(log_path: str, registry_root: str, shard: tuple[int, int], start: o
     store.close()
 
 
-def shared(log_path: str, registry_root: str, shards: int) -> float:
+def shared(log_path: str, registry_root: str, names: list[str], shards: int) -> float:
     """Seconds for ``shards`` monitor processes, one a shard, to catch up with the log together."""
     context = multiprocessing.get_context("spawn")
-    start, times = context.Event(), context.Queue()
+    ready, start, times = context.Queue(), context.Event(), context.Queue()
     processes = [
-        context.Process(target=catch_up, args=(log_path, registry_root, (i, shards), start, times))
+        context.Process(
+            target=catch_up, args=(log_path, registry_root, names, (i, shards), ready, start, times)
+        )
         for i in range(shards)
     ]
     for process in processes:
         process.start()
-    time.sleep(3.0)  # each has imported and opened the log
+    for _ in processes:  # each has imported and opened the log
+        ready.get(timeout=600)
     start.set()
     spans = [times.get(timeout=600) for _ in processes]
     for process in processes:
@@ -156,7 +171,8 @@ def sweep(records: int, models: int, counts: list[int], out: str | None) -> int:
         store.close()
         first = None
         for count in counts:
-            took = shared(str(log_path), str(registry.root), count)
+            names = [model_name(i) for i in range(models)] if models > 1 else [DEMO_MODEL]
+            took = shared(str(log_path), str(registry.root), names, count)
             first = first or records / took
             lines.append(f"| {count} | {took:.2f} | {records / took:,.0f} | {records / took / first:.2f}x |")
             print(lines[-1], flush=True)
