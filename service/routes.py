@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from service.api import control, openapi, predict, reports, status
+from service.api import control, explain, openapi, predict, reports, status
 from service.api.context import Context
 from service.api.http import JSONResponse
 from service.api.recording import Handler
@@ -85,6 +85,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "Predict from records, columns or rows; the champion answers unless a version is pinned"),
     Operation("POST", "/feedback", predict.feedback,
               "Ground truth and/or a business reward by request id: one item, or {feedback: [items]}"),
+    Operation("POST", "/explain", explain.explain,
+              "Each row's per-feature attributions: rows as /predict takes them, or a logged request_id"),
     Operation("GET", "/models", status.models, "What this process serves, per model and alias"),
     Operation("GET", "/monitoring/drift", reports.drift,
               "The monitor's latest drift and plausibility report"),

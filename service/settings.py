@@ -94,6 +94,9 @@ class Settings:
     warmup_timeout: float = 30.0
     #: versions outside champion/challenger kept loaded for pinned (versions/{v}) requests
     pinned_versions_cached: int = 4
+    #: the most rows one POST /explain explains (exact TreeSHAP takes well under a millisecond a row;
+    #: sampling runs the model on some (features + 1) x 800 rows for each)
+    explain_max_rows: int = 1000
     #: a batch the version should predict within this many milliseconds (its time a row, measured
     #: at warm-up, times the rows) runs on the event loop; a longer one in a thread, so one big
     #: request does not stall the loop. A thread hop costs more than a small model's whole run.
@@ -200,6 +203,8 @@ class Settings:
         if not self.drift_false_alert_days > 0:
             days = self.drift_false_alert_days
             raise ValueError(f"setting drift_false_alert_days: {days!r} is not above 0")
+        if self.explain_max_rows < 1:
+            raise ValueError(f"setting explain_max_rows: {self.explain_max_rows!r} is below 1")
         if not 1 <= self.monitor_shards <= 64:
             raise ValueError(f"setting monitor_shards: {self.monitor_shards!r} is not within 1..64")
         if self.log_ack not in ("queued", "committed"):

@@ -97,6 +97,7 @@ SERVICE_LAYERS = (
     ("service.app", "service.routes", "service.server", "service.gateway"),
     ("service.protocols",),
     ("service.api",),
+    ("service.explain",),
     ("service.serving",),
     ("service.processes",),
     ("service.settings", "service.errors", "service"),

@@ -15,6 +15,7 @@ from registry.store import Registry
 from service.api.admin import Admin, check_bearer
 from service.api.http import BodyLimits, Separators
 from service.errors import ModelRequired, NotFound
+from service.explain.versions import Explainers
 from service.serving.observability import Observability
 from service.serving.pipeline import Pipeline
 from service.serving.pool import ModelPool, ServedVersion
@@ -44,6 +45,7 @@ class Context:
         self.admin = Admin(settings.admin_token, self.pool.registry)
         self.predict_token = settings.predict_token.encode()
         self.body_limits = BodyLimits(settings.max_body_bytes, settings.body_timeout)
+        self.explainers = Explainers(self.pool.registry)
 
     @property
     def metrics(self) -> GatewayMetrics | None:

@@ -307,6 +307,8 @@ def _described(names: list[str]) -> dict[str, dict[str, Any]]:
         "required": ["request_id", "model", "version", "arm", "predictions"],
     }
     name = _name_parameter(names)
+    choices = {"method": {"type": "string", "enum": ["tree", "sampling"]},
+               "space": {"type": "string", "enum": ["margin", "probability", "value"]}}  # fmt: skip
     mlflow_inputs = {"oneOf": [_ref(f"{n}.Inputs") for n in names]} if names else {}
     return {
         "/predict": {"post": {
@@ -325,6 +327,15 @@ def _described(names: list[str]) -> dict[str, dict[str, Any]]:
             "responses": {**_responses(obj, "400", "404", "409", "413", "422", "503"),
                           "207": {"description": "Some items refused; each has its own status",
                                   "content": {JSON: {"schema": obj}}}},
+        }},
+        "/explain": {"post": {
+            "requestBody": _body({"oneOf": [
+                {"type": "object", "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
+                                                  "inputs": {"type": ["array", "object"]}, **choices},
+                 "required": ["inputs"], "additionalProperties": False},
+                {"type": "object", "properties": {"request_id": {"type": "string"}, **choices},
+                 "required": ["request_id"], "additionalProperties": False}]}),
+            "responses": _responses(obj, "400", "404", "413", "422"),
         }},
         "/models": {"get": {"responses": _responses(obj)}},
         "/monitoring/drift": {"get": {"parameters": [MODEL_QUERY],

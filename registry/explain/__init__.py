@@ -1,0 +1,1 @@
+"""What a version's ONNX graph says about explaining it."""

@@ -1,0 +1,1 @@
+"""Explanations of predictions: per-feature attributions of a served version's outputs."""
