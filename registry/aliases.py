@@ -95,6 +95,10 @@ class AuditEntry(BaseModel):
     evaluation: Evaluation | None = None
     #: what a ``retrain`` entry started (its ``to`` is the version alerted on)
     trigger: Trigger | None = None
+    #: the SHA-256 (hex) of the previous line of the history as written (of no bytes for the first):
+    #: a chain in which an edited, inserted or deleted line breaks the link after it
+    #: (``registry.store.broken_links``). None in entries written before the chain
+    prev: str | None = None
 
 
 class Aliases(BaseModel):

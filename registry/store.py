@@ -95,6 +95,35 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def broken_links(lines: list[bytes]) -> list[str]:
+    """What breaks the hash chain of audit lines (a history, or its export): each entry's ``prev``
+    must be the SHA-256 of the line before it (of no bytes for the first). Entries written before
+    the chain (no ``prev``) may only come first; one after a chained entry lost its link.
+
+    A chain shows a line edited, inserted or deleted anywhere before the last: the last line
+    edited, or the last lines cut off, leave a chain that still holds (compare the entry count and
+    the last line's hash with a copy kept elsewhere)."""
+    problems, chained, before = [], False, b""
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = AuditEntry.model_validate_json(line)
+        except ValidationError as exc:
+            problems.append(f"line {number}: not an audit entry ({exc.errors()[0]['msg']})")
+            before, chained = line, True
+            continue
+        if entry.seq != number:
+            problems.append(f"line {number}: entry seq {entry.seq}, expected {number}")
+        if entry.prev is None:
+            if chained:
+                problems.append(f"line {number}: no prev hash after chained entries")
+        elif entry.prev != sha256_of(before):
+            of = f"line {number - 1}" if number > 1 else "no bytes (the first entry)"
+            problems.append(f"line {number}: prev {entry.prev[:12]}... is not the SHA-256 of {of}")
+        chained = chained or entry.prev is not None
+        before = line
+    return problems
+
+
 def refusal(history: list[AuditEntry], version: int, champion: int | None) -> AuditEntry | None:
     """The latest evaluation of ``version`` against ``champion``, when it refused the version."""
     for entry in reversed(history):
@@ -215,6 +244,19 @@ class Registry:
         lines = text.split("\n")[:-1]
         return [AuditEntry.model_validate_json(line) for line in lines if line]
 
+    def history_lines(self, name: str) -> list[bytes]:
+        """The audit history's committed lines as written (what ``registry audit`` exports)."""
+        self.versions(name)
+        try:
+            data = (self._model_dir(name) / HISTORY_FILE).read_bytes()
+        except FileNotFoundError:
+            return []
+        return [line for line in data.split(b"\n")[:-1] if line]
+
+    def verify_history(self, name: str) -> list[str]:
+        """Each break in the model's audit chain (see ``broken_links``)."""
+        return broken_links(self.history_lines(name))
+
     def verify(self, name: str | None = None) -> list[Mismatch]:
         """Re-hash every stored file against SHA256SUMS and the manifest; every problem found."""
         problems: list[Mismatch] = []
@@ -275,9 +317,11 @@ class Registry:
             committed = data.rfind(b"\n") + 1
             if committed != len(data):
                 handle.truncate(committed)  # drop a torn tail left by a crash
+            last = data[data.rfind(b"\n", 0, committed - 1) + 1 : committed - 1] if committed else b""
             entry = AuditEntry.model_validate(
-                {"seq": data.count(b"\n", 0, committed) + 1, "at": datetime.now(UTC), **fields}
-            )
+                {"seq": data.count(b"\n", 0, committed) + 1, "at": datetime.now(UTC),
+                 "prev": sha256_of(last), **fields}
+            )  # fmt: skip
             handle.write(entry.model_dump_json(by_alias=True).encode() + b"\n")
             handle.flush()
             os.fsync(handle.fileno())

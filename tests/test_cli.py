@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -77,6 +78,41 @@ def test_verify_exits_non_zero_on_a_mismatch(capsys, cancer_registry):
     target.write_bytes(b"tampered")
     code, out, err = run(capsys, "registry", "verify", "--registry", root)
     assert code == 1 and "MISMATCH cancer:2 model.onnx" in out and "1 problem(s)" in err
+
+
+def test_the_audit_exports_as_a_hash_chain_and_a_tampered_line_fails_verify(
+    capsys, cancer_registry, tmp_path
+):
+    root = str(cancer_registry.root)
+    cancer_registry.promote("cancer", 2, "champion", reason="canary passed", actor="ci-bot")
+    cancer_registry.rollback("cancer", reason="bad canary", actor="ci-bot")
+    export = tmp_path / "audit.jsonl"
+    assert run(capsys, "registry", "audit", "cancer", "--out", str(export), "--registry", root)[0] == 0
+    lines = export.read_bytes().splitlines()
+    assert len(lines) == 6  # two pushes, three promotions, the rollback
+    first, *rest = (json.loads(line) for line in lines)
+    assert first["prev"] == hashlib.sha256(b"").hexdigest()
+    assert [entry["prev"] for entry in rest] == [hashlib.sha256(line).hexdigest() for line in lines[:-1]]
+    code, out, _ = run(capsys, "registry", "verify", "--audit", str(export))
+    assert code == 0 and "ok: 6 audit entries chain unbroken" in out
+    code, out, _ = run(capsys, "registry", "verify", "--registry", root)
+    assert code == 0 and "6 audit entries chain unbroken" in out
+
+    # rewrite who rolled back, in the export and in the registry's own history
+    forged = export.read_bytes().replace(b'"actor":"tests"', b'"actor":"someone"', 1)
+    export.write_bytes(forged)
+    code, out, err = run(capsys, "registry", "verify", "--audit", str(export))
+    assert code == 1 and "BROKEN" in out and "line 2: prev" in out and "1 problem(s)" in err
+    history = cancer_registry.root / "models/cancer/history.jsonl"
+    history.write_bytes(history.read_bytes().replace(b'"reason":"canary passed"', b'"reason":"planned"'))
+    code, out, _ = run(capsys, "registry", "verify", "--registry", root)
+    assert code == 1 and "BROKEN cancer history.jsonl line 6: prev" in out
+
+    # deleting an entry breaks the link after it too
+    kept = [line for n, line in enumerate(lines, 1) if n != 3]
+    export.write_bytes(b"".join(line + b"\n" for line in kept))
+    code, out, _ = run(capsys, "registry", "verify", "--audit", str(export))
+    assert code == 1 and "line 3: entry seq 4, expected 3" in out and "line 3: prev" in out
 
 
 @pytest.mark.parametrize(

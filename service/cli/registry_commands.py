@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitoring.holdout import Holdout, run_evaluation
 from registry.aliases import ALIASES, ROUTING_MODES, RoutingPolicy
-from registry.store import Registry
+from registry.store import HISTORY_FILE, Registry, broken_links
 from service.cli.common import CommandError, print_json, registry_of
 
 if TYPE_CHECKING:
@@ -102,16 +102,50 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.audit:
+        return _verify_export(Path(args.audit))
     registry = registry_of(args)
     problems = registry.verify(args.name)
     checked = [args.name] if args.name else registry.models()
     for problem in problems:
         print(f"MISMATCH {problem.name}:{problem.version} {problem.file}: {problem.problem}")
-    if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+    broken = [(name, link) for name in checked for link in registry.verify_history(name)]
+    for name, link in broken:
+        print(f"BROKEN {name} {HISTORY_FILE} {link}")
+    if problems or broken:
+        print(f"{len(problems) + len(broken)} problem(s) found", file=sys.stderr)
         return 1
     count = sum(len(registry.versions(n)) for n in checked)
-    print(f"ok: {count} version(s) of {len(checked)} model(s) match their hashes")
+    entries = sum(len(registry.history_lines(n)) for n in checked)
+    print(f"ok: {count} version(s) of {len(checked)} model(s) match their hashes; "
+          f"{entries} audit entries chain unbroken")  # fmt: skip
+    return 0
+
+
+def _verify_export(path: Path) -> int:
+    """An exported audit history (``registry audit --out``) checked on its own."""
+    try:
+        lines = [line for line in path.read_bytes().split(b"\n") if line]
+    except OSError as exc:
+        print(f"error: {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    broken = broken_links(lines)
+    for link in broken:
+        print(f"BROKEN {path} {link}")
+    if broken:
+        print(f"{len(broken)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(lines)} audit entries chain unbroken")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The audit history as stored: JSON lines, each with its predecessor's SHA-256."""
+    data = b"".join(line + b"\n" for line in registry_of(args).history_lines(args.name))
+    if args.out:
+        Path(args.out).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
     return 0
 
 
@@ -297,8 +331,11 @@ def _add_registry(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     show.add_argument("--full", action="store_true", help="include the whole reference profile")
     show.set_defaults(func=cmd_show)
 
-    verify = reg.add_parser("verify", parents=[common], help="re-hash every stored file")
+    verify = reg.add_parser(
+        "verify", parents=[common], help="re-hash every stored file and check the audit hash chains"
+    )
     verify.add_argument("name", nargs="?")
+    verify.add_argument("--audit", metavar="FILE", help="check an exported audit history instead")
     verify.set_defaults(func=cmd_verify)
 
     promote = reg.add_parser("promote", parents=[common], help="point an alias at a version")
@@ -331,6 +368,13 @@ def _add_registry(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     history.add_argument("name")
     history.add_argument("--json", action="store_true")
     history.set_defaults(func=cmd_history)
+
+    audit = reg.add_parser(
+        "audit", parents=[common], help="export a model's audit history: JSON lines in a hash chain"
+    )
+    audit.add_argument("name")
+    audit.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    audit.set_defaults(func=cmd_audit)
 
 
 def _add_routing(verbs: Verbs, common: argparse.ArgumentParser) -> None:
