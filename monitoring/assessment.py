@@ -21,6 +21,7 @@ from monitoring.report import (
     VersionReport,
 )
 from monitoring.windows import Labelled, Window, WindowSettings, column, flag_totals, outputs
+from registry.aliases import LogPolicy
 from registry.manifest import EmbeddingProfile, HourDistribution, Manifest
 
 
@@ -39,7 +40,11 @@ def quality(manifest: Manifest, window: Window[Labelled], segments: tuple[str, .
         measured = regression_quality(truth, values)
     by_segment: list[SegmentQuality] = []
     for feature in segments:
-        if feature not in manifest.reference.features:
+        # a feature the log does not hold for every request (a log policy dropped it, or kept no
+        # payload for some) cannot split them
+        if feature not in manifest.reference.features or any(
+            feature not in (r.inputs or {}) for r in requests
+        ):
             continue
         names = segment_of(manifest.reference.features[feature], column(requests, feature, numeric=False))
         for name in dict.fromkeys(names):  # in order of first appearance
@@ -95,14 +100,17 @@ def drift_statistics(
     window: Window[LoggedRequest],
     settings: WindowSettings,
     refs: dict[str, Reference],
+    unlogged: frozenset[str] = frozenset(),
 ) -> list[DriftStatistic]:
     """Every input feature and prediction output of the window against the version's reference
-    (``refs``: its :func:`references`)."""
+    (``refs``: its :func:`references`), but the features the log policy keeps out (``unlogged``)."""
     statistics: list[DriftStatistic] = []
     seasonal = bool(manifest.reference.by_hour)  # each row's time, to compare it with the same hours
     with_inputs = [r for r in window.requests if r.inputs]
     times = row_times(with_inputs) if seasonal else None
     for spec in manifest.inputs.features:
+        if spec.name in unlogged:
+            continue
         values = column(window.requests, spec.name, numeric=spec.dtype != "string")
         statistics += drift_of(spec.name, "feature", refs[spec.name], values, settings.min_rows, times)
     if manifest.output.kind == "classification":
@@ -152,10 +160,14 @@ def report(
     settings: WindowSettings,
     now: float,
     refs: dict[str, Reference],
+    policy: LogPolicy | None = None,
 ) -> VersionReport:
-    """The JSON-ready report on one model version's window."""
+    """The JSON-ready report on one model version's window; ``policy``: what the log keeps of its
+    requests (a feature hashed or dropped is not tested for drift: the log holds no values of it
+    to compare with the reference; plausibility is checked on the values as sent all the same)."""
     enough = window.rows >= settings.min_rows
-    statistics = drift_statistics(manifest, window, settings, refs) if enough else []
+    unlogged = policy.governed("hash") | policy.governed("drop") if policy is not None else frozenset()
+    statistics = drift_statistics(manifest, window, settings, refs, unlogged) if enough else []
     plausibility: list[PlausibilityEntry] = []
     for key, violations in sorted(flag_totals(window.requests).items()):
         rule, feature = Flag.parse(key)
@@ -196,4 +208,5 @@ def report(
         "drifted_features": sum(s["drifted"] for s in statistics),
         "features": statistics,
         "plausibility": plausibility,
+        "not_logged": {name: policy.fields[name] for name in sorted(unlogged)} if policy is not None else {},
     }

@@ -47,7 +47,7 @@ from monitoring.sequential import Matcher
 from monitoring.shards import Shard
 from monitoring.store import FeedbackLog, ReportStore, RequestLog
 from monitoring.windows import Labelled, Traffic, Window, WindowSettings, traffic_summary
-from registry.aliases import Arm
+from registry.aliases import Arm, LogPolicy
 from registry.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -95,8 +95,11 @@ class Monitor:
         settings: WindowSettings,
         shard: Shard | None = None,
         models: Callable[[], Iterable[str]] | None = None,
+        policies: Callable[[str], LogPolicy] | None = None,
     ) -> None:
         self.requests = requests
+        #: what the log keeps of each model's requests (the registry's log policy)
+        self.policies = policies
         #: the models this monitor looks after: every one, unless monitors share them ...
         self.shard = shard or Shard()
         #: ... and then it reads only its share of the log: those among the registry's models
@@ -384,7 +387,8 @@ class Monitor:
         reports: dict[str, Report] = {
             model: cast(Report, {
                 **report(self.manifests(model, version), window, self.settings, now,
-                         self._references(model, version)),
+                         self._references(model, version),
+                         self.policies(model) if self.policies is not None else None),
                 "traffic": traffic_summary(self.traffic[model], now),
                 "comparison": self.comparison(model, now),
                 "quality": [],

@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import orjson
 
-from registry.aliases import Arm
+from registry.aliases import Arm, LogPolicy
 from registry.prediction import Prediction
+
+if TYPE_CHECKING:
+    from monitoring.redaction import Redactor
 
 
 class Checker(Protocol):
@@ -91,13 +94,15 @@ class RequestRecord:
     #: when set, the log writer computes ``flags`` with it: off the request path, for all the
     #: records of a version in a batch at once (see ``monitoring.sink.encode``)
     checker: Checker | None = None
+    #: what the log keeps of it (``monitoring.redaction``); None: everything
+    policy: LogPolicy | None = None
 
     def inputs_json(self) -> bytes | None:
         """``{"feature": [values...]}``, column-major so a consumer takes a feature in one read."""
         if self.matrix is not None:
             return matrix_json(self.matrix, self.features)
         if self.columns is not None:
-            return _dumps({name: _jsonable(column) for name, column in self.columns.items()})
+            return _dumps({name: jsonable(column) for name, column in self.columns.items()})
         return None
 
     def outputs_json(self) -> bytes | None:
@@ -106,10 +111,23 @@ class RequestRecord:
             return None
         return _dumps(
             {
-                name: _jsonable(array) if name == "label" else np.ascontiguousarray(array)
+                name: jsonable(array) if name == "label" else np.ascontiguousarray(array)
                 for name, array in prediction.outputs.items()
             }
         )
+
+
+def column_values(record: RequestRecord) -> dict[str, np.ndarray] | None:
+    """The record's inputs as one array a feature (the slow path: redaction rewrites some of them)."""
+    if record.matrix is not None:
+        by_feature = np.ascontiguousarray(record.matrix.T)
+        return dict(zip(record.features, by_feature, strict=True))
+    return record.columns
+
+
+def jsonable(array: np.ndarray) -> Any:
+    """orjson writes numeric arrays natively; object arrays (strings) go through a list."""
+    return array.tolist() if array.dtype == object else array
 
 
 def matrix_json(matrix: np.ndarray, features: tuple[str, ...]) -> bytes:
@@ -133,11 +151,6 @@ def _template(features: tuple[str, ...]) -> bytes:
     return b"{" + b",".join(orjson.dumps(name).replace(b"%", b"%%") + b":[%s]" for name in features) + b"}"
 
 
-def _jsonable(array: np.ndarray) -> Any:
-    """orjson writes numeric arrays natively; object arrays (strings) go through a list."""
-    return array.tolist() if array.dtype == object else array
-
-
 def _dumps(value: Any) -> bytes:
     # NaN (a null sent for a missing value) is written as null by orjson
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -155,12 +168,22 @@ class EncodedRecord:
     violations: dict[str, Any]
 
     @classmethod
-    def of(cls, record: RequestRecord, violations: dict[str, Any] | None = None) -> EncodedRecord:
+    def of(
+        cls, record: RequestRecord, violations: dict[str, Any] | None = None, redactor: Redactor | None = None
+    ) -> EncodedRecord:
+        """``redactor``: applies the record's log policy (without one, a record with a policy keeps
+        no payload: a policy is never ignored)."""
         violations = record.flags if violations is None else violations
+        if record.policy is None:
+            inputs, outputs = record.inputs_json(), record.outputs_json()
+        elif redactor is not None:
+            inputs, outputs = redactor.payload(record, record.policy)
+        else:
+            inputs, outputs = None, None
         return cls(
             record=record,
-            inputs=record.inputs_json(),
-            outputs=record.outputs_json(),
+            inputs=inputs,
+            outputs=outputs,
             flags=orjson.dumps(violations) if violations else None,
             violations=violations,
         )

@@ -295,6 +295,8 @@ class VersionReport(TypedDict):
     alerting_features: NotRequired[int]
     features: list[DriftStatistic]
     plausibility: list[PlausibilityEntry]
+    #: input features the log policy hashes or drops, by what it does: not tested for drift
+    not_logged: NotRequired[dict[str, str]]
 
 
 class MonitorShard(TypedDict):

@@ -49,6 +49,7 @@ from monitoring.store import RequestLog
 
 if TYPE_CHECKING:
     from monitoring.metrics import GatewayMetrics
+    from monitoring.redaction import Redactor
 
 Overflow = Literal["block", "drop"]
 #: called once a batch handed to a writer is committed (True) or given up on (False)
@@ -256,8 +257,10 @@ class LogWriter:
         retry_seconds: float = 0.5,
         metrics: GatewayMetrics | None = None,
         orphaned: Callable[[], bool] = lambda: False,
+        redactor: Redactor | None = None,
     ) -> None:
         self.store = store
+        self.redactor = redactor
         self.payload_rows = payload_rows
         self.retry_seconds = retry_seconds
         self.metrics = metrics
@@ -283,7 +286,7 @@ class LogWriter:
 
     def _write(self, batch: list[RequestRecord], final: bool) -> int:
         """Write the batch; the number of its records given up on."""
-        encoded = encode(batch)
+        encoded = encode(batch, self.redactor)
         if self.metrics is not None:  # the requests happened, whether or not the store takes them
             self.metrics.observe_records(encoded)
         lost = self._commit(encoded, final)
@@ -364,8 +367,9 @@ class LogWriter:
         )
 
 
-def encode(batch: list[RequestRecord]) -> list[EncodedRecord]:
-    """The batch encoded, with plausibility checked per version over all its records at once."""
+def encode(batch: list[RequestRecord], redactor: Redactor | None = None) -> list[EncodedRecord]:
+    """The batch encoded, with plausibility checked per version over all its records at once (on the
+    values as sent), then each record's log policy applied by ``redactor``."""
     groups: dict[int, list[int]] = {}
     for i, record in enumerate(batch):
         if record.checker is not None and record.prediction is not None:
@@ -377,4 +381,4 @@ def encode(batch: list[RequestRecord]) -> list[EncodedRecord]:
         assert checker is not None
         found = checker.check_each([(r.matrix, r.columns, r.prediction) for r in records if r.prediction])
         violations.update(zip(indices, found, strict=True))
-    return [EncodedRecord.of(record, violations.get(i)) for i, record in enumerate(batch)]
+    return [EncodedRecord.of(record, violations.get(i), redactor) for i, record in enumerate(batch)]

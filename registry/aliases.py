@@ -1,4 +1,5 @@
-"""Aliases (champion, challenger) and the routing policy as a fold over the append-only audit history."""
+"""Aliases (champion, challenger), the routing policy and the log policy as a fold over the append-only
+audit history."""
 
 from __future__ import annotations
 
@@ -63,6 +64,41 @@ class RoutingPolicy(BaseModel):
     auto_promote_max_latency_ratio: float = Field(default=1.2, gt=0.0)
 
 
+FieldAction = Literal["keep", "hash", "drop"]
+FIELD_ACTIONS: tuple[FieldAction, ...] = ("keep", "hash", "drop")
+
+
+class LogPolicy(BaseModel):
+    """What the prediction log keeps of a model's requests (``monitoring.redaction`` applies it).
+
+    ``fields``: an input feature's values kept as sent (the default), ``hash``ed (an HMAC-SHA256 of
+    the value under the gateway's ``MODELGATE_LOG_HASH_KEY``: equal values stay equal, so a person's
+    records can still be found and counted, but the value cannot be read back) or ``drop``ped
+    (left out). ``payload_rate``: the share of requests whose inputs and outputs are kept at all
+    (chosen by request id, the same in every process); the others are logged without them.
+    Plausibility is checked before either, on the values as sent.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fields: dict[str, FieldAction] = {}
+    payload_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    def governed(self, action: FieldAction) -> frozenset[str]:
+        return frozenset(name for name, chosen in self.fields.items() if chosen == action)
+
+
+class Erasure(BaseModel):
+    """What an ``erase`` entry removed from the monitoring store: counts, never the values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: ``subject FIELD`` or ``request_id``
+    by: str
+    records: int
+    feedback: int
+
+
 class Trigger(BaseModel):
     """What a ``retrain`` entry started: the alert that fired and the action its rule names."""
 
@@ -84,7 +120,7 @@ class AuditEntry(BaseModel):
     seq: int
     at: datetime
     actor: str
-    action: Literal["push", "promote", "rollback", "route", "evaluate", "retrain"]
+    action: Literal["push", "promote", "rollback", "route", "evaluate", "retrain", "govern", "erase"]
     alias: Alias | None = None
     from_version: int | None = Field(default=None, alias="from")
     to_version: int | None = Field(default=None, alias="to")
@@ -95,6 +131,10 @@ class AuditEntry(BaseModel):
     evaluation: Evaluation | None = None
     #: what a ``retrain`` entry started (its ``to`` is the version alerted on)
     trigger: Trigger | None = None
+    #: the log policy a ``govern`` entry set
+    log_policy: LogPolicy | None = None
+    #: what an ``erase`` entry removed
+    erasure: Erasure | None = None
     #: the SHA-256 (hex) of the previous line of the history as written (of no bytes for the first):
     #: a chain in which an edited, inserted or deleted line breaks the link after it
     #: (``registry.store.broken_links``). None in entries written before the chain
@@ -110,6 +150,7 @@ class Aliases(BaseModel):
     challenger: int | None = None
     champion_stack: tuple[int, ...] = ()
     routing: RoutingPolicy = RoutingPolicy()
+    log_policy: LogPolicy = LogPolicy()
 
     def get(self, alias: Alias) -> int | None:
         return self.champion if alias == "champion" else self.challenger
@@ -119,7 +160,7 @@ def fold(entries: list[AuditEntry]) -> Aliases:
     """Replay the history. Promoting the current challenger to champion clears the challenger."""
     stack: list[int] = []
     challenger: int | None = None
-    routing = RoutingPolicy()
+    routing, log_policy = RoutingPolicy(), LogPolicy()
     for entry in entries:
         if entry.action == "promote" and entry.alias == "champion":
             assert entry.to_version is not None
@@ -132,9 +173,12 @@ def fold(entries: list[AuditEntry]) -> Aliases:
             stack.pop()
         elif entry.action == "route" and entry.routing is not None:
             routing = entry.routing
+        elif entry.action == "govern" and entry.log_policy is not None:
+            log_policy = entry.log_policy
     return Aliases(
         champion=stack[-1] if stack else None,
         challenger=challenger,
         champion_stack=tuple(stack),
         routing=routing,
+        log_policy=log_policy,
     )

@@ -31,13 +31,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from registry.aliases import ALIASES, Alias, Aliases, AuditEntry, RoutingPolicy, Trigger, fold
+from registry.aliases import (
+    ALIASES,
+    Alias,
+    Aliases,
+    AuditEntry,
+    Erasure,
+    LogPolicy,
+    RoutingPolicy,
+    Trigger,
+    fold,
+)
 from registry.errors import (
     AliasError,
     IntegrityError,
     InvalidModel,
     InvalidModelName,
     ModelNotFound,
+    SchemaMismatch,
     VersionNotFound,
 )
 from registry.evaluation import Evaluation
@@ -478,6 +489,30 @@ class Registry:
                 routing=policy,
                 reason=reason,
             )
+
+    def set_log_policy(
+        self, name: str, policy: LogPolicy, *, reason: str = "", actor: str | None = None
+    ) -> AuditEntry:
+        """Store what the prediction log keeps of ``name``'s requests (audited); every field it names
+        must be an input feature of one of the model's versions."""
+        with self._locked(name) as model_dir:
+            known = {f for v in self._versions_in(model_dir) for f in self.manifest(name, v).inputs.names}
+            unknown = sorted(set(policy.fields) - known)
+            if unknown:
+                raise SchemaMismatch(
+                    f"log policy: {', '.join(map(repr, unknown))} is not an input feature of {name!r}"
+                )
+            return self._append_history(
+                model_dir, actor=actor or default_actor(), action="govern", log_policy=policy, reason=reason
+            )
+
+    def record_erasure(self, name: str, erasure: Erasure, *, actor: str | None = None) -> AuditEntry:
+        """Keep in the audit trail what an erasure removed of ``name``'s records: counts, no values."""
+        with self._locked(name) as model_dir:
+            return self._append_history(
+                model_dir, actor=actor or default_actor(), action="erase", erasure=erasure,
+                reason=f"erased {erasure.records} record(s) and {erasure.feedback} feedback by {erasure.by}",
+            )  # fmt: skip
 
     def rollback(self, name: str, *, reason: str = "", actor: str | None = None) -> AuditEntry:
         """Put the champion back to the one before it."""

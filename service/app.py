@@ -36,7 +36,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     if exc.details:
         body["details"] = [{"field": d.field, "message": d.message} for d in exc.details]
     path = clipped(request.url.path, MAX_FIELD_CHARS)
-    log.info("request.refused", path=path, status=exc.status, error=exc.message, request_id=rid)
+    log.info("request.refused", path=path, status=exc.status, error=exc.logged, request_id=rid)
     headers = {"x-request-id": rid}
     if isinstance(exc, MethodNotAllowed):
         headers["allow"] = ", ".join(exc.allow)

@@ -60,6 +60,8 @@ class ServiceError(Exception):
         self.message = message
         self.field = None if field is None else clipped(field, MAX_FIELD_CHARS)
         self.details = details or []
+        #: what the logs say of it: the message, unless a log policy keeps the values it quotes out
+        self.logged = message
 
 
 class MalformedRequest(ServiceError):

@@ -95,6 +95,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/monitoring/status", status.monitoring_status,
               "Which replica's monitor leads; this process's log queue"),
     Operation("PUT", "/admin/models/{name}/routing", control.set_routing, "Set the routing policy"),
+    Operation("PUT", "/admin/models/{name}/log-policy", control.set_log_policy,
+              "Set what the prediction log keeps: each feature kept, hashed or dropped; the payload rate"),
     Operation("POST", "/admin/models/{name}/promote", control.promote,
               "Point an alias at a version (by default the challenger becomes champion)"),
     Operation("POST", "/admin/models/{name}/rollback", control.rollback,

@@ -128,6 +128,9 @@ class Settings:
     log_ack_timeout: float = 5.0
     #: requests of at most this many rows carry their inputs and outputs in the stdout log line
     log_payload_rows: int = 100
+    #: the key of the HMAC that log policies' ``hash`` fields are written as (empty: such fields are
+    #: dropped instead); keep it secret and fixed, or a person's old and new records stop matching
+    log_hash_key: str = dataclasses.field(default="", repr=False)
     #: SQLite: each worker's log writer appends to a file of its own (<log>.parts/<n>.db), read
     #: together with the main file, so that workers' writers never wait for each other; false: all
     #: append to the one file, taking turns

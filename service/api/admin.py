@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import anyio.to_thread
 import structlog
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from registry.aliases import ALIASES, Alias, AuditEntry, RoutingPolicy
+from registry.aliases import ALIASES, Alias, AuditEntry, LogPolicy, RoutingPolicy
 from registry.errors import RegistryError
 from registry.store import Registry
 from service.errors import (
@@ -79,10 +79,22 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+Policy = TypeVar("Policy", RoutingPolicy, LogPolicy)
+
+
 def routing_policy(body: dict[str, Any]) -> RoutingPolicy:
-    """The policy in a request body; 422 naming the field that is wrong."""
+    """The routing policy in a request body; 422 naming the field that is wrong."""
+    return _policy(RoutingPolicy, body)
+
+
+def log_policy(body: dict[str, Any]) -> LogPolicy:
+    """The log policy in a request body; 422 naming the field that is wrong."""
+    return _policy(LogPolicy, body)
+
+
+def _policy(kind: type[Policy], body: dict[str, Any]) -> Policy:
     try:
-        return RoutingPolicy.model_validate({k: v for k, v in body.items() if k != "reason"})
+        return kind.model_validate({k: v for k, v in body.items() if k != "reason"})
     except ValidationError as exc:
         details = [
             FieldError(".".join(str(p) for p in error["loc"]) or "body", error["msg"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol, get_args
 
-from registry.aliases import Alias, Arm, RoutingPolicy
+from registry.aliases import Alias, Arm, LogPolicy, RoutingPolicy
 from registry.manifest import FeatureSpec, InputSchema
 from service.serving import datatypes
 from service.serving.pool import ServedVersion
@@ -284,6 +284,8 @@ def _shared_schemas(names: list[str]) -> dict[str, Any]:
         "RoutingRequest": {**_oas30(RoutingPolicy.model_json_schema()), "title": "RoutingRequest"},
     }
     schemas["RoutingRequest"]["properties"]["reason"] = {"type": "string"}
+    schemas["LogPolicyRequest"] = {**_oas30(LogPolicy.model_json_schema()), "title": "LogPolicyRequest"}
+    schemas["LogPolicyRequest"]["properties"]["reason"] = {"type": "string"}
     return schemas
 
 
@@ -347,6 +349,11 @@ def _described(names: list[str]) -> dict[str, dict[str, Any]]:
         "/admin/models/{name}/routing": {"put": {
             "security": [{"bearer": []}], "parameters": [name],
             "requestBody": _body(_ref("RoutingRequest")),
+            "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
+        }},
+        "/admin/models/{name}/log-policy": {"put": {
+            "security": [{"bearer": []}], "parameters": [name],
+            "requestBody": _body(_ref("LogPolicyRequest")),
             "responses": _responses(obj, "400", "401", "403", "404", "409", "422"),
         }},
         "/admin/models/{name}/promote": {"post": {

@@ -44,7 +44,8 @@ def recorded(route: str) -> Callable[[Predicting], Handler]:
             try:
                 response = await handler(ctx, request, exchange)
             except ServiceError as exc:
-                record(rid, route, exchange, ts, started, exc.status, exc.message)
+                exc.logged = ctx.pipeline.loggable(exchange, exc)
+                record(rid, route, exchange, ts, started, exc.status, exc.logged)
                 raise
             except Exception as exc:
                 record(rid, route, exchange, ts, started, 500, f"{type(exc).__name__}: {exc}")

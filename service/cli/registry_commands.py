@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from monitoring.holdout import Holdout, run_evaluation
-from registry.aliases import ALIASES, ROUTING_MODES, RoutingPolicy
+from registry.aliases import ALIASES, FIELD_ACTIONS, ROUTING_MODES, FieldAction, LogPolicy, RoutingPolicy
 from registry.store import HISTORY_FILE, Registry, broken_links
 from service.cli.common import CommandError, print_json, registry_of
 
@@ -48,9 +50,44 @@ def cmd_push(args: argparse.Namespace) -> int:
     )
     kind, digest = manifest.output.kind, manifest.sha256[:12]
     print(f"pushed {manifest.name}:{manifest.version} ({kind}, {inputs}, sha256 {digest})")
+    if args.hash or args.drop or args.payload_rate is not None:
+        _set_log_policy(registry, args, "set at push")
     if args.evaluate and registry.aliases(args.name).champion is not None:
         return _evaluate(args, registry, manifest.version, Path(args.evaluate), "evaluated at push")
     return 0
+
+
+def cmd_log_policy(args: argparse.Namespace) -> int:
+    """Set the model's log policy from the flags given, or show it when none is."""
+    registry = registry_of(args)
+    if args.hash or args.drop or args.keep or args.payload_rate is not None:
+        _set_log_policy(registry, args, args.reason)
+    print_json(registry.aliases(args.name).log_policy.model_dump(mode="json"))
+    return 0
+
+
+def _set_log_policy(registry: Registry, args: argparse.Namespace, reason: str) -> None:
+    """The policy as it stands, changed by ``--hash``, ``--drop``, ``--keep`` and ``--payload-rate``."""
+    current = registry.aliases(args.name).log_policy
+    fields: dict[str, FieldAction] = dict(current.fields)
+    for action in FIELD_ACTIONS:
+        fields.update(dict.fromkeys(getattr(args, action, None) or [], action))
+    rate = current.payload_rate if args.payload_rate is None else args.payload_rate
+    try:
+        policy = LogPolicy(fields={k: v for k, v in fields.items() if v != "keep"}, payload_rate=rate)
+    except ValidationError as exc:
+        raise CommandError(f"--payload-rate: {exc.errors()[0]['msg']}") from None
+    registry.set_log_policy(args.name, policy, reason=reason)
+
+
+def log_policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hash", action="append", metavar="FEATURE",
+                        help="log this feature's values as an HMAC under MODELGATE_LOG_HASH_KEY")  # fmt: skip
+    parser.add_argument(
+        "--drop", action="append", metavar="FEATURE", help="leave this feature out of the log"
+    )
+    parser.add_argument("--payload-rate", type=float, metavar="R",
+                        help="the share of requests whose inputs and outputs are logged (0-1)")  # fmt: skip
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -318,7 +355,17 @@ def _add_registry(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         help="then evaluate it against the champion on these labelled rows (as registry evaluate)",
     )
     evaluation_options(push)
+    log_policy_options(push)
     push.set_defaults(func=cmd_push)
+
+    policy = reg.add_parser(
+        "log-policy", parents=[common], help="what the prediction log keeps of a model's requests"
+    )
+    policy.add_argument("name")
+    log_policy_options(policy)
+    policy.add_argument("--keep", action="append", metavar="FEATURE", help="log this feature as sent again")
+    policy.add_argument("--reason", default="")
+    policy.set_defaults(func=cmd_log_policy)
 
     listing = reg.add_parser("list", parents=[common], help="models, version counts and aliases")
     listing.add_argument("--json", action="store_true")

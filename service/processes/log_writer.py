@@ -61,7 +61,7 @@ log = structlog.get_logger("modelgate.log_writer")
 
 #: record fields shipped as they are, one list a field
 PLAIN = ("request_id", "ts", "route", "status", "latency_ms", "model", "version", "arm", "rows",
-         "features", "columns", "error", "flags", "classes")  # fmt: skip
+         "features", "columns", "error", "flags", "classes", "policy")  # fmt: skip
 #: array fields (the inputs matrix, the prediction's), concatenated over a batch when they stack
 STACKED = ("matrix", "labels", "probabilities", "values", "embeddings")
 #: the prediction's arrays among them, by field name
@@ -273,6 +273,7 @@ def main() -> int:
 
     from monitoring.logs import configure_logging
     from monitoring.metrics import GatewayMetrics
+    from monitoring.redaction import Redactor
     from monitoring.sink import LogWriter
     from monitoring.store import open_store
 
@@ -285,6 +286,7 @@ def main() -> int:
         payload_rows=settings.log_payload_rows,
         metrics=GatewayMetrics(CollectorRegistry()),
         orphaned=lambda: os.getppid() != parent,
+        redactor=Redactor(settings.log_hash_key),
     )
     signal.signal(signal.SIGUSR1, lambda *_: writer.drain())
     checkers = Checkers(str(settings.registry))

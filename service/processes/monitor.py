@@ -222,8 +222,9 @@ def _wired(settings: Settings, store: Store, shard: Shard) -> Leading:
     )
     manifests = functools.lru_cache(maxsize=64)(registry.manifest)
     monitor = Monitor(
-        store.requests, store.feedback, store.reports, manifests, window, shard, registry.models
-    )
+        store.requests, store.feedback, store.reports, manifests, window, shard, registry.models,
+        lambda model: registry.aliases(model).log_policy,
+    )  # fmt: skip
     metrics = GatewayMetrics(CollectorRegistry())
     triggers = Triggers(registry, store.outbox, monitor.export_window, metrics=metrics)
     rules = AlertConfig.load(settings.alert_rules or None)

@@ -13,9 +13,9 @@ import anyio.to_thread
 
 from monitoring.plausibility import Flag
 from monitoring.records import RequestRecord
-from registry.aliases import Arm
+from registry.aliases import Arm, LogPolicy
 from registry.prediction import Prediction
-from service.errors import Implausible
+from service.errors import Implausible, ServiceError
 from service.serving.batching import Batcher
 from service.serving.observability import Observability
 from service.serving.pool import ModelPool, ServedVersion
@@ -64,6 +64,7 @@ def request_record(
     prediction: Prediction | None,
     error: str | None,
     flags: dict[str, int] | None = None,
+    policy: LogPolicy | None = None,
 ) -> RequestRecord:
     """One request's record, answered or not; the writer checks plausibility when ``flags`` is None."""
     return RequestRecord(
@@ -74,6 +75,7 @@ def request_record(
         prediction=prediction, error=error, flags=flags or {},
         classes=served.manifest.output.classes if served else (),
         checker=served.checker if served and prediction is not None and flags is None else None,
+        policy=policy,
     )  # fmt: skip
 
 
@@ -166,9 +168,9 @@ class Pipeline:
         challenger = slots.challenger
         if slots.routing.mode != "shadow" or challenger is None:
             return
-        same_schema = challenger.manifest.inputs == served.manifest.inputs
+        batch = exchange.batch if challenger.manifest.inputs == served.manifest.inputs else None
         self.observability.shadow.offer(
-            ShadowJob(rid, time.time(), route, challenger, exchange.batch if same_schema else None, parse)
+            ShadowJob(rid, time.time(), route, challenger, batch, parse, slots.log_policy)
         )
 
     def record(
@@ -181,9 +183,22 @@ class Pipeline:
         durable = self.settings.log_ack == "committed" and status == 200
         committed = asyncio.get_running_loop().create_future() if durable else None
         latency_ms = (time.perf_counter() - started) * 1000
+        served = exchange.served
+        policy = self.pool.slots(served.name).log_policy if served is not None else None
         self.observability.sink.put(
-            request_record(rid, ts, route, status, latency_ms, exchange.arm, exchange.served, exchange.batch,
-                           exchange.prediction, error, exchange.flags),
+            request_record(rid, ts, route, status, latency_ms, exchange.arm, served, exchange.batch,
+                           exchange.prediction, error, exchange.flags, policy),
             committed,
         )  # fmt: skip
         return committed
+
+    def loggable(self, exchange: Exchange, exc: ServiceError) -> str:
+        """What the logs may say of a refusal: its message, or, where the model's log policy hashes or
+        drops any feature, only where it was wrong (a message may quote a value sent)."""
+        served = exchange.served
+        if served is None or exc.field is None:
+            return exc.message
+        slots = self.pool.slots(served.name) if served.name in self.pool.names else None
+        if slots is None or slots.log_policy is None or not slots.log_policy.fields:
+            return exc.message
+        return f"{exc.field}: invalid (details not logged: the model's log policy governs its features)"

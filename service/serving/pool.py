@@ -21,7 +21,7 @@ import onnxruntime as ort
 import structlog
 
 from monitoring.plausibility import PlausibilityChecker
-from registry.aliases import RoutingPolicy
+from registry.aliases import LogPolicy, RoutingPolicy
 from registry.errors import RegistryError
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, load_session
@@ -81,6 +81,8 @@ class ModelSlots:
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     #: the last load failure per alias, shown by the status route until a load succeeds
     errors: dict[str, str] = field(default_factory=dict)
+    #: what the log keeps of its requests; None: everything (the default policy)
+    log_policy: LogPolicy | None = None
 
 
 def warmup_batch(manifest: Manifest, rows: int) -> Batch:
@@ -326,6 +328,7 @@ class ModelPool:
             stamp=stamp,
             routing=aliases.routing,
             errors=errors,
+            log_policy=aliases.log_policy if aliases.log_policy != LogPolicy() else None,
         )
 
     def _load_for_alias(

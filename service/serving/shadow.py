@@ -44,6 +44,7 @@ import onnxruntime as ort
 import structlog
 
 from monitoring.records import RequestRecord
+from registry.aliases import LogPolicy
 from service.errors import ServiceError
 from service.serving.pool import ServedVersion
 from service.serving.validation import Batch
@@ -65,6 +66,8 @@ class ShadowJob:
     batch: Batch | None
     #: ... and the request's inputs are validated against the challenger's schema, in the thread
     parse: Callable[[ServedVersion], Batch]
+    #: what the log keeps of the challenger's record (the model's policy)
+    policy: LogPolicy | None = None
 
 
 #: niceness of the shadow thread: the lowest priority
@@ -218,5 +221,5 @@ class ShadowRunner:
             arm="shadow", rows=batch.rows if batch else 0, features=served.feature_names,
             matrix=batch.matrix if batch else None, columns=batch.columns if batch else None,
             prediction=prediction, error=error, classes=served.manifest.output.classes,
-            checker=served.checker if prediction is not None else None,
+            checker=served.checker if prediction is not None else None, policy=job.policy,
         )  # fmt: skip
