@@ -91,6 +91,10 @@ class RequestLog(Protocol):
     def prune(self, before: float) -> int:
         """Delete records older than ``before``; how many."""
 
+    def erase(self, request_ids: Iterable[str]) -> int:
+        """Delete every record (any arm) of these request ids, its bytes made unrecoverable from the
+        store's files; how many."""
+
 
 class FeedbackLog(Protocol):
     """Ground truth, one entry per request, read back in position order as requests are."""
@@ -109,6 +113,9 @@ class FeedbackLog(Protocol):
 
     def prune(self, before: float) -> int:
         """Delete feedback older than ``before``; how many."""
+
+    def erase(self, request_ids: Iterable[str]) -> int:
+        """Delete the feedback of these request ids (as ``RequestLog.erase``); how many."""
 
 
 class ReportStore(Protocol):

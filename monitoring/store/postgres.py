@@ -239,6 +239,17 @@ class PostgresDatabase:
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else START
 
+    def reclaim(self) -> None:
+        """Vacuum the tables rows are erased from: the dead rows' space is marked free, their bytes
+        overwritten as pages are reused (not at once: a ``VACUUM FULL`` rewrites the table, holding
+        off every writer meanwhile, and is left to the operator)."""
+        with self.pool.connection() as connection:
+            connection.autocommit = True
+            try:
+                connection.execute("VACUUM requests, feedback")
+            finally:
+                connection.autocommit = False
+
     def position_before(self, table: Tailed, ts: float) -> Position:
         # one statement, one snapshot: the first row at or after ts below the horizon, else the last
         # row below it (a row above it comes later, whatever its ts)

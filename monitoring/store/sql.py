@@ -80,6 +80,10 @@ class Database(Protocol):
     def position_before(self, table: Tailed, ts: float) -> Position:
         """The position after which every row of ``table`` is at or after ``ts``."""
 
+    def reclaim(self) -> None:
+        """Make deleted rows' bytes unrecoverable from the database's own files (SQLite: zeroed and the
+        write-ahead log emptied; PostgreSQL: vacuumed). Backups and replicas are not reached."""
+
     def insert_requests(self, transaction: Transaction, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows of ``WRITTEN_COLUMNS``."""
 
@@ -155,6 +159,9 @@ class SqlRequestLog:
         with self.db.transaction() as transaction:
             return transaction.execute("DELETE FROM requests WHERE ts < ?", (before,))
 
+    def erase(self, request_ids: Iterable[str]) -> int:
+        return _erase(self.db, "requests", request_ids)
+
 
 class SqlFeedbackLog:
     def __init__(self, db: Database) -> None:
@@ -199,6 +206,21 @@ class SqlFeedbackLog:
     def prune(self, before: float) -> int:
         with self.db.transaction() as transaction:
             return transaction.execute("DELETE FROM feedback WHERE ts < ?", (before,))
+
+    def erase(self, request_ids: Iterable[str]) -> int:
+        return _erase(self.db, "feedback", request_ids)
+
+
+def _erase(db: Database, table: str, request_ids: Iterable[str]) -> int:
+    """Delete ``table``'s rows of these request ids in one transaction, then reclaim their bytes."""
+    with db.transaction() as transaction:
+        erased = sum(
+            transaction.execute(f"DELETE FROM {table} WHERE request_id = ?", (rid,))
+            for rid in dict.fromkeys(request_ids)
+        )
+    if erased:
+        db.reclaim()
+    return erased
 
 
 class SqlReportStore:

@@ -1,4 +1,5 @@
-"""``modelgate log``: the prediction log exported as a table, or pruned past retention."""
+"""``modelgate log``: the prediction log exported as a table, pruned past retention, or a person's
+records erased."""
 
 from __future__ import annotations
 
@@ -89,6 +90,36 @@ def cmd_log_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_log_erase(args: argparse.Namespace) -> int:
+    """A person's records and feedback out of the store, audited in each model's trail by counts."""
+    from monitoring.erasure import erase, requests_of
+    from monitoring.redaction import Redactor
+    from registry.aliases import Erasure
+
+    field = value = None
+    if args.subject:
+        field, sep, value = args.subject.partition("=")
+        if not sep or not field:
+            raise CommandError("--subject: expected FIELD=VALUE, e.g. --subject customer_id=C-1042")
+    registry = registry_of(args)
+    redactor = Redactor(Settings.from_env().log_hash_key)
+    store = _open_existing_store(args)
+    try:
+        found = requests_of(store, field=field, value=value, request_ids=args.request_id or (),
+                            redactor=redactor, model=args.model)  # fmt: skip
+        erased = erase(store, found)
+    finally:
+        store.close()
+    by = f"subject {field}" if field is not None else "request_id"
+    for model in sorted(set(erased.records) | set(erased.feedback), key=str):
+        if model is not None and model in registry.models():
+            counts = Erasure(by=by, records=erased.records[model], feedback=erased.feedback[model])
+            registry.record_erasure(model, counts)
+    records, feedback = sum(erased.records.values()), sum(erased.feedback.values())
+    print(f"erased {records} record(s) and {feedback} feedback of {len(found)} request(s) by {by}")
+    return 0
+
+
 def add_commands(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     log_common = argparse.ArgumentParser(add_help=False, parents=[common])
     log_common.add_argument(
@@ -102,6 +133,15 @@ def add_commands(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     export.add_argument("--since", help="a duration back (24h, 7d) or an ISO date/time")
     export.add_argument("-o", "--output", required=True, help="FILE.parquet or FILE.csv")
     export.set_defaults(func=cmd_log_export)
+    erase_parser = logs.add_parser(
+        "erase", parents=[log_common], help="erase a person's records and feedback (audited, by counts)"
+    )
+    which = erase_parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--subject", metavar="FIELD=VALUE",
+                       help="every request whose inputs hold VALUE for FIELD (sent or hashed)")  # fmt: skip
+    which.add_argument("--request-id", action="append", metavar="ID", help="these requests (repeatable)")
+    erase_parser.add_argument("--model", help="only this model's requests")
+    erase_parser.set_defaults(func=cmd_log_erase)
     prune = logs.add_parser("prune", parents=[log_common], help="delete records past retention")
     prune.add_argument("--older-than", required=True, help="a duration: 30d, 12h, 2w")
     prune.set_defaults(func=cmd_log_prune)

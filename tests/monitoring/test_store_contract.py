@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,3 +435,36 @@ def test_a_postgres_log_written_before_positions_is_read_after_the_upgrade(postg
         assert store.requests.position_before(15) == {0: (new.xid, new.seq - 1)}
     finally:
         store.close()
+
+
+def test_a_subject_is_erased_with_its_feedback_and_nothing_else(store, location):
+    from monitoring.erasure import erase, requests_of
+    from monitoring.redaction import Redactor
+    from registry.aliases import LogPolicy
+
+    subject = {"customer": np.array(["C-1042", "C-7"], dtype=object), "amount": np.array([12.5, 3.0])}
+    other = {"customer": np.array(["C-7", "C-9"], dtype=object), "amount": np.array([8.25, 1.0])}
+    hashing = LogPolicy(fields={"customer": "hash"})
+    redactor = Redactor("key")
+    encoded = [
+        EncodedRecord.of(record("plain", features=("customer", "amount"), matrix=None, columns=subject)),
+        EncodedRecord.of(record("plain", arm="shadow", features=("customer", "amount"), matrix=None,
+                                columns=other)),  # its request's shadow record goes with it
+        EncodedRecord.of(record("hashed", features=("customer", "amount"), matrix=None, columns=subject,
+                                policy=hashing), redactor=redactor),
+        EncodedRecord.of(record("kept", features=("customer", "amount"), matrix=None, columns=other)),
+    ]  # fmt: skip
+    store.requests.write(encoded)
+    store.feedback.add([Feedback("plain", ["yes", "no"], 101.0), Feedback("kept", ["no", "no"], 102.0)])
+
+    found = requests_of(store, field="customer", value="C-1042", redactor=redactor)
+    assert found == {"plain", "hashed"}
+    assert requests_of(store, field="customer", value="C-1042", redactor=Redactor("")) == {"plain"}
+    assert requests_of(store, field="amount", value="12.5") == {"plain", "hashed"}  # a number as a number
+    erased = erase(store, found)
+    assert (sum(erased.records.values()), sum(erased.feedback.values())) == (3, 1)
+    assert [r.request_id for r in store.requests.read_after({}, 10)] == ["kept"]
+    assert list(store.feedback.of(["plain", "kept"])) == ["kept"]
+    if not is_postgres(location):  # the bytes are gone from every file of the log, not only the rows
+        files = b"".join(p.read_bytes() for p in sorted(Path(location).parent.rglob("*")) if p.is_file())
+        assert b"C-1042" not in files and b"plain" not in files and b"kept" in files

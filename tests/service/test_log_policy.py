@@ -113,7 +113,7 @@ def test_the_payload_rate_keeps_the_requests_their_ids_choose(cancer_registry, c
     assert all((records[rid].outputs is None) == (rid not in kept) for rid in ids)
 
 
-def test_a_policy_names_only_features_and_is_audited(cancer_registry, capsys):
+def test_a_policy_names_only_features_and_is_audited(cancer_registry, cancer_model, capsys):
     root = str(cancer_registry.root)
     code = main(["registry", "log-policy", "cancer", "--drop", "ssn", "--registry", root])
     assert code == 1 and "'ssn' is not an input feature of 'cancer'" in capsys.readouterr().err
@@ -123,8 +123,65 @@ def test_a_policy_names_only_features_and_is_audited(cancer_registry, capsys):
     assert main(["registry", "log-policy", "cancer", "--keep", "mean_area", "--drop", "mean_radius",
                  "--registry", root]) == 0  # fmt: skip
     assert cancer_registry.aliases("cancer").log_policy == LogPolicy(fields={"mean_radius": "drop"})
-    entries = [e for e in cancer_registry.history("cancer") if e.action == "govern"]
-    assert [e.log_policy.fields for e in entries if e.log_policy] == [
-        {"mean_area": "hash"},
-        {"mean_radius": "drop"},
-    ]
+    entries = [e.log_policy for e in cancer_registry.history("cancer") if e.action == "govern"]
+    assert [p.fields for p in entries if p] == [{"mean_area": "hash"}, {"mean_radius": "drop"}]
+    push = ["registry", "push", str(cancer_model.onnx), "--name", "cancer", "--reference",
+            str(cancer_model.reference), "--registry", root]  # fmt: skip
+    assert main([*push, "--hash", "mean_area", "--payload-rate", "0.5"]) == 0
+    expected = LogPolicy(fields={"mean_radius": "drop", "mean_area": "hash"}, payload_rate=0.5)
+    assert cancer_registry.aliases("cancer").log_policy == expected
+
+
+def test_log_erase_removes_a_subjects_requests_and_feedback_and_audits_the_counts(
+    cancer_registry, cancer_model, tmp_path, monkeypatch, capsys
+):
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    monkeypatch.setenv("MODELGATE_LOG_HASH_KEY", KEY)
+    root = str(cancer_registry.root)
+    assert main(["registry", "log-policy", "cancer", "--hash", "mean_texture", "--registry", root]) == 0
+    log_path = tmp_path / "log" / "predictions.sqlite3"
+    settings = Settings(
+        registry=cancer_registry.root, poll_interval=3600, log_path=log_path, log_hash_key=KEY
+    )
+    frame = cancer_model.frame
+    with TestClient(create_app(settings)) as client:
+        theirs = [
+            client.post("/predict", json={"inputs": rows(frame, 2)}).json()["request_id"] for _ in range(3)
+        ]
+        others = [client.post("/predict", json={"inputs": frame.head(2).to_dict(orient="records")}).json()
+                  ["request_id"] for _ in range(2)]  # fmt: skip
+        for rid in (theirs[0], others[0]):
+            assert (
+                client.post("/feedback", json={"request_id": rid, "ground_truth": ["benign"] * 2}).status_code
+                == 200
+            )
+    digest = hmac.new(KEY.encode(), str(HASHED).encode(), hashlib.sha256).hexdigest()[:HASH_HEX].encode()
+    assert digest in everything_under(log_path.parent)
+    capsys.readouterr()
+
+    code = main(
+        ["log", "erase", "--subject", f"mean_texture={HASHED}", "--log", str(log_path), "--registry", root]
+    )
+    assert code == 0
+    assert (
+        "erased 3 record(s) and 1 feedback of 3 request(s) by subject mean_texture" in capsys.readouterr().out
+    )
+    store = open_store(str(log_path))
+    left = [r.request_id for r in store.requests.read_after({}, 100)]
+    assert left == others and list(store.feedback.of(theirs + others)) == [others[0]]
+    store.close()
+    assert digest not in everything_under(log_path.parent)
+    (entry,) = [e for e in cancer_registry.history("cancer") if e.action == "erase"]
+    assert entry.erasure is not None and (entry.erasure.records, entry.erasure.feedback) == (3, 1)
+    assert str(HASHED) not in entry.model_dump_json() and digest.decode() not in entry.model_dump_json()
+    assert main(["registry", "verify", "--registry", root]) == 0  # the erasure is in the hash chain
+
+    code = main(["log", "erase", "--request-id", others[1], "--log", str(log_path), "--registry", root])
+    assert (
+        code == 0
+        and "erased 1 record(s) and 0 feedback of 1 request(s) by request_id" in capsys.readouterr().out
+    )
