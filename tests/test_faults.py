@@ -204,9 +204,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` with one file; removing it gives the room back."""
+    """Take every free byte of ``disk`` with one file; removing it gives the room back. A disk the
+    log has filled already has no room even for the file's entry: it is full as it is."""
     filler = disk / "filler"
-    with open(filler, "ab") as handle, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), open(filler, "ab") as handle:
         while True:
             handle.write(b"\0" * 65536)
             handle.flush()
@@ -335,7 +336,7 @@ def test_a_full_disk_sheds_load_resumes_and_accounts_for_every_answer(
     assert stopped_in < 40  # the drain timeout (uvicorn's 20 s and the log's)
     time.sleep(0.5)
     assert writers_of(log_path) == []
-    filler.unlink()
+    filler.unlink(missing_ok=True)
     missing = set(traffic.acknowledged) - logged_ids(log_path)
     lost_lines = [orjson.loads(line) for line in gateway.output().splitlines()
                   if line.startswith("{") and '"log.records_lost"' in line]  # fmt: skip
