@@ -3,6 +3,9 @@ reference, plausibility, live quality once labelled, and the label-free quality 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 import numpy as np
 
 from monitoring.baseline import Reference, reference
@@ -13,6 +16,7 @@ from monitoring.plausibility import Flag
 from monitoring.quality import classification_quality, regression_quality, segment_of
 from monitoring.records import LoggedRequest
 from monitoring.report import (
+    AttributionReport,
     DriftStatistic,
     EstimatedQuality,
     PlausibilityEntry,
@@ -209,4 +213,38 @@ def report(
         "features": statistics,
         "plausibility": plausibility,
         "not_logged": {name: policy.fields[name] for name in sorted(unlogged)} if policy is not None else {},
+    }
+
+
+def importances(records: Iterable[LoggedRequest], feature: str) -> np.ndarray:
+    """One feature's importance over explanation records (decoded), row after row."""
+    parts = [r.outputs["attributions"][feature] for r in records if r.outputs and "attributions" in r.outputs]
+    return np.asarray(list(itertools.chain.from_iterable(parts)), dtype=np.float64)
+
+
+def attributions(
+    manifest: Manifest, window: Window[LoggedRequest], settings: WindowSettings, now: float
+) -> AttributionReport | None:
+    """The window of the version's explanations against its reference attributions (None: no
+    explanation in the window). Tested like the inputs (``drift_of``), in a family of their own."""
+    window.trim(now)
+    if not window.requests:
+        return None
+    records = [r.decoded() for r in window.requests]
+    refs = manifest.reference.attributions
+    values = {name: importances(records, name) for name in manifest.inputs.names}
+    statistics: list[DriftStatistic] = []
+    if refs and window.rows >= settings.min_rows:
+        for name, found in values.items():
+            if name in refs:
+                statistics += drift_of(name, "attribution", reference(refs[name]), found, settings.min_rows)
+        statistics = decide(statistics, settings.alpha, settings.min_effect)
+    return {
+        "method": manifest.reference.attribution_method,
+        "rows": window.rows,
+        "mean_importance": {name: float(v.mean()) if v.size else 0.0 for name, v in values.items()},
+        "reference_mean_importance": {name: float(p.mean or 0.0) for name, p in refs.items()},
+        "features": statistics,
+        "drifted_features": sum(s["drifted"] for s in statistics),
+        "alerting_features": sum(s["drifted"] and s["p_adjusted"] < settings.alert_alpha for s in statistics),
     }

@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.plausibility import Flag
-from monitoring.records import EncodedRecord
+from monitoring.records import EXPLAIN_ROUTE, EncodedRecord
 from monitoring.report import QUALITY_METRICS, Comparison, Measured, Report, metric_value
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -78,6 +78,9 @@ class GatewayMetrics:
             "plausibility_violations_total",
             "Rows breaking a plausibility rule; feature is empty for output rules.",
             ("model", "version", "arm", "rule", "feature"),
+        )
+        self.explain_shed = counter(
+            "explain_shed_total", "Explanations in the loop shed: their queue was full.", ("model",)
         )
         self.shadow_shed = counter(
             "shadow_shed_total", "Shadow predictions shed: the shadow or the log queue was full.", ("model",)
@@ -143,6 +146,18 @@ class GatewayMetrics:
         )
         self.window_rows = gauge(
             "monitor_window_rows", "Rows in the monitor's window.", monitor, "livemostrecent"
+        )
+        self.attribution_importance = gauge(
+            "attribution_importance",
+            "A feature's mean importance (|attribution|, explanations in the loop) in the window.",
+            (*monitor, "feature"),
+            "livemostrecent",
+        )
+        self.attribution_alerting = gauge(
+            "attribution_features_alerting",
+            "Features whose importance drifted at the level drift alerts use (attribution drift).",
+            monitor,
+            "livemostrecent",
         )
         self.violation_rate = gauge(
             "plausibility_violation_rate",
@@ -238,6 +253,8 @@ class GatewayMetrics:
         violations: collections.Counter[tuple[str, str, str, str, str]] = collections.Counter()
         for item in items:
             r = item.record
+            if r.route == EXPLAIN_ROUTE:  # an explanation of a request counted already
+                continue
             model, version = (r.model, str(r.version)) if r.model and r.version is not None else _UNKNOWN
             latencies.setdefault((model, version, r.arm, r.route, r.status), []).append(r.latency_ms)
             prediction = r.prediction
@@ -278,6 +295,11 @@ class GatewayMetrics:
             self.drift_p_value.labels(*labels).set(feature["p_adjusted"])
             self.drift_psi.labels(*labels).set(feature["psi"])
             self.drift_js.labels(*labels).set(feature["js_distance"])
+        explained = report.get("attributions")
+        if explained:
+            for name, importance in explained["mean_importance"].items():
+                self.attribution_importance.labels(model, version, name).set(importance)
+            self.attribution_alerting.labels(model, version).set(explained["alerting_features"])
         estimated = report["estimated_quality"]
         if estimated and estimated["rows"]:
             for bound, value in (("estimate", estimated["accuracy"]), ("low", estimated["low"]),

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import structlog
 
-from monitoring.assessment import quality, references, report
+from monitoring.assessment import attributions, importances, quality, references, report
 from monitoring.baseline import Reference
 from monitoring.compare import (
     CanaryContest,
@@ -36,8 +36,18 @@ from monitoring.compare import (
     saved_position,
 )
 from monitoring.export import prediction_table
-from monitoring.records import START, Cursor, Feedback, LoggedRequest, Position, advanced, covers
+from monitoring.records import (
+    EXPLAIN_ROUTE,
+    START,
+    Cursor,
+    Feedback,
+    LoggedRequest,
+    Position,
+    advanced,
+    covers,
+)
 from monitoring.report import (
+    AttributionReport,
     CanaryEvidence,
     Comparison,
     QualityEvidence,
@@ -136,6 +146,9 @@ class Monitor:
         self.rewarded: dict[str, Matcher[tuple[int, Any]]] = {}
         #: ... the canary's checks per model ...
         self.canaries: dict[str, CanaryContest] = {}
+        #: explanations in the loop (records of route ``explain``): per version, and per arm
+        self.explained: dict[tuple[str, int], Window[LoggedRequest]] = {}
+        self.explained_arms: dict[tuple[str, Arm], Window[LoggedRequest]] = {}
         #: ... and per model, the record and feedback positions a saved report's evidence had counted to
         self.resumed: dict[str, tuple[Cursor, Position]] = {}
         #: what each version's quantities are tested against, built once per version
@@ -151,6 +164,11 @@ class Monitor:
         owns = self.shard.owns
         for record in records:
             if record.model is None or not owns(record.model):
+                continue
+            if record.route == EXPLAIN_ROUTE:  # an explanation, not a request
+                if record.version is not None:
+                    self._window(self.explained, (record.model, record.version)).add(record)
+                    self._window(self.explained_arms, (record.model, record.arm)).add(record)
                 continue
             if record.arm != "pinned":
                 predicted = record.rows if record.status == 200 else 0
@@ -363,7 +381,12 @@ class Monitor:
         if quality is not None:  # which arm is better: the evidence's word, valid at every look
             better = evidence["better"] if evidence is not None else None
             quality.update({"better": better, "significant": better is not None})
-        return {"arms": arms, "shadow": shadow, "quality": quality, "evidence": evidence, "reward": reward}
+        compared: Comparison = {"arms": arms, "shadow": shadow, "quality": quality, "evidence": evidence,
+                                "reward": reward}  # fmt: skip
+        reasoning = self.arm_attributions(model, now)
+        if reasoning is not None:
+            compared["attributions"] = reasoning
+        return compared
 
     def _evidence(self, contests: dict[tuple[int, int], QualityContest] | None) -> QualityEvidence | None:
         """The evidence of the two versions compared last."""
@@ -371,6 +394,41 @@ class Monitor:
             return None
         latest = max(contests.values(), key=lambda contest: contest.last)
         return latest.evidence(self.settings.compare_alpha, self.feedback_position or START)
+
+    def _attributions(self, model: str, version: int, now: float) -> dict[str, AttributionReport | None]:
+        """The version's explanations in the loop, when there are any (a report's ``attributions``)."""
+        window = self.explained.get((model, version))
+        if window is None:
+            return {}
+        return {"attributions": attributions(self.manifests(model, version), window, self.settings, now)}
+
+    def arm_attributions(self, model: str, now: float) -> dict[str, Any] | None:
+        """Each arm's mean importance of each feature, and the features where they differ most (the
+        champion against the other arm): where two versions reason differently."""
+        arms: dict[str, Any] = {}
+        for (name, arm), window in self.explained_arms.items():
+            window.trim(now)
+            if name != model or not window.requests:
+                continue
+            records = [r.decoded() for r in window.requests]
+            features = self.manifests(model, records[-1].version or 0).inputs.names
+            arms[arm] = {
+                "version": records[-1].version,
+                "rows": window.rows,
+                "mean_importance": {f: float(v.mean()) if (v := importances(records, f)).size else 0.0
+                                    for f in features},
+            }  # fmt: skip
+        other = next((arms[a] for a in ("challenger", "shadow") if a in arms), None)
+        if "champion" not in arms or other is None:
+            return None
+        champion = arms["champion"]["mean_importance"]
+        shared = set(champion) & set(other["mean_importance"])
+        differences = sorted(
+            ({"feature": f, "champion": champion[f], "other": other["mean_importance"][f],
+              "difference": other["mean_importance"][f] - champion[f]} for f in shared),
+            key=lambda d: -abs(d["difference"]),
+        )  # fmt: skip
+        return {"arms": arms, "differences": differences[:10]}
 
     def reports(self, now: float) -> dict[str, Report]:
         # per model, the window of the version the champion arm answered with last; else the one seen last
@@ -393,6 +451,7 @@ class Monitor:
                 "comparison": self.comparison(model, now),
                 "quality": [],
                 "monitor": {"shard": self.shard.index, "shards": self.shard.count},
+                **self._attributions(model, version, now),
             })
             for model, (version, window) in latest.items()
         }  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -13,8 +13,11 @@ import orjson
 from registry.aliases import Arm, LogPolicy
 from registry.prediction import Prediction
 
-if TYPE_CHECKING:
-    from monitoring.redaction import Redactor
+
+class Redactor(Protocol):
+    def payload(self, record: RequestRecord, policy: LogPolicy) -> tuple[bytes | None, bytes | None]:
+        """The record's inputs and outputs JSON as ``policy`` lets the log keep them
+        (``monitoring.redaction``)."""
 
 
 class Checker(Protocol):
@@ -23,6 +26,8 @@ class Checker(Protocol):
     ) -> list[dict[str, int]]: ...
 
 
+#: the route of an explanation's record: one request's explanation, logged beside its prediction
+EXPLAIN_ROUTE = "explain"
 #: a record's (or a feedback entry's) place in the order a reader tails the log in: the transaction
 #: that wrote it, then its ``seq``. Where writers append one at a time (SQLite) the transaction is 0
 #: and ``seq`` alone is the order; where they append concurrently (PostgreSQL) numbers are taken in
@@ -96,6 +101,9 @@ class RequestRecord:
     checker: Checker | None = None
     #: what the log keeps of it (``monitoring.redaction``); None: everything
     policy: LogPolicy | None = None
+    #: an explanation's record (route ``explain``): each row's importance of each feature (rows x
+    #: ``features``), logged as its outputs in place of a prediction
+    attributions: np.ndarray | None = None
 
     def inputs_json(self) -> bytes | None:
         """``{"feature": [values...]}``, column-major so a consumer takes a feature in one read."""
@@ -106,6 +114,9 @@ class RequestRecord:
         return None
 
     def outputs_json(self) -> bytes | None:
+        if self.attributions is not None:
+            by_feature = np.ascontiguousarray(self.attributions.T)
+            return _dumps({"attributions": dict(zip(self.features, by_feature, strict=True))})
         prediction = self.prediction
         if prediction is None:
             return None

@@ -9,12 +9,12 @@ mypy wherever a report is built or read.
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from registry.aliases import Arm
 
 #: what a drift statistic is about, and the test that judged it (``monitoring.drift``)
-Kind = Literal["feature", "prediction"]
+Kind = Literal["feature", "prediction", "attribution"]
 Test = Literal["mann-whitney", "ks", "categories", "atom", "missing", "mmd"]
 
 
@@ -137,6 +137,9 @@ class Comparison(TypedDict):
     evidence: QualityEvidence | None
     #: the same on the business reward ``POST /feedback`` carries (A/B and canary)
     reward: QualityEvidence | None
+    #: each arm's mean importance per feature from explanations in the loop, and where the champion
+    #: and the other arm differ most (``Monitor.arm_attributions``)
+    attributions: NotRequired[dict[str, Any]]
 
 
 class Measured(TypedDict):
@@ -304,6 +307,21 @@ class MonitorShard(TypedDict):
     shards: int
 
 
+class AttributionReport(TypedDict):
+    """Explanations in the loop of the reported version (``monitoring.assessment.attributions``):
+    each feature's mean importance (a row's mean |attribution| over the outputs) in the window and on
+    the reference, and the importances' drift against the reference's (attribution drift: a model
+    leaning on other features than it did, though its inputs may look alike)."""
+
+    method: str | None
+    rows: int
+    mean_importance: dict[str, float]
+    reference_mean_importance: dict[str, float]
+    features: list[DriftStatistic]
+    drifted_features: int
+    alerting_features: int
+
+
 class Report(VersionReport):
     """A model's report: its latest version's window, the model's traffic, the champion/challenger
     comparison, live quality per version, and the canary's state while one runs."""
@@ -314,3 +332,5 @@ class Report(VersionReport):
     #: which monitor computed it: its shard of the models, of how many (``monitoring.shards``)
     monitor: MonitorShard
     canary: NotRequired[CanaryState | None]
+    #: while requests are explained in the loop (MODELGATE_EXPLAIN_RATE)
+    attributions: NotRequired[AttributionReport | None]

@@ -44,7 +44,7 @@ import orjson
 import structlog
 
 from monitoring.logs import batched_lines
-from monitoring.records import EncodedRecord, RequestRecord
+from monitoring.records import EXPLAIN_ROUTE, EncodedRecord, RequestRecord
 from monitoring.store import RequestLog
 
 if TYPE_CHECKING:
@@ -342,6 +342,10 @@ class LogWriter:
 
     def _emit(self, item: EncodedRecord) -> None:
         r = item.record
+        if r.route == EXPLAIN_ROUTE:
+            request_log.info("request.explained", request_id=r.request_id, model=r.model, version=r.version,
+                             arm=r.arm, rows=r.rows, latency_ms=round(r.latency_ms, 3))  # fmt: skip
+            return
         payload: dict[str, object] = {}
         if r.rows <= self.payload_rows:
             if item.inputs is not None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 FeatureDType = Literal["float32", "float64", "int64", "string"]
+#: the numpy dtype a feature of each dtype is held in
+NUMPY_DTYPE: dict[FeatureDType, Any] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int64": np.int64,
+    "string": object,
+}
 
 #: What a string input's model receives for a null, at push time and at serving time alike: an ONNX
 #: string tensor has no null. Monitoring counts it as a missing value, not as a category.
@@ -200,6 +208,12 @@ class ReferenceProfile(Frozen):
     #: ``registry.profile.HOUR_MIN_ROWS`` rows: a window is compared with the hours it was sent at
     time_column: str | None = None
     by_hour: dict[str, dict[str, HourDistribution]] = {}
+    #: each input feature's importance (a row's mean |attribution| over the outputs) on the reference
+    #: sample, as ``attribution_method`` explains it (``registry.explain.explainers.LoopExplainer``):
+    #: what explanations in the loop are tested against (attribution drift). Empty for tensor and
+    #: embedding models, and in manifests written before it
+    attributions: dict[str, NumericProfile] = {}
+    attribution_method: str | None = None
 
 
 class InputRule(Frozen):

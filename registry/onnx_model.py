@@ -21,12 +21,6 @@ ONNX_TO_DTYPE: dict[str, FeatureDType] = {
     "tensor(int64)": "int64",
     "tensor(string)": "string",
 }
-NUMPY_DTYPE: dict[FeatureDType, Any] = {
-    "float32": np.float32,
-    "float64": np.float64,
-    "int64": np.int64,
-    "string": object,
-}
 
 
 @dataclass(frozen=True)

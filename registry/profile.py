@@ -8,6 +8,7 @@ import numpy as np
 
 from registry.manifest import (
     MISSING_STRING,
+    NUMPY_DTYPE,
     CategoricalProfile,
     EmbeddingProfile,
     FeatureDType,
@@ -284,3 +285,16 @@ def default_rules(profile: ReferenceProfile, output: OutputSpec) -> Plausibility
         inputs=inputs,
         output=OutputRule(value_min=value.min - spread, value_max=value.max + spread),
     )
+
+
+def sample_columns(schema: InputSchema, reference: ReferenceProfile, rows: int) -> dict[str, np.ndarray]:
+    """The first ``rows`` whole rows of the reference sample, one column a feature at the dtype the
+    model receives (a tabular schema)."""
+    columns: dict[str, np.ndarray] = {}
+    for spec in schema.features:
+        profile = reference.features[spec.name]
+        if isinstance(profile, CategoricalProfile):
+            columns[spec.name] = np.array(profile.sample[:rows], dtype=object)
+        else:
+            columns[spec.name] = np.array(profile.sample[:rows], dtype=NUMPY_DTYPE[spec.dtype])
+    return columns

@@ -18,15 +18,16 @@ from registry.calibration import MIN_CALIBRATION_ROWS, calibrate
 from registry.errors import InvalidModel, InvalidReferenceData, SchemaMismatch
 from registry.manifest import (
     MISSING_STRING,
+    NUMPY_DTYPE,
     Calibration,
     FeatureSpec,
     InputSchema,
     Lineage,
     Manifest,
     OutputSpec,
+    ReferenceProfile,
 )
 from registry.onnx_model import (
-    NUMPY_DTYPE,
     ONNX_TO_DTYPE,
     OnnxModel,
     graph_inputs,
@@ -35,7 +36,7 @@ from registry.onnx_model import (
     tensor_output_spec,
 )
 from registry.prediction import Prediction
-from registry.profile import clock_of, default_rules, reference_profile
+from registry.profile import clock_of, default_rules, numeric_profile, reference_profile, sample_columns
 from registry.tensors import (
     ONNX_TENSOR_TYPES,
     all_summaries,
@@ -214,6 +215,8 @@ class Examined:
     prediction: Prediction
     truth: pd.Series | None
     times: pd.Series | None
+    #: the loaded model (tabular models: its reference attributions are computed with it)
+    model: OnnxModel | None = None
 
     def manifest(
         self, name: str, version: int, actor: str, model_bytes: bytes, model_file: str, lineage: Lineage
@@ -222,6 +225,8 @@ class Examined:
         reference data showed (profile, plausibility rules, calibration)."""
         proto = onnx.load_from_string(model_bytes)
         profile = reference_profile(self.frame, self.schema, self.output, self.prediction, self.times)
+        if self.model is not None and self.schema.layout != "tensor" and self.output.kind != "embedding":
+            profile = profile.model_copy(update=reference_attributions(model_bytes, self.model, profile))
         return Manifest(
             name=name,
             version=version,
@@ -279,4 +284,26 @@ def examine(
         unknown = set(map(str, np.unique(prediction.labels.astype(str)))) - set(output.classes)
         if unknown:
             raise InvalidModel(f"the model predicts labels {sorted(unknown)} not among its classes")
-    return Examined(schema, output, frame, prediction, truth, times)
+    return Examined(schema, output, frame, prediction, truth, times, model)
+
+
+def reference_attributions(model_bytes: bytes, model: OnnxModel, profile: ReferenceProfile) -> dict[str, Any]:
+    """The reference sample's attributions as explanations in the loop compute them (attribution
+    drift is tested against them): ``attributions`` (each feature's importance profile) and
+    ``attribution_method``. Every sample row for a tree ensemble (exact, fast), the first
+    ``REFERENCE_SAMPLED_ROWS`` for a model explained by sampling."""
+    from registry.explain.explainers import REFERENCE_SAMPLED_ROWS, loop_explainer, predictor
+
+    schema = model.schema
+    columns = sample_columns(schema, profile, profile.sample_rows)
+    explainer = loop_explainer(model_bytes, schema, model.output, columns, predictor(model))
+    rows = profile.sample_rows if explainer.method.startswith("tree") else REFERENCE_SAMPLED_ROWS
+    rows = min(rows, profile.sample_rows)
+    importance = explainer.importance({name: c[:rows] for name, c in columns.items()}, rows)
+    index = np.arange(rows)
+    return {
+        "attributions": {
+            name: numeric_profile(importance[:, j], index) for j, name in enumerate(schema.names)
+        },
+        "attribution_method": explainer.method,
+    }

@@ -94,6 +94,9 @@ class Settings:
     warmup_timeout: float = 30.0
     #: versions outside champion/challenger kept loaded for pinned (versions/{v}) requests
     pinned_versions_cached: int = 4
+    #: the share of answered requests (and of their shadow predictions) explained in the loop, off the
+    #: request path, and logged for attribution drift and the champion/challenger comparison; 0: none
+    explain_rate: float = 0.0
     #: the most rows one POST /explain explains (exact TreeSHAP takes well under a millisecond a row;
     #: sampling runs the model on some (features + 1) x 800 rows for each)
     explain_max_rows: int = 1000
@@ -206,6 +209,8 @@ class Settings:
         if not self.drift_false_alert_days > 0:
             days = self.drift_false_alert_days
             raise ValueError(f"setting drift_false_alert_days: {days!r} is not above 0")
+        if not 0.0 <= self.explain_rate <= 1.0:
+            raise ValueError(f"setting explain_rate: {self.explain_rate!r} is not within 0..1")
         if self.explain_max_rows < 1:
             raise ValueError(f"setting explain_max_rows: {self.explain_max_rows!r} is below 1")
         if not 1 <= self.monitor_shards <= 64:

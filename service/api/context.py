@@ -15,6 +15,7 @@ from registry.store import Registry
 from service.api.admin import Admin, check_bearer
 from service.api.http import BodyLimits, Separators
 from service.errors import ModelRequired, NotFound
+from service.explain.loop import ExplainRunner
 from service.explain.versions import Explainers
 from service.serving.observability import Observability
 from service.serving.pipeline import Pipeline
@@ -46,6 +47,12 @@ class Context:
         self.predict_token = settings.predict_token.encode()
         self.body_limits = BodyLimits(settings.max_body_bytes, settings.body_timeout)
         self.explainers = Explainers(self.pool.registry)
+        #: explanations in the loop (MODELGATE_EXPLAIN_RATE), where the log takes them
+        self.explaining: ExplainRunner | None = None
+        if self.observability is not None and settings.explain_rate > 0:
+            sink, registry, rate = self.observability.sink, self.pool.registry, settings.explain_rate
+            self.explaining = ExplainRunner(sink, registry, rate, self.pool.single_threaded)
+            self.pipeline.explain = self.observability.shadow.explain = self.explaining.offer
 
     @property
     def metrics(self) -> GatewayMetrics | None:
@@ -105,12 +112,17 @@ class Context:
 
             self.pipeline.metrics = GatewayMetrics(CollectorRegistry())
             observability.start(self.pipeline.metrics)
+            if self.explaining is not None:
+                self.explaining.metrics = self.pipeline.metrics
+                self.explaining.start()
             tasks.append(asyncio.create_task(self._report_log_depth(observability)))
         return tasks
 
     async def stop(self, tasks: list[asyncio.Task[None]]) -> None:
         for task in tasks:
             task.cancel()
+        if self.explaining is not None:  # its records into the log's queue before that closes
+            await anyio.to_thread.run_sync(self.explaining.stop)
         if self.observability is not None:
             await anyio.to_thread.run_sync(self.observability.stop)
 

@@ -10,10 +10,10 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.explain.explainers import Explanation, Unexplainable
 from service.api.context import Context
 from service.api.http import JSONResponse, json_body, request_id
 from service.errors import QUOTED_CHARS, InvalidInput, MalformedRequest, NotFound, clipped
-from service.explain.explainers import Explanation, Unexplainable
 from service.explain.versions import METHODS
 from service.serving.pool import ServedVersion
 from service.serving.validation import instances_to_batch

@@ -9,19 +9,21 @@ from typing import Literal
 
 import numpy as np
 
-from registry.explain.trees import read_trees
-from registry.onnx_model import NUMPY_DTYPE
-from registry.profile import SAMPLE_ROWS
-from registry.store import Registry
-from service.explain.explainers import (
+from registry.explain.explainers import (
     BACKGROUND_ROWS,
+    LOOP_PERMUTATIONS,
     Explanation,
+    LoopExplainer,
     SamplingShap,
     Space,
     TreeShap,
     Unexplainable,
+    predictor,
 )
-from service.serving.pool import ServedVersion, warmup_batch
+from registry.explain.trees import read_trees
+from registry.profile import sample_columns
+from registry.store import Registry
+from service.serving.pool import ServedVersion
 from service.serving.validation import Batch
 
 Method = Literal["tree", "sampling"]
@@ -44,7 +46,8 @@ class VersionExplainer:
         self.served = served
         self.features = manifest.inputs.names
         self.outputs = manifest.output.classes or ("value",)
-        reference = _columns(served, warmup_batch(manifest, SAMPLE_ROWS))
+        reference = sample_columns(manifest.inputs, manifest.reference, manifest.reference.sample_rows)
+        predict = predictor(served.model)
         trees = read_trees(model_bytes, manifest.inputs, manifest.output)
         self.tree: TreeShap | None = None
         #: why the version has no exact explainer
@@ -54,14 +57,12 @@ class VersionExplainer:
             self.tree = TreeShap(trees, matrix, self.features, manifest.output.classes)
         background = {name: column[:BACKGROUND_ROWS] for name, column in reference.items()}
         space: Space = "probability" if manifest.output.classes else "value"
-        self.sampling = SamplingShap(self._predict, background, self.features, self.outputs, space)
-
-    def _predict(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        prediction = self.served.predict(_batch(self.served, columns))
-        if prediction.probabilities is not None:
-            return np.asarray(prediction.probabilities, dtype=np.float64)
-        assert prediction.values is not None
-        return np.asarray(prediction.values, dtype=np.float64).reshape(-1, 1)
+        self.sampling = SamplingShap(predict, background, self.features, self.outputs, space)
+        #: explanations in the loop, as the version's reference attributions were computed at push
+        self.loop = LoopExplainer(
+            self.tree if self.tree is not None
+            else SamplingShap(predict, background, self.features, self.outputs, space, LOOP_PERMUTATIONS)
+        )  # fmt: skip
 
     def offers(self) -> dict[str, list[Space]]:
         """Each method this version can be explained by, and its spaces (the first the default)."""
@@ -83,30 +84,18 @@ class VersionExplainer:
             raise Unexplainable(
                 f"space {space}: method {method} explains {' or '.join(spaces)} for this version", "space"
             )
-        columns = _columns(self.served, batch)
+        columns = columns_of(self.served, batch)
         if method == "tree" and self.tree is not None:
             matrix = np.column_stack([columns[name] for name in self.features])
             return self.tree.explain(matrix, space)
         return self.sampling.explain(columns, batch.rows)
 
 
-def _columns(served: ServedVersion, batch: Batch) -> dict[str, np.ndarray]:
+def columns_of(served: ServedVersion, batch: Batch) -> dict[str, np.ndarray]:
     if batch.matrix is not None:
         return {name: batch.matrix[:, j] for j, name in enumerate(served.feature_names)}
     assert batch.columns is not None
     return batch.columns
-
-
-def _batch(served: ServedVersion, columns: dict[str, np.ndarray]) -> Batch:
-    rows = len(next(iter(columns.values())))
-    schema = served.manifest.inputs
-    if schema.layout == "matrix":
-        assert schema.tensor_dtype is not None
-        matrix = np.column_stack([columns[name] for name in schema.names]).astype(
-            NUMPY_DTYPE[schema.tensor_dtype]
-        )
-        return Batch(rows=rows, matrix=matrix)
-    return Batch(rows=rows, columns=columns)
 
 
 class Explainers:

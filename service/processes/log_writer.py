@@ -61,7 +61,7 @@ log = structlog.get_logger("modelgate.log_writer")
 
 #: record fields shipped as they are, one list a field
 PLAIN = ("request_id", "ts", "route", "status", "latency_ms", "model", "version", "arm", "rows",
-         "features", "columns", "error", "flags", "classes", "policy")  # fmt: skip
+         "features", "columns", "error", "flags", "classes", "policy", "attributions")  # fmt: skip
 #: array fields (the inputs matrix, the prediction's), concatenated over a batch when they stack
 STACKED = ("matrix", "labels", "probabilities", "values", "embeddings")
 #: the prediction's arrays among them, by field name

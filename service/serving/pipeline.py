@@ -91,6 +91,8 @@ class Pipeline:
         self.batchers: dict[tuple[str, int], Batcher] = {}
         #: built at start-up, in the worker: see monitoring.metrics on why not at import
         self.metrics: GatewayMetrics | None = None
+        #: set to explain answered requests in the loop: (request id, ts, arm, version, batch)
+        self.explain: Callable[[str, float, Arm, ServedVersion, Batch], None] | None = None
 
     async def version_served(self, name: str, version: int | None) -> ServedVersion:
         """The champion, or a pinned version (loaded in a thread the first time)."""
@@ -190,6 +192,9 @@ class Pipeline:
                            exchange.prediction, error, exchange.flags, policy),
             committed,
         )  # fmt: skip
+        batch = exchange.batch
+        if self.explain is not None and served is not None and batch is not None and status == 200:
+            self.explain(rid, ts, exchange.arm, served, batch)
         return committed
 
     def loggable(self, exchange: Exchange, exc: ServiceError) -> str:

@@ -23,9 +23,10 @@ import structlog
 from monitoring.plausibility import PlausibilityChecker
 from registry.aliases import LogPolicy, RoutingPolicy
 from registry.errors import RegistryError
-from registry.manifest import CategoricalProfile, Manifest, NumericProfile
-from registry.onnx_model import CPU, NUMPY_DTYPE, OnnxModel, load_session
+from registry.manifest import NUMPY_DTYPE, Manifest
+from registry.onnx_model import CPU, OnnxModel, load_session
 from registry.prediction import Prediction
+from registry.profile import sample_columns
 from registry.store import Registry
 from registry.tensors import all_summaries
 from service.errors import NotFound, Unavailable, from_registry, quoted
@@ -88,19 +89,11 @@ class ModelSlots:
 def warmup_batch(manifest: Manifest, rows: int) -> Batch:
     """Whole rows from the reference sample, shaped like a validated request (a tensor model: zeros
     of a reference sample's shape, which time a run as well as any values)."""
-    features = manifest.reference.features
     take = max(1, min(rows, manifest.reference.sample_rows))
     if manifest.inputs.layout == "tensor":
         tensors = {t.name: np.zeros((take, *t.sample_shape), dtype=t.dtype) for t in manifest.inputs.tensors}
         return Batch(rows=take, tensors=tensors, columns=all_summaries(manifest.inputs, tensors))
-    columns: dict[str, np.ndarray] = {}
-    for spec in manifest.inputs.features:
-        profile = features[spec.name]
-        if isinstance(profile, CategoricalProfile):
-            columns[spec.name] = np.array(profile.sample[:take], dtype=object)
-        else:
-            assert isinstance(profile, NumericProfile)
-            columns[spec.name] = np.array(profile.sample[:take], dtype=NUMPY_DTYPE[spec.dtype])
+    columns = sample_columns(manifest.inputs, manifest.reference, take)
     if manifest.inputs.layout == "matrix":
         assert manifest.inputs.tensor_dtype is not None
         matrix = np.column_stack([columns[n] for n in manifest.inputs.names])

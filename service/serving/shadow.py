@@ -44,7 +44,7 @@ import onnxruntime as ort
 import structlog
 
 from monitoring.records import RequestRecord
-from registry.aliases import LogPolicy
+from registry.aliases import Arm, LogPolicy
 from service.errors import ServiceError
 from service.serving.pool import ServedVersion
 from service.serving.validation import Batch
@@ -74,7 +74,7 @@ class ShadowJob:
 LOWEST_PRIORITY = 19
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Nice the calling thread (Linux: niceness is per thread) to the lowest priority."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
@@ -116,6 +116,8 @@ class ShadowRunner:
         self.shed = 0
         #: set before ``start`` to count what is shed
         self.metrics: GatewayMetrics | None = None
+        #: set to explain the challenger's predictions in the loop: (request id, ts, arm, version, batch)
+        self.explain: Callable[[str, float, Arm, ServedVersion, Batch], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -161,7 +163,7 @@ class ShadowRunner:
                 running[1].terminate = True
 
     def _run(self) -> None:
-        _lower_priority()
+        lower_priority()
         rest = (1.0 - self.budget) / self.budget
         interval = 1.0 / self.max_rate if self.max_rate else 0.0
         while (job := self._jobs.get()) is not None:
@@ -215,6 +217,8 @@ class ShadowRunner:
                 status, error = 504, f"stopped after the shadow timeout of {self.timeout:g} s"
             else:
                 status, error = 500, f"{type(exc).__name__}: {exc}"
+        if self.explain is not None and prediction is not None and batch is not None:
+            self.explain(job.request_id, job.ts, "shadow", served, batch)
         return RequestRecord(
             request_id=job.request_id, ts=job.ts, route=job.route, status=status,
             latency_ms=(time.perf_counter() - started) * 1000, model=served.name, version=served.version,

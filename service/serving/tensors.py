@@ -9,8 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from registry.manifest import FeatureDType, InputSchema, TensorSpec
-from registry.onnx_model import NUMPY_DTYPE
+from registry.manifest import NUMPY_DTYPE, FeatureDType, InputSchema, TensorSpec
 from registry.tensors import all_summaries
 from service.errors import InvalidInput, quoted
 from service.serving import datatypes

@@ -16,8 +16,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from registry.manifest import MISSING_STRING, FeatureDType, FeatureSpec, InputSchema
-from registry.onnx_model import NUMPY_DTYPE
+from registry.manifest import MISSING_STRING, NUMPY_DTYPE, FeatureDType, FeatureSpec, InputSchema
 from service.errors import QUOTED_CHARS, FieldError, InvalidInput, PayloadTooLarge, clipped
 from service.serving import datatypes
 

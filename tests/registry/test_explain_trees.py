@@ -17,9 +17,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from registry.demo import breast_cancer, to_onnx
+from registry.explain.explainers import BACKGROUND_ROWS, TreeShap
 from registry.explain.trees import Trees, read_trees, with_covers
 from registry.manifest import FeatureSpec, InputSchema, OutputSpec
-from service.explain.explainers import BACKGROUND_ROWS, TreeShap
 
 TOLERANCE = 1e-6
 

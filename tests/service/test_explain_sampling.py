@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
 from registry.demo import breast_cancer, to_onnx
-from service.explain.explainers import BACKGROUND_ROWS, SamplingShap
+from registry.explain.explainers import BACKGROUND_ROWS, SamplingShap
 
 FEATURES = 10
 

@@ -28,7 +28,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from registry.explain.trees import Trees, with_covers
+from registry.explain.trees import Trees, read_trees, with_covers
+from registry.manifest import NUMPY_DTYPE, InputSchema, OutputSpec
+from registry.onnx_model import OnnxModel
 
 Space = Literal["margin", "probability", "value"]
 #: the background rows (from the version's reference sample) of interventional explanations
@@ -147,11 +149,13 @@ class SamplingShap:
     def spaces(self) -> tuple[Space, ...]:
         return (self.space,)
 
-    def explain(self, columns: dict[str, np.ndarray], rows: int) -> Explanation:
+    def explain(self, columns: dict[str, np.ndarray], rows: int, seed: int | None = None) -> Explanation:
+        """``seed``: of the random orders (the explainer's own when None: the same rows, the same
+        estimate)."""
         features, count = self.features, len(self.features)
         background_rows = len(next(iter(self.background.values())))
         samples = background_rows * self.permutations
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
         values = np.zeros((rows, len(self.outputs), count))
         errors = np.zeros_like(values)
         output = np.zeros((rows, len(self.outputs)))
@@ -187,3 +191,74 @@ class SamplingShap:
             for start in range(0, total, SAMPLING_CHUNK_ROWS)
         ]
         return np.concatenate(parts)
+
+
+#: random feature orders per background row when requests are explained in the loop, and the
+#: reference alike: a small budget, the same for both, so that their distributions compare
+LOOP_PERMUTATIONS = 2
+#: reference-sample rows a sampling explainer explains for the reference's attribution profile
+REFERENCE_SAMPLED_ROWS = 200
+
+
+class LoopExplainer:
+    """What explains requests in the loop and the version's reference alike: exact TreeSHAP in its
+    default space, else sampling on ``LOOP_PERMUTATIONS``; a row's importance of a feature is its
+    mean |attribution| over the outputs."""
+
+    def __init__(self, explainer: TreeShap | SamplingShap) -> None:
+        self.explainer = explainer
+        self.space = explainer.spaces[0]
+        kind = "sampling" if isinstance(explainer, SamplingShap) else "tree-path-dependent"
+        self.method = f"{kind}:{self.space}"
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.explainer.features
+
+    def importance(self, columns: dict[str, np.ndarray], rows: int, seed: int | None = None) -> np.ndarray:
+        """rows x features; ``seed``: the sampling's (one per request: their errors independent, as
+        the reference rows' are)."""
+        if isinstance(self.explainer, TreeShap):
+            matrix = np.column_stack([columns[name] for name in self.features])
+            explanation = self.explainer.explain(matrix, self.space)
+        else:
+            explanation = self.explainer.explain(columns, rows, seed)
+        importance: np.ndarray = np.abs(explanation.attributions).mean(axis=1)
+        return importance
+
+
+def loop_explainer(
+    model_bytes: bytes, schema: InputSchema, output: OutputSpec, reference: dict[str, np.ndarray],
+    predict: Predict,
+) -> LoopExplainer:  # fmt: skip
+    """The version's loop explainer over its reference sample (``reference``: one column a feature)."""
+    features, classes = schema.names, output.classes
+    trees = read_trees(model_bytes, schema, output)
+    if not isinstance(trees, str):
+        matrix = np.column_stack([reference[name] for name in features]).astype(np.float32)
+        return LoopExplainer(TreeShap(trees, matrix, features, classes))
+    background = {name: column[:BACKGROUND_ROWS] for name, column in reference.items()}
+    space: Space = "probability" if classes else "value"
+    return LoopExplainer(SamplingShap(predict, background, features, classes or ("value",), space,
+                                      permutations=LOOP_PERMUTATIONS))  # fmt: skip
+
+
+def predictor(model: OnnxModel) -> Predict:
+    """The model's output in the explained space (each class's probability, or the value) for rows
+    given as one column a feature."""
+    schema = model.schema
+
+    def predict(columns: dict[str, np.ndarray]) -> np.ndarray:
+        if schema.layout == "matrix":
+            assert schema.tensor_dtype is not None
+            matrix = np.column_stack([columns[name] for name in schema.names])
+            feeds = model.feeds(None, matrix.astype(NUMPY_DTYPE[schema.tensor_dtype]))
+        else:
+            feeds = model.feeds(columns, None)
+        prediction = model.predict(feeds)
+        if prediction.probabilities is not None:
+            return np.asarray(prediction.probabilities, dtype=np.float64)
+        assert prediction.values is not None
+        return np.asarray(prediction.values, dtype=np.float64).reshape(-1, 1)
+
+    return predict
