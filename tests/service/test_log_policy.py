@@ -144,9 +144,8 @@ def test_log_erase_removes_a_subjects_requests_and_feedback_and_audits_the_count
     root = str(cancer_registry.root)
     assert main(["registry", "log-policy", "cancer", "--hash", "mean_texture", "--registry", root]) == 0
     log_path = tmp_path / "log" / "predictions.sqlite3"
-    settings = Settings(
-        registry=cancer_registry.root, poll_interval=3600, log_path=log_path, log_hash_key=KEY
-    )
+    settings = Settings(registry=cancer_registry.root, poll_interval=3600, log_path=log_path,
+                        log_hash_key=KEY, explain_rate=1.0)  # fmt: skip
     frame = cancer_model.frame
     with TestClient(create_app(settings)) as client:
         theirs = [
@@ -168,20 +167,21 @@ def test_log_erase_removes_a_subjects_requests_and_feedback_and_audits_the_count
     )
     assert code == 0
     assert (
-        "erased 3 record(s) and 1 feedback of 3 request(s) by subject mean_texture" in capsys.readouterr().out
+        "erased 6 record(s) and 1 feedback of 3 request(s) by subject mean_texture" in capsys.readouterr().out
     )
     store = open_store(str(log_path))
-    left = [r.request_id for r in store.requests.read_after({}, 100)]
-    assert left == others and list(store.feedback.of(theirs + others)) == [others[0]]
+    left = [(r.request_id, r.route) for r in store.requests.read_after({}, 100)]  # each with its explanation
+    assert sorted(left) == sorted((rid, route) for rid in others for route in ("predict", "explain"))
+    assert list(store.feedback.of(theirs + others)) == [others[0]]
     store.close()
     assert digest not in everything_under(log_path.parent)
     (entry,) = [e for e in cancer_registry.history("cancer") if e.action == "erase"]
-    assert entry.erasure is not None and (entry.erasure.records, entry.erasure.feedback) == (3, 1)
+    assert entry.erasure is not None and (entry.erasure.records, entry.erasure.feedback) == (6, 1)
     assert str(HASHED) not in entry.model_dump_json() and digest.decode() not in entry.model_dump_json()
     assert main(["registry", "verify", "--registry", root]) == 0  # the erasure is in the hash chain
 
     code = main(["log", "erase", "--request-id", others[1], "--log", str(log_path), "--registry", root])
     assert (
         code == 0
-        and "erased 1 record(s) and 0 feedback of 1 request(s) by request_id" in capsys.readouterr().out
+        and "erased 2 record(s) and 0 feedback of 1 request(s) by request_id" in capsys.readouterr().out
     )
