@@ -29,7 +29,7 @@ from registry.explain.explainers import Unexplainable
 from registry.store import Registry
 from service.explain.versions import VersionExplainer, columns_of
 from service.serving.pool import ServedVersion
-from service.serving.shadow import lower_priority
+from service.serving.shadow import emptied, lower_priority
 from service.serving.validation import Batch
 
 if TYPE_CHECKING:
@@ -97,11 +97,7 @@ class ExplainRunner:
         """Stop after the job in hand; the jobs still queued are dropped (they answered no one)."""
         if not self._thread.is_alive():
             return
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
+        emptied(self._jobs)
         self._jobs.put(None)
         self._thread.join(timeout)
 

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 import structlog
@@ -72,6 +72,15 @@ class ShadowJob:
 
 #: niceness of the shadow thread: the lowest priority
 LOWEST_PRIORITY = 19
+
+
+def emptied(jobs: queue.Queue[Any]) -> None:
+    """Drop every job still queued (a background thread's, at its stop)."""
+    while True:
+        try:
+            jobs.get_nowait()
+        except queue.Empty:
+            return
 
 
 def lower_priority() -> None:
@@ -141,11 +150,7 @@ class ShadowRunner:
         """Stop after the job in hand; jobs still queued answered no one and are dropped."""
         if not self._thread.is_alive():
             return
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
+        emptied(self._jobs)
         self._jobs.put(None)
         self._stopping.set()
         running = self._running
