@@ -2,7 +2,8 @@
 id, alike in every process) and of the shadow challenger's predictions of them, explained off the
 request path and logged.
 
-``offer`` queues a job and returns; a full queue sheds it (counted, like the shadow runner's). One
+``offer`` queues a job and returns; a full queue, or a full log queue once explained, sheds it
+(counted, like the shadow runner's). One
 thread at the lowest priority takes the jobs, explains each with the version's loop explainer
 (``registry.explain.explainers.LoopExplainer``: as its reference attributions were computed at
 push) on a session with one intra-op thread, and queues one record of route ``explain`` for the
@@ -89,9 +90,12 @@ class ExplainRunner:
         try:
             self._jobs.put_nowait(ExplainJob(request_id, ts, arm, served, batch))
         except queue.Full:
-            self.shed += 1
-            if self.metrics is not None:
-                self.metrics.explain_shed.labels(served.name).inc()
+            self._shed(served.name)
+
+    def _shed(self, model: str) -> None:
+        self.shed += 1
+        if self.metrics is not None:
+            self.metrics.explain_shed.labels(model).inc()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the job in hand; the jobs still queued are dropped (they answered no one)."""
@@ -132,11 +136,12 @@ class ExplainRunner:
         seed = zlib.crc32(job.request_id.encode())
         importance = explainer.loop.importance(columns_of(job.served, job.batch), job.batch.rows, seed)
         served = job.served
-        self.sink.put(
-            RequestRecord(
-                request_id=job.request_id, ts=job.ts, route=EXPLAIN_ROUTE, status=200,
-                latency_ms=(time.perf_counter() - started) * 1000, model=served.name, version=served.version,
-                arm=job.arm, rows=job.batch.rows, features=served.feature_names, attributions=importance,
-            )
+        record = RequestRecord(
+            request_id=job.request_id, ts=job.ts, route=EXPLAIN_ROUTE, status=200,
+            latency_ms=(time.perf_counter() - started) * 1000, model=served.name, version=served.version,
+            arm=job.arm, rows=job.batch.rows, features=served.feature_names, attributions=importance,
         )  # fmt: skip
-        self.explained += 1
+        if self.sink.offer(record):  # a backed-up log sheds explanations, never waits on them
+            self.explained += 1
+        else:
+            self._shed(served.name)
