@@ -80,7 +80,7 @@ class GatewayMetrics:
             ("model", "version", "arm", "rule", "feature"),
         )
         self.explain_shed = counter(
-            "explain_shed_total", "Explanations in the loop shed: their queue was full.", ("model",)
+            "explain_shed_total", "Explanations in the loop shed: a queue was full.", ("model",)
         )
         self.shadow_shed = counter(
             "shadow_shed_total", "Shadow predictions shed: the shadow or the log queue was full.", ("model",)
