@@ -47,7 +47,7 @@ def slowed(registry: Registry, width: int) -> None:
     """The champion plus a dense branch of ``width`` units that changes no answer."""
     features = breast_cancer()[0].shape[1]
     rng = np.random.default_rng(0)
-    _with_branch(
+    branched = _branched(
         registry,
         [numpy_helper.from_array(rng.normal(size=(features, width)).astype(np.float32), "slow_w1"),
          numpy_helper.from_array(rng.normal(size=(width, width)).astype(np.float32) / width, "slow_w2")],
@@ -56,31 +56,39 @@ def slowed(registry: Registry, width: int) -> None:
          helper.make_node("MatMul", ["slow_r1", "slow_w2"], ["slow_h2"]),
          helper.make_node("ReduceMax", ["slow_h2"], ["slow_top"], axes=[1], keepdims=1),  # opset 17
          helper.make_node("Mul", ["slow_top", "branch_zero"], [NOTHING])],
-        f"the champion slowed by a {width}-wide dense branch",
     )  # fmt: skip
+    _push(registry, branched, f"the champion slowed by a {width}-wide dense branch")
 
 
 def hung(registry: Registry) -> None:
     """The champion, after a loop of about 1e12 empty steps on any row outside its training data:
     it pushes and warms up (on training rows) at the champion's speed, and hangs on live traffic."""
+    _push(registry, hung_model(registry), "the champion, hung on rows outside its training data")
+
+
+def hung_model(registry: Registry) -> bytes:
+    """The ONNX file ``hung`` pushes."""
     initializers, nodes = _unseen(scale=1e12)
-    _with_branch(
+    return _branched(
         registry,
         initializers,
         [*nodes, helper.make_node("Loop", ["unseen_count", "", "branch_zero"], [NOTHING], body=_EMPTY_STEP)],
-        "the champion, hung on rows outside its training data",
     )
 
 
 def raising(registry: Registry) -> None:
     """The champion plus a lookup out of bounds on any row outside its training data: ONNX Runtime
     raises on live traffic, after the model pushed and warmed up (on training rows) as usual."""
+    _push(registry, raising_model(registry), "the champion, raising on rows outside its training data")
+
+
+def raising_model(registry: Registry) -> bytes:
+    """The ONNX file ``raising`` pushes."""
     initializers, nodes = _unseen(scale=1e6)
-    _with_branch(
+    return _branched(
         registry,
         initializers,
         [*nodes, helper.make_node("Gather", ["branch_zero", "unseen_count"], [NOTHING], axis=0)],
-        "the champion, raising on rows outside its training data",
     )
 
 
@@ -128,10 +136,8 @@ def champion(registry: Registry) -> tuple[Manifest, bytes]:
     return registry.read_model(DEMO_MODEL, registry.resolve(DEMO_MODEL))
 
 
-def _with_branch(
-    registry: Registry, initializers: list[onnx.TensorProto], nodes: list[onnx.NodeProto], description: str
-) -> None:
-    """Push the champion with a branch added (it reads ``INPUT``, writes ``NOTHING``) as the challenger."""
+def _branched(registry: Registry, initializers: list[onnx.TensorProto], nodes: list[onnx.NodeProto]) -> bytes:
+    """The champion with a branch added (it reads ``INPUT``, writes ``NOTHING``)."""
     manifest, data = champion(registry)
     model = onnx.load_from_string(data)
     graph = model.graph
@@ -146,7 +152,7 @@ def _with_branch(
     graph.node.extend(
         [*nodes, helper.make_node("Add", [f"{probabilities}_unchanged", NOTHING], [probabilities])]
     )
-    _push(registry, model.SerializeToString(), description)
+    return model.SerializeToString()
 
 
 def failing(registry: Registry) -> None:
@@ -165,8 +171,10 @@ def _push(
         model_file, reference_file = Path(tmp) / "model.onnx", Path(tmp) / "reference.csv"
         model_file.write_bytes(onnx_bytes)
         (x_train if reference is None else reference).to_csv(reference_file, index=False)
+        # no reference attributions: explaining runs a model on rows mixing reference values,
+        # which the hung and raising challengers hang or fail on by design
         manifest = registry.push(
-            model_file, DEMO_MODEL, reference_file, description=description, actor="bench"
+            model_file, DEMO_MODEL, reference_file, description=description, actor="bench", attributions=False
         )
     registry.promote(DEMO_MODEL, manifest.version, "challenger", reason=description, actor="bench")
     registry.set_routing(DEMO_MODEL, RoutingPolicy(mode="shadow"), reason="bench", actor="bench")

@@ -219,14 +219,31 @@ class Examined:
     model: OnnxModel | None = None
 
     def manifest(
-        self, name: str, version: int, actor: str, model_bytes: bytes, model_file: str, lineage: Lineage
+        self,
+        name: str,
+        version: int,
+        actor: str,
+        model_bytes: bytes,
+        model_file: str,
+        lineage: Lineage,
+        *,
+        attributions: bool = True,
     ) -> Manifest:
         """The new version's manifest: the model's identity, its schema and output, and what its
-        reference data showed (profile, plausibility rules, calibration)."""
+        reference data showed (profile, plausibility rules, calibration, and with ``attributions``
+        a tabular model's reference attributions)."""
         proto = onnx.load_from_string(model_bytes)
         profile = reference_profile(self.frame, self.schema, self.output, self.prediction, self.times)
-        if self.model is not None and self.schema.layout != "tensor" and self.output.kind != "embedding":
-            profile = profile.model_copy(update=reference_attributions(model_bytes, self.model, profile))
+        explained = self.schema.layout != "tensor" and self.output.kind != "embedding"
+        if attributions and self.model is not None and explained:
+            try:
+                update = reference_attributions(model_bytes, self.model, profile)
+            except Exception as exc:
+                raise InvalidModel(
+                    "the model failed while its reference attributions were computed (on rows that mix "
+                    f"reference values): {exc}; push it without them (--no-attributions) to skip them"
+                ) from exc
+            profile = profile.model_copy(update=update)
         return Manifest(
             name=name,
             version=version,

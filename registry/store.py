@@ -350,6 +350,7 @@ class Registry:
         actor: str | None = None,
         classes: tuple[str, ...] = (),
         time_column: str | None = None,
+        attributions: bool = True,
     ) -> Manifest:
         """Add version N+1 of ``name``. Everything is checked before the registry is touched.
 
@@ -357,7 +358,10 @@ class Registry:
         model (``registry.tensors``); ``classes`` names a tensor classifier's probability columns
         when the graph declares no labels (else they are 0, 1, ...); ``time_column`` names a table's
         column of when each row was seen, left out of the inputs: the numeric quantities are then
-        also profiled per hour of the day, which windows are compared with."""
+        also profiled per hour of the day, which windows are compared with; ``attributions=False``
+        leaves out the reference attributions (a tabular model's explanations on its reference sample,
+        which attribution drift is tested against): the model is then run on no row outside its
+        reference data."""
         check_name(name)
         model_path, reference_path = Path(model_file), Path(reference)
         if not model_path.is_file():
@@ -379,7 +383,9 @@ class Registry:
                 description=description,
                 metrics=metrics or {},
             )
-            manifest = examined.manifest(name, version, actor, model_bytes, MODEL_FILE, lineage)
+            manifest = examined.manifest(
+                name, version, actor, model_bytes, MODEL_FILE, lineage, attributions=attributions
+            )
             self._write_version(model_dir, version, model_bytes, manifest)
             self._append_history(model_dir, actor=actor, action="push", to=version, reason=description)
         return manifest

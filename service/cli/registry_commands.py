@@ -41,6 +41,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         target=args.target,
         classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else (),
         time_column=args.time_column,
+        attributions=args.attributions,
     )
     schema = manifest.inputs
     inputs = (
@@ -347,6 +348,10 @@ def _add_registry(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     push.add_argument("--time-column", help="a column of when each reference row was seen (epoch seconds "
                       "or ISO 8601), left out of the inputs: drift is then judged against the same hours "
                       "of the day (daily cycles)")  # fmt: skip
+    push.add_argument("--no-attributions", dest="attributions", action="store_false",
+                      help="leave out the reference attributions (explanations on the reference sample, "
+                      "which attribution drift is tested against): the model is run on its reference "
+                      "rows only")  # fmt: skip
     push.add_argument("--description", default="")
     push.add_argument("--metrics", help="free-form metrics as JSON, e.g. '{\"auc\": 0.97}'")
     push.add_argument(
