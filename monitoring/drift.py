@@ -43,6 +43,7 @@ are reported beside the test, as descriptions of the change, not as its judge.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 from monitoring.baseline import Distribution, Reference, seasonal
-from monitoring.report import DriftStatistic, Kind, Test
+from monitoring.report import DriftStatistic, Histogram, Kind, Test
 from registry.manifest import NumericProfile
 from registry.profile import missing_of, narrowed
 
@@ -180,13 +181,34 @@ def _decisive(found: list[Found]) -> tuple[Found, float]:
 
 
 def _statistic(name: str, kind: Kind, window: int, found: list[Found], ref_bins: np.ndarray,
-               bins: np.ndarray) -> DriftStatistic:  # fmt: skip
+               bins: np.ndarray, labels: list[str]) -> DriftStatistic:  # fmt: skip
     best, p = _decisive(found)
     return DriftStatistic(
         name=name, kind=kind, test=best.test, window=window, rows=best.rows, effect=best.effect,
         psi=psi(ref_bins, bins), js_distance=js_distance(ref_bins, bins), p_value=p, p_adjusted=1.0,
         drifted=False,
+        histogram=Histogram(bins=labels, reference=ref_bins.tolist(), window=bins.tolist()),
     )  # fmt: skip
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def bin_labels(edges: np.ndarray) -> list[str]:
+    """The cells of ``bin_counts``: (-inf, e0], (e0, e1], ..., (e_last, +inf), in words."""
+    if edges.size == 0:
+        return ["all"]
+    cut = [_number(float(e)) for e in edges]
+    return [f"≤ {cut[0]}", *(f"{low} to {high}" for low, high in itertools.pairwise(cut)), f"> {cut[-1]}"]
+
+
+def _category_labels(ref: Reference) -> list[str]:
+    """The cells of ``_codes``: each category (a discrete quantity's support values), then "other"."""
+    assert ref.categories is not None
+    if ref.distribution is not None:
+        return [*map(_number, ref.distribution.values.tolist()), "other"]
+    return [*ref.categories.labels, "other"]
 
 
 def _codes(ref: Reference, present: np.ndarray) -> np.ndarray:
@@ -213,7 +235,9 @@ def distribution_drift(name: str, kind: Kind, ref: Reference, present: np.ndarra
         codes = _codes(ref, present)
         counts = [np.bincount(codes[-rows:], minlength=cells).astype(np.float64) for rows in tested]
         found = fisher(ref.categories.counts, counts, "categories")
-        return _statistic(name, kind, present.size, found, ref.categories.counts, counts[0])
+        return _statistic(
+            name, kind, present.size, found, ref.categories.counts, counts[0], _category_labels(ref)
+        )
     assert ref.distribution is not None
     recent = [present[-rows:] for rows in tested]
     atom = ref.distribution.atom
@@ -221,7 +245,8 @@ def distribution_drift(name: str, kind: Kind, ref: Reference, present: np.ndarra
         found = mann_whitney(ref.distribution, recent) + kolmogorov_smirnov(ref.distribution, recent)
     else:
         found = _atom_and_rest(ref.distribution, atom, recent)
-    return _statistic(name, kind, present.size, found, ref.bins, bin_counts(present, ref.edges).astype(float))
+    window_bins = bin_counts(present, ref.edges).astype(float)
+    return _statistic(name, kind, present.size, found, ref.bins, window_bins, bin_labels(ref.edges))
 
 
 def _atom_and_rest(distribution: Distribution, atom: int, recent: list[np.ndarray]) -> list[Found]:
@@ -253,7 +278,7 @@ def missing_drift(name: str, kind: Kind, ref: Reference, missing: np.ndarray,
         absent = float(missing[-rows:].sum())
         counts.append(np.array([rows - absent, absent]))
     found = fisher(ref.missing_cells, counts, "missing")
-    return _statistic(name, kind, missing.size, found, ref.missing_cells, counts[0])
+    return _statistic(name, kind, missing.size, found, ref.missing_cells, counts[0], ["present", "missing"])
 
 
 def drift_of(name: str, kind: Kind, ref: Reference, values: np.ndarray, min_rows: int = MIN_ROWS,

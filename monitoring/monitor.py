@@ -36,6 +36,7 @@ from monitoring.compare import (
     saved_position,
 )
 from monitoring.export import prediction_table
+from monitoring.history import point_of
 from monitoring.records import (
     EXPLAIN_ROUTE,
     START,
@@ -510,7 +511,7 @@ class Monitor:
     def save(self, reports: dict[str, Report], now: float) -> None:
         """Keep each model's report where every replica reads it (``GET /monitoring/drift``)."""
         for model, body in reports.items():
-            self.saved_reports.save(model, now, orjson.dumps(body))
+            self.saved_reports.save(model, now, orjson.dumps(body), orjson.dumps(point_of(body)))
 
     def step(self, now: float, batch: int = 5000) -> int:
         """One pass with nothing acting on its reports: tail the log, report, save; how many records

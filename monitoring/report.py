@@ -18,6 +18,16 @@ Kind = Literal["feature", "prediction", "attribution"]
 Test = Literal["mann-whitney", "ks", "categories", "atom", "missing", "mmd"]
 
 
+class Histogram(TypedDict):
+    """A quantity's reference and window counts side by side, in the cells its drift statistic's PSI
+    and Jensen-Shannon distance are computed on: a numeric quantity's reference deciles, a categorical
+    one's categories (then "other"), or present and missing (the missing-rate test)."""
+
+    bins: list[str]
+    reference: list[float]
+    window: list[float]
+
+
 class DriftStatistic(TypedDict):
     """The drift of one feature (or prediction output) over one window, as the report carries it.
 
@@ -40,6 +50,8 @@ class DriftStatistic(TypedDict):
     p_value: float
     p_adjusted: float
     drifted: bool
+    #: what the page draws (``GET /ui``); absent from a multivariate test's
+    histogram: NotRequired[Histogram]
 
 
 class TrafficSummary(TypedDict):
@@ -334,3 +346,36 @@ class Report(VersionReport):
     canary: NotRequired[CanaryState | None]
     #: while requests are explained in the loop (MODELGATE_EXPLAIN_RATE)
     attributions: NotRequired[AttributionReport | None]
+
+
+class VersionPoint(TypedDict):
+    """One version's live quality in a history point: its primary metric overall and per segment."""
+
+    version: int
+    samples: int
+    metric: Literal["accuracy", "mae"]
+    value: float | None
+    segments: dict[str, float | None]
+
+
+class EvidencePoint(TypedDict):
+    champion: float
+    challenger: float
+    threshold: float
+
+
+class HistoryPoint(TypedDict):
+    """A report in brief (``monitoring.history.point_of``): one a minute is kept, for the pages'
+    strips and charts over time (``ReportStore.history``)."""
+
+    ts: float
+    version: int
+    status: str
+    drifted: int
+    alerting: int | None
+    requests: int
+    error_rate: float
+    #: the label-free accuracy estimate and its interval: [accuracy, low, high]
+    estimated: list[float] | None
+    quality: list[VersionPoint]
+    evidence: EvidencePoint | None

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from service.api import control, explain, openapi, predict, reports, status
+from service.api import control, explain, openapi, predict, reports, status, ui
 from service.api.context import Context
 from service.api.http import JSONResponse
 from service.api.recording import Handler
@@ -94,6 +94,17 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/monitoring/alerts", reports.alerts, "Alerts firing, pending and recently resolved"),
     Operation("GET", "/monitoring/status", status.monitoring_status,
               "Which replica's monitor leads; this process's log queue"),
+    # the pages: read-only views for people (service.ui), and each version's model card
+    Operation("GET", "/ui", ui.models, "The models served: versions, routing, traffic, drift, alerts firing"),
+    Operation("GET", "/ui/models/{name}", ui.drift,
+              "A model's drift: each input and output, reference against window, test and verdict"),
+    Operation("GET", "/ui/models/{name}/quality", ui.quality,
+              "A model's live quality per version and segment, the label-free estimate, the gate's evidence"),
+    Operation("GET", "/ui/models/{name}/compare", ui.compare,
+              "Champion against challenger: traffic, errors, latency, agreement, reasoning"),
+    Operation("GET", "/ui/models/{name}/history", ui.history, "A model's audit trail as a timeline"),
+    Operation("GET", "/models/{name}/versions/{version}/card", ui.card,
+              "A version's model card: HTML, or Markdown (?format=markdown or Accept: text/markdown)"),
     Operation("PUT", "/admin/models/{name}/routing", control.set_routing, "Set the routing policy"),
     Operation("PUT", "/admin/models/{name}/log-policy", control.set_log_policy,
               "Set what the prediction log keeps: each feature kept, hashed or dropped; the payload rate"),
@@ -142,6 +153,7 @@ def mounted(ctx: Context) -> list[BaseRoute]:
         Route(op.path, functools.partial(op.handler, ctx), methods=[op.method]) for op in OPERATIONS
     ]
     routes.append(Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs"))
+    routes.append(Mount("/ui/static", StaticFiles(packages=[("service.ui", "static")]), name="ui"))
     routes.append(
         Route(CATCH_ALL, functools.partial(not_found, ctx), methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     )

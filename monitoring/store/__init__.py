@@ -118,14 +118,24 @@ class FeedbackLog(Protocol):
         """Delete the feedback of these request ids (as ``RequestLog.erase``); how many."""
 
 
-class ReportStore(Protocol):
-    """The monitor's latest report per model, which every replica's routes answer with."""
+#: how far back the reports' summaries are kept (``ReportStore.history``): the pages' time axis
+HISTORY_SECONDS = 6 * 3600
 
-    def save(self, model: str, ts: float, report: bytes) -> None:
-        """Store the report on ``model`` (JSON), replacing the previous one."""
+
+class ReportStore(Protocol):
+    """The monitor's latest report per model, which every replica's routes answer with, and a short
+    history of each report's summary, one a minute (what the pages draw over time)."""
+
+    def save(self, model: str, ts: float, report: bytes, point: bytes | None = None) -> None:
+        """Store the report on ``model`` (JSON), replacing the previous one; with ``point`` (JSON, the
+        report's summary), also keep it as the minute's, replacing one of the same minute and
+        forgetting those older than ``HISTORY_SECONDS``."""
 
     def latest(self, model: str) -> tuple[float, bytes] | None:
         """The latest report on ``model`` and when it was computed."""
+
+    def history(self, model: str, since: float) -> list[bytes]:
+        """The summaries of ``model`` kept since ``since``, oldest first."""
 
 
 class AlertStore(Protocol):

@@ -132,6 +132,15 @@ MIGRATIONS = (
     ALTER TABLE feedback ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
     CREATE INDEX feedback_position ON feedback (xid, seq);
     """,
+    # each report's summary, one a minute (ReportStore.history)
+    """
+    CREATE TABLE monitor_history (
+        model TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        point TEXT NOT NULL,
+        PRIMARY KEY (model, minute)
+    );
+    """,
 )
 
 #: libpq's TCP keepalives: a vanished peer (a host gone, not just a process) is noticed after

@@ -29,7 +29,7 @@ from monitoring.records import (
     LoggedRequest,
     Position,
 )
-from monitoring.store import FeedbackOutcome
+from monitoring.store import HISTORY_SECONDS, FeedbackOutcome
 from monitoring.store.rows import REQUEST_COLUMNS, WRITTEN_COLUMNS, loaded, request_rows
 
 #: the tables whose ``seq`` consumers tail
@@ -227,13 +227,32 @@ class SqlReportStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def save(self, model: str, ts: float, report: bytes) -> None:
+    def save(self, model: str, ts: float, report: bytes, point: bytes | None = None) -> None:
         with self.db.transaction() as transaction:
             transaction.execute(
                 "INSERT INTO monitor_reports (model, ts, report) VALUES (?, ?, ?) "
                 "ON CONFLICT (model) DO UPDATE SET ts = excluded.ts, report = excluded.report",
                 (model, ts, report.decode()),
             )
+            if point is None:
+                return
+            minute = int(ts // 60)
+            transaction.execute(
+                "INSERT INTO monitor_history (model, minute, point) VALUES (?, ?, ?) "
+                "ON CONFLICT (model, minute) DO UPDATE SET point = excluded.point",
+                (model, minute, point.decode()),
+            )
+            transaction.execute(
+                "DELETE FROM monitor_history WHERE model = ? AND minute < ?",
+                (model, minute - HISTORY_SECONDS // 60),
+            )
+
+    def history(self, model: str, since: float) -> list[bytes]:
+        rows = self.db.rows(
+            "SELECT point FROM monitor_history WHERE model = ? AND minute >= ? ORDER BY minute",
+            (model, int(since // 60)),
+        )
+        return [row[0].encode() for row in rows]
 
     def latest(self, model: str) -> tuple[float, bytes] | None:
         rows = self.db.rows("SELECT ts, report FROM monitor_reports WHERE model = ?", (model,))

@@ -108,6 +108,15 @@ MIGRATIONS = (
     """,
     # a business reward per request (POST /feedback's "reward"); ground_truth is then JSON null
     "ALTER TABLE feedback ADD COLUMN reward REAL",
+    # each report's summary, one a minute (ReportStore.history)
+    """
+    CREATE TABLE IF NOT EXISTS monitor_history (
+        model TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        point TEXT NOT NULL,
+        PRIMARY KEY (model, minute)
+    );
+    """,
 )
 
 #: rows one INSERT carries: 13 parameters each, under SQLite's 32766 (the limit since 3.32)

@@ -195,6 +195,20 @@ VERSION_PARAMETER = {"name": "version", "in": "path", "required": True,
 MODEL_QUERY = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
                "description": "The model; may be left out when one is served"}  # fmt: skip
 PREDICTING = ("400", "404", "413", "422", "503")
+FRAGMENT = {"name": "fragment", "in": "query", "required": False, "schema": {"type": "string", "enum": ["1"]},
+            "description": "1: only the view's <main>, as the page refreshes it"}  # fmt: skip
+CARD_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                "description": "a version number, champion, challenger or latest"}  # fmt: skip
+CARD_FORMAT = {"name": "format", "in": "query", "required": False,
+               "schema": {"type": "string", "enum": ["html", "markdown"]}}  # fmt: skip
+
+
+def _html(description: str, *errors: str, markdown: bool = False) -> dict[str, Any]:
+    """A page's answers: HTML (or Markdown too), and ``errors`` in JSON."""
+    content = {"text/html": {"schema": {"type": "string"}}}
+    if markdown:
+        content["text/markdown"] = {"schema": {"type": "string"}}
+    return {**_responses(None, *errors), "200": {"description": description, "content": content}}
 
 
 class Described(Protocol):
@@ -421,6 +435,13 @@ def _described(names: list[str]) -> dict[str, dict[str, Any]]:
         "/openapi.json": {"get": {"responses": _responses(obj)}},
         "/docs": {"get": {"responses": {
             "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/ui": {"get": {"parameters": [FRAGMENT], "responses": _html("The page")}},
+        **{f"/ui/models/{{name}}{view}": {"get": {"parameters": [name, FRAGMENT],
+                                                  "responses": _html("The page", "404")}}
+           for view in ("", "/quality", "/compare", "/history")},
+        "/models/{name}/versions/{version}/card": {"get": {
+            "parameters": [name, CARD_VERSION, CARD_FORMAT],
+            "responses": _html("The card", "400", "404", markdown=True)}},
     }  # fmt: skip
 
 

@@ -237,6 +237,11 @@ def test_a_shifted_feature_drifts_and_only_it(manifest):
     assert [s["name"] for s in statistics.values() if s["drifted"]] == ["mean_radius"]
     radius = statistics["mean_radius"]
     assert radius["p_adjusted"] < 1e-6 and radius["psi"] > 0.5 and radius["window"] == len(x_test)
+    # what the page draws: the reference's decile cells against the window's, the shift piled at the top
+    histogram = radius["histogram"]
+    assert len(histogram["bins"]) == len(histogram["reference"]) == len(histogram["window"]) == 10
+    assert histogram["bins"][0].startswith("≤ ") and histogram["bins"][-1].startswith("> ")
+    assert sum(histogram["window"]) == len(x_test) and histogram["window"][-1] > len(x_test) / 3
 
 
 def test_categorical_drift_uses_fishers_test_on_reference_categories(tmp_path, columns_model):
@@ -248,6 +253,7 @@ def test_categorical_drift_uses_fishers_test_on_reference_categories(tmp_path, c
     (skewed,) = drift_of("color", "feature", ref, np.array(["red"] * 280 + ["purple"] * 20, dtype=object))
     assert same["test"] == "categories" and same["p_value"] > 0.05 and same["psi"] < 0.1
     assert skewed["p_value"] < 1e-6 and skewed["psi"] > 1
+    assert skewed["histogram"]["bins"][-1] == "other" and skewed["histogram"]["window"][-1] == 20
     # an unseen category is the last cell, which the reference never filled
     (unseen,) = drift_of(
         "color", "feature", ref, np.array(["red", "green", "blue", "purple"] * 50, dtype=object)

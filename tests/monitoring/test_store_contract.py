@@ -328,6 +328,21 @@ def test_a_report_replaces_the_one_before(store):
     assert store.reports.latest("cancer") == (2.0, b'{"window": 2}')
 
 
+def test_report_summaries_are_kept_one_a_minute_for_six_hours(store):
+    hour = 3600.0
+    assert store.reports.history("cancer", 0.0) == []
+    store.reports.save("cancer", 10.0, b"{}", b'{"at": 10}')
+    store.reports.save("cancer", 50.0, b"{}", b'{"at": 50}')  # the same minute: replaces it
+    store.reports.save("cancer", 70.0, b"{}", b'{"at": 70}')
+    store.reports.save("cancer", 80.0, b"{}")  # a report without a summary keeps the history as it was
+    store.reports.save("iris", 70.0, b"{}", b'{"at": "iris"}')
+    assert store.reports.history("cancer", 0.0) == [b'{"at": 50}', b'{"at": 70}']
+    assert store.reports.history("cancer", 65.0) == [b'{"at": 70}']
+    store.reports.save("cancer", 6 * hour + 65.0, b"{}", b'{"at": "later"}')  # forgets the first minute
+    assert store.reports.history("cancer", 0.0) == [b'{"at": 70}', b'{"at": "later"}']
+    assert store.reports.history("iris", 0.0) == [b'{"at": "iris"}']
+
+
 def test_alert_states_are_replaced_and_resolved_ones_kept_a_while(store):
     labels = {"alertname": "DriftDetected", "model": "cancer", "severity": "warning"}
     pending = Alert("f1", labels, {"summary": "drift"}, pending_since=10.0, value=0.4)

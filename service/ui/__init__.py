@@ -1,0 +1,1 @@
+"""Pages for people: the views of ``/ui`` and the model cards, rendered on the server."""
