@@ -7,7 +7,7 @@ REGISTRY ?= .modelgate/demo
 PORT ?= 3000
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint install install-dev clean
+.PHONY: serve test lint install install-dev clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install-dev
 
 test: lint
 	$(BIN)/pytest
+
+# the README's pictures of the pages, taken by their browser test (needs Debian's chromium)
+screenshots: install-dev
+	MODELGATE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest tests/test_ui_browser.py
 
 clean:
 	rm -rf $(VENV) .modelgate .pytest_cache .ruff_cache .mypy_cache

@@ -97,6 +97,7 @@ SERVICE_LAYERS = (
     ("service.app", "service.routes", "service.server", "service.gateway"),
     ("service.protocols",),
     ("service.api",),
+    ("service.ui",),
     ("service.explain",),
     ("service.serving",),
     ("service.processes",),

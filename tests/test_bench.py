@@ -131,3 +131,12 @@ def test_the_writers_sweep_counts_commits_and_records_for_each_fleet_size(postgr
             if re.match(r"\| \d+ \|", line)]  # fmt: skip
     assert [row[0] for row in rows] == ["1", "3"] and rows[0][3] == "1.00x"
     assert all(float(row[1].replace(",", "")) > 0 and float(row[2].replace(",", "")) > 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_the_pages_first_paint_is_measured_in_chromium(tool, tmp_path):
+    chromium = tool("chromium")
+    result = report(BENCH.parent / "ui_paint.py", tmp_path / "ui.md", "--requests", "100", "--loads", "1",
+                    "--chromium", chromium)  # fmt: skip
+    rows = {line.split("|")[1].strip() for line in result.splitlines() if re.match(r"\| \w+ \| \d+ \|", line)}
+    assert rows == {"models", "drift", "quality", "compare", "history", "card"}

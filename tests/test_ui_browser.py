@@ -21,19 +21,13 @@ from registry.aliases import RoutingPolicy
 from registry.demo import DEMO_MODEL, breast_cancer, build_demo
 from registry.store import Registry
 from service.cli import main
+from service.ui import pages
 
 playwright = pytest.importorskip("playwright.sync_api")
 axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
 
 DRIFTED = "worst_radius"
-VIEWS = {
-    "models": "/ui",
-    "drift": f"/ui/models/{DEMO_MODEL}",
-    "quality": f"/ui/models/{DEMO_MODEL}/quality",
-    "compare": f"/ui/models/{DEMO_MODEL}/compare",
-    "history": f"/ui/models/{DEMO_MODEL}/history",
-    "card": f"/models/{DEMO_MODEL}/versions/champion/card",
-}
+VIEWS = pages.paths(DEMO_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +102,11 @@ def test_every_view_renders_in_chromium_accessible_and_self_contained(tool, drif
         page.wait_for_function("document.getElementById('refreshed').textContent.startsWith('updated')",
                                timeout=15_000)  # fmt: skip
         assert page.locator(f'tr[data-feature="{DRIFTED}"].flagged').count() == 1
+        assert "minutes with something flagged" in page.locator("svg.strip").get_attribute("aria-label")
+
+        # quality over time (the kept minutes) and the gate's evidence, drawn
+        page.goto(base + VIEWS["quality"])
+        assert page.locator("svg.series polyline").count() >= 2 and "e-value" in page.inner_text("main")
 
         # the cards: what the model is, its reference data's hash; the challenger's evaluation verdict
         page.goto(base + VIEWS["card"])

@@ -97,8 +97,17 @@ async def quality(ctx: Context, request: Request) -> Response:
     ctx.pool.slots(name)
     points, start, end = await _history(ctx, name)
     over_time = pages.quality_charts(points, start, end)
+    evidence = pages.evidence_chart(points, start, end)
     report = await _report(ctx, name)
-    return _page(request, "quality.html", model=name, view="quality", report=report, over_time=over_time)
+    return _page(
+        request,
+        "quality.html",
+        model=name,
+        view="quality",
+        report=report,
+        over_time=over_time,
+        evidence_over_time=evidence,
+    )
 
 
 async def compare(ctx: Context, request: Request) -> Response:

@@ -8,6 +8,7 @@ refresh it in place, so a view's data is always one request.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,13 @@ VIEWS = (
     ("compare", "Champion vs challenger"),
     ("history", "History"),
 )
+
+
+def paths(model: str) -> dict[str, str]:
+    """Every view's path for one model, by name: the models list, the model's views, its champion's
+    card."""
+    views = {key: f"/ui/models/{model}{'' if key == 'drift' else '/' + key}" for key, _ in VIEWS}
+    return {"models": "/ui", **views, "card": f"/models/{model}/versions/champion/card"}
 
 
 def _when(ts: float | datetime | None) -> str:
@@ -166,19 +174,20 @@ def card_context(
 
 
 @dataclass(frozen=True)
-class QualityChart:
-    """One version's quality over time: the chart and its legend (names in the chart's colours)."""
+class TimeChart:
+    """A chart over time and its legend (names in the chart's colours): one version's quality
+    (``metric``), or the gate's evidence (``version`` None)."""
 
-    version: int
+    version: int | None
     metric: str
     chart: Markup
     legend: list[tuple[str, str]]
 
 
-def quality_charts(points: list[dict[str, Any]], start: float, end: float) -> list[QualityChart]:
+def quality_charts(points: list[dict[str, Any]], start: float, end: float) -> list[TimeChart]:
     """Per version: its live metric overall and per segment, and where it was the reported version,
     the label-free accuracy estimate with its 95% interval as a band."""
-    charts_: list[QualityChart] = []
+    charts_: list[TimeChart] = []
     versions = sorted({q["version"] for p in points for q in p["quality"]})
     for version in versions:
         lines: dict[str, list[tuple[float, float]]] = {}
@@ -203,5 +212,24 @@ def quality_charts(points: list[dict[str, Any]], start: float, end: float) -> li
         label = f"Version {version}: live {metric} over time"
         chart = charts.series(drawn, start, end, label, band=band)
         legend = [(charts.PALETTE[i % len(charts.PALETTE)], name) for i, (name, _, _) in enumerate(drawn)]
-        charts_.append(QualityChart(version, metric, chart, legend))
+        charts_.append(TimeChart(version, metric, chart, legend))
     return charts_
+
+
+def evidence_chart(points: list[dict[str, Any]], start: float, end: float) -> TimeChart | None:
+    """The gate's evidence over time: each arm's e-value (log10) and the threshold an arm must reach."""
+    kept = [p for p in points if p["evidence"]]
+    if not kept:
+        return None
+
+    def logged(arm: str) -> list[tuple[float, float]]:
+        return [(p["ts"], math.log10(max(p["evidence"][arm], 1e-12))) for p in kept]
+
+    drawn = [
+        ("champion, log10 e-value", logged("champion"), False),
+        ("challenger, log10 e-value", logged("challenger"), False),
+        ("threshold", logged("threshold"), True),
+    ]
+    chart = charts.series(drawn, start, end, "Evidence toward promotion over time (log10 e-values)")
+    legend = [(charts.PALETTE[i], name) for i, (name, _, _) in enumerate(drawn)]
+    return TimeChart(None, "evidence", chart, legend)

@@ -94,7 +94,7 @@ def test_a_segment_rule_judges_each_segment_with_enough_rows():
     assert held.labels["segment"] == "b" and held.labels["feature"] == "g" and held.value == 0.5
 
 
-def wait_for(client, ready, timeout=15.0):
+def wait_for(client, ready, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         report = client.get("/monitoring/drift", params={"model": "columns"}).json()

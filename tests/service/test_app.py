@@ -316,7 +316,7 @@ def test_a_null_string_is_accepted_where_the_reference_had_nulls_and_counted_as_
         rows = [{"color": None if i % 2 else "red", "size": 10.0} for i in range(120)]
         response = client.post("/predict", json={"inputs": rows})
         assert response.status_code == 200 and len(response.json()["predictions"]) == 120
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while (report := client.get("/monitoring/drift").json()).get("window", {}).get("rows") != 120:
             assert time.monotonic() < deadline, report
             time.sleep(0.05)

@@ -158,6 +158,11 @@ def test_log_erase_removes_a_subjects_requests_and_feedback_and_audits_the_count
                 client.post("/feedback", json={"request_id": rid, "ground_truth": ["benign"] * 2}).status_code
                 == 200
             )
+        # explanations are made off the request path, and dropped when the gateway stops: wait for all 5
+        deadline, logged = time.monotonic() + 30, open_store(str(log_path)).requests
+        while sum(r.route == "explain" for r in logged.read_after({}, 100)) < 5:
+            assert time.monotonic() < deadline, "explanations not logged"
+            time.sleep(0.05)
     digest = hmac.new(KEY.encode(), str(HASHED).encode(), hashlib.sha256).hexdigest()[:HASH_HEX].encode()
     assert digest in everything_under(log_path.parent)
     capsys.readouterr()
