@@ -14,6 +14,7 @@ counts; Mann-Whitney U on the absolute errors).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,11 +28,15 @@ from monitoring.report import (
     ArmSamples,
     CanaryCheck,
     CanaryEvidence,
+    Disagreement,
     PairsSummary,
     QualityEvidence,
     QualityTest,
 )
 from monitoring.sequential import Matcher, contests, e_value
+
+#: pairs of labels a comparison lists where the arms disagree
+MAX_DISAGREEMENTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,8 @@ class Pair:
     agreed: int | None
     #: summed over rows: the mean absolute difference of the class probabilities, or of the values
     abs_diff: float
+    #: the rows whose labels differ, counted by (champion's label, other arm's label)
+    swaps: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +80,14 @@ def pair(champion: Predicted, shadow: Predicted) -> Pair | None:
         return None
     ts = max(champion.ts, shadow.ts)
     if "label" in a and "label" in b:
-        agreed = int(np.sum(_text(a["label"]) == _text(b["label"])))
+        la, lb = _text(a["label"]), _text(b["label"])
+        same = la == lb
         pa = np.asarray(a["probabilities"], dtype=np.float64)
         pb = np.asarray(b["probabilities"], dtype=np.float64)
         diff = float(np.abs(pa - pb).mean(axis=1).sum()) if pa.shape == pb.shape else float("nan")
-        return Pair(ts, champion.rows, agreed, diff)
+        swapped = Counter(zip(la[~same].tolist(), lb[~same].tolist(), strict=True))
+        swaps = tuple((x, y, n) for (x, y), n in swapped.items())
+        return Pair(ts, champion.rows, int(same.sum()), diff, swaps)
     for key in ("value", "embedding"):  # an embedding's difference: a row's mean over its coordinates
         if key in a and key in b:
             va, vb = np.asarray(a[key], dtype=np.float64), np.asarray(b[key], dtype=np.float64)
@@ -111,11 +121,19 @@ class PairedOutcome:
 def pairs_summary(pairs: Sequence[Pair]) -> PairsSummary:
     rows = sum(p.rows for p in pairs)
     agreed = [p.agreed for p in pairs if p.agreed is not None]
+    swapped: Counter[tuple[str, str]] = Counter()
+    for p in pairs:
+        for champion, other, count in p.swaps:
+            swapped[champion, other] += count
     return {
         "requests": len(pairs),
         "rows": rows,
         "agreement": sum(agreed) / rows if agreed and rows else None,
         "mean_abs_diff": sum(p.abs_diff for p in pairs) / rows if rows else None,
+        "disagreements": [
+            Disagreement(champion=champion, other=other, rows=count)
+            for (champion, other), count in swapped.most_common(MAX_DISAGREEMENTS)
+        ],
     }
 
 

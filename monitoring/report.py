@@ -70,6 +70,14 @@ class TrafficSummary(TypedDict):
     latency_p99_ms: float | None
 
 
+class Disagreement(TypedDict):
+    """Rows the champion labelled ``champion`` and the other arm ``other``."""
+
+    champion: str
+    other: str
+    rows: int
+
+
 class PairsSummary(TypedDict):
     """Champion and shadow answers to the same requests (``monitoring.compare.pairs_summary``)."""
 
@@ -79,6 +87,8 @@ class PairsSummary(TypedDict):
     agreement: float | None
     #: the mean absolute difference of their values (regressors)
     mean_abs_diff: float | None
+    #: where they disagree (classifiers): the commonest pairs of labels, most rows first
+    disagreements: NotRequired[list[Disagreement]]
 
 
 class ArmSamples(TypedDict):

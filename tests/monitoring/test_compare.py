@@ -10,7 +10,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.compare import Predicted, pair, quality_test
+from monitoring.compare import Predicted, pair, pairs_summary, quality_test
 from registry.aliases import RoutingPolicy
 from registry.demo import breast_cancer
 from service.app import create_app
@@ -26,7 +26,16 @@ def test_paired_predictions_agree_on_labels_and_differ_by_their_probabilities():
     )
     paired = pair(champion, challenger)
     assert paired is not None and paired.agreed == 1 and paired.ts == 2.0
-    assert paired.abs_diff == pytest.approx(0.2 + 0.4)
+    assert paired.abs_diff == pytest.approx(0.2 + 0.4) and paired.swaps == (("b", "a", 1),)
+    # where they disagree, over requests: the commonest pairs of labels first
+    other = pair(
+        champion, Predicted(2.0, 2, orjson.dumps({"label": ["b", "a"], "probabilities": [[0, 1]] * 2}))
+    )
+    assert other is not None and sorted(other.swaps) == [("a", "b", 1), ("b", "a", 1)]
+    summary = pairs_summary([paired, paired, other])
+    assert summary["agreement"] == pytest.approx(2 / 6)
+    assert summary["disagreements"] == [{"champion": "b", "other": "a", "rows": 3},
+                                        {"champion": "a", "other": "b", "rows": 1}]  # fmt: skip
     values = pair(
         Predicted(1.0, 2, orjson.dumps({"value": [1.0, 5.0]})),
         Predicted(1.0, 2, orjson.dumps({"value": [2.0, 2.0]})),
@@ -60,7 +69,7 @@ def test_unpaired_arms_use_fisher_for_accuracy_and_mann_whitney_for_errors():
     assert (paired["test"], paired["better"]) == ("wilcoxon", "challenger")
 
 
-def compared(client, timeout=15.0, **wanted):
+def compared(client, timeout=30.0, **wanted):
     """The comparison once the monitor's report has the wanted sample sizes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,6 +127,8 @@ def test_shadow_mode_compares_the_arms_on_the_same_requests(cancer_registry, chi
     assert body["arms"]["shadow"]["error_rate"] == 0.0 and body["arms"]["shadow"]["latency_p99_ms"] > 0
     assert body["shadow"]["requests"] == 40 and 0.8 <= body["shadow"]["agreement"] <= 1.0
     assert 0.0 <= body["shadow"]["mean_abs_diff"] < 0.5
+    disagreeing = sum(d["rows"] for d in body["shadow"]["disagreements"])
+    assert disagreeing == round((1 - body["shadow"]["agreement"]) * body["shadow"]["rows"])
     assert body["quality"]["paired"] and body["quality"]["test"] == "mcnemar-exact"
     assert body["quality"]["metric"] == "accuracy" and 0.8 <= body["quality"]["champion"] <= 1.0
     evidence = body["evidence"]  # what the gate decides on: every labelled row both arms predicted
