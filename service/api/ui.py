@@ -36,8 +36,9 @@ async def _report(ctx: Context, name: str) -> dict[str, Any] | None:
 
 
 async def _history(ctx: Context, name: str) -> tuple[list[dict[str, Any]], float, float]:
-    """The model's report summaries kept (up to ``HISTORY_SECONDS``), and the time axis: from the
-    first one's minute to now."""
+    """The model's report summaries kept (up to ``HISTORY_SECONDS``), and the time axis: from a
+    minute before the first (the last 10 minutes at least, so a young history is not stretched
+    across the chart) to now."""
     end = time.time()
     saved = await anyio.to_thread.run_sync(ctx.observed.store.reports.history, name, end - HISTORY_SECONDS)
     points = [orjson.loads(point) for point in saved]
