@@ -13,7 +13,9 @@ from starlette.responses import HTMLResponse, Response
 
 from monitoring.notify import RECENT_SECONDS
 from monitoring.store import HISTORY_SECONDS
+from registry.aliases import Aliases, AuditEntry, fold
 from registry.errors import RegistryError
+from registry.manifest import Manifest
 from service.api.context import Context
 from service.errors import MalformedRequest, from_registry
 from service.ui import pages
@@ -140,10 +142,10 @@ async def card(ctx: Context, request: Request) -> Response:
         raise MalformedRequest(f"format must be html or markdown, not {wanted!r}", field="format")
     registry = ctx.pool.registry
 
-    def read() -> tuple[Any, ...]:
+    def read() -> tuple[Manifest, list[AuditEntry], Aliases]:
         version = registry.resolve(name, int(ref) if ref.isdigit() else ref)
-        aliases = registry.aliases(name)
-        return registry.manifest(name, version), registry.history(name), aliases
+        entries = registry.history(name)  # read once: the aliases are its fold
+        return registry.manifest(name, version), entries, fold(entries)
 
     try:
         manifest, entries, aliases = await anyio.to_thread.run_sync(read)
