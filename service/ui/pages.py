@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from monitoring.report import QUALITY_METRICS
 from registry.aliases import AuditEntry
 from registry.manifest import CategoricalProfile, Manifest, NumericProfile
 from service.ui import charts
@@ -78,6 +79,7 @@ ENV.globals.update(
     evidence=charts.evidence,
     strip=charts.strip,
     views=VIEWS,
+    quality_metrics=QUALITY_METRICS,
 )
 ENV.filters.update(when=_when, num=_number, pct=_share, md=_markdown_cell)
 
